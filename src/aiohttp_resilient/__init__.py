@@ -1,0 +1,70 @@
+"""aiohttp-resilient: make aiohttp clients survive the network.
+
+Usage::
+
+    from aiohttp_resilient import resilient_session
+
+    async with resilient_session() as session:
+        async with session.get("https://example.org/") as resp:
+            body = await resp.read()
+"""
+
+from ._classify import VERDICTS, Verdict, classify
+from ._connector import TrackingConnector
+from ._decorator import retry_on_disconnect
+from ._events import Attempt, RetryEvent, RetryHook
+from ._exceptions import BodyNotReplayableError, ResilientError, RetriesExhaustedError
+from ._limiter import HostLimiter
+from ._middleware import RetryMiddleware, use_policy
+from ._policy import (
+    DEFAULT_ATTEMPTS,
+    DEFAULT_BACKOFF_BASE,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_BACKOFF_MULTIPLIER,
+    DEFAULT_IDEMPOTENCY_HEADER,
+    DEFAULT_MAX_BUFFER_SIZE,
+    DEFAULT_RETRY_AFTER_MAX,
+    DEFAULT_RETRY_METHODS,
+    DEFAULT_RETRY_STATUSES,
+    RetryPolicy,
+    compute_delay,
+    parse_retry_after,
+)
+from ._redact import redact_headers, redact_text, redact_url
+from ._session import PRESETS, SessionPreset, default_user_agent, resilient_session
+
+__all__ = [
+    "DEFAULT_ATTEMPTS",
+    "DEFAULT_BACKOFF_BASE",
+    "DEFAULT_BACKOFF_MAX",
+    "DEFAULT_BACKOFF_MULTIPLIER",
+    "DEFAULT_IDEMPOTENCY_HEADER",
+    "DEFAULT_MAX_BUFFER_SIZE",
+    "DEFAULT_RETRY_AFTER_MAX",
+    "DEFAULT_RETRY_METHODS",
+    "DEFAULT_RETRY_STATUSES",
+    "PRESETS",
+    "VERDICTS",
+    "Attempt",
+    "BodyNotReplayableError",
+    "HostLimiter",
+    "ResilientError",
+    "RetriesExhaustedError",
+    "RetryEvent",
+    "RetryHook",
+    "RetryMiddleware",
+    "RetryPolicy",
+    "SessionPreset",
+    "TrackingConnector",
+    "Verdict",
+    "classify",
+    "compute_delay",
+    "default_user_agent",
+    "parse_retry_after",
+    "redact_headers",
+    "redact_text",
+    "redact_url",
+    "resilient_session",
+    "retry_on_disconnect",
+    "use_policy",
+]

@@ -1,0 +1,186 @@
+"""The progress of one retried call: decide, tell (log and hooks), wait. Shared by the middleware
+and the decorator so that both follow one schedule and report alike."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from ._events import Attempt, RetryEvent, RetryHook
+from ._exceptions import RetriesExhaustedError
+from ._policy import RetryPolicy, apply_jitter
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as deadline_timer
+else:  # pragma: no cover - aiohttp depends on async-timeout below 3.11
+    from async_timeout import timeout as deadline_timer
+
+__all__ = ["Clock", "RetryRun", "Sleep", "deadline_timer", "logger", "timer_expired"]
+
+#: Every retry (INFO) and give-up (WARNING) is logged here, secrets redacted.
+logger: Final = logging.getLogger("aiohttp_resilient")
+
+Sleep = Callable[[float], Awaitable[object]]
+Clock = Callable[[], float]
+
+REASON_STALE: Final = "stale keep-alive connection"
+REASON_BACKOFF: Final = "backoff"
+REASON_RETRY_AFTER: Final = "Retry-After"
+
+
+def timer_expired(timer: Any) -> bool:
+    """Whether a :func:`deadline_timer` fired (asyncio's has ``expired()``, async-timeout's
+    an ``expired`` property)."""
+    expired = timer.expired
+    return bool(expired() if callable(expired) else expired)
+
+
+class RetryRun:
+    """One logical call's attempts so far and what comes next (urllib3's ``Retry`` state).
+
+    Created on the first failure only, so a call that succeeds at once pays nothing for it.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_history",
+        "_method",
+        "_on_giveup",
+        "_on_retry",
+        "_policy",
+        "_sleep",
+        "_started",
+        "_url",
+        "_waits",
+    )
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        method: str | None,
+        url: str,
+        started: float,
+        clock: Clock,
+        sleep: Sleep,
+        on_retry: RetryHook | None,
+        on_giveup: RetryHook | None,
+    ) -> None:
+        self._policy = policy
+        self._method = method
+        self._url = url
+        self._started = started
+        self._clock = clock
+        self._sleep = sleep
+        self._on_retry = on_retry
+        self._on_giveup = on_giveup
+        self._history: list[Attempt] = []
+        self._waits = policy.schedule()
+
+    @property
+    def history(self) -> tuple[Attempt, ...]:
+        """The attempts that failed, oldest first."""
+        return tuple(self._history)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the policy's deadline, or ``None`` when it has none."""
+        if self._policy.deadline is None:
+            return None
+        return self._started + self._policy.deadline - self._clock()
+
+    def decide(
+        self, attempt: Attempt, *, stale: bool = False, retry_after: float | None = None
+    ) -> tuple[float | None, str]:
+        """Record a failed ``attempt`` and say what follows: ``(delay, reason)`` to retry after
+        ``delay`` seconds, or ``(None, reason)`` to give up."""
+        self._history.append(attempt)
+        policy = self._policy
+        if attempt.number >= policy.attempts:
+            plural = "" if policy.attempts == 1 else "s"
+            return None, f"all {policy.attempts} attempt{plural} the policy allows were used"
+        if retry_after is not None:
+            if retry_after > policy.retry_after_max:
+                return None, (
+                    f"the server asked to wait {retry_after:g}s (Retry-After), more than "
+                    f"retry_after_max={policy.retry_after_max:g}s"
+                )
+            delay, reason = retry_after, REASON_RETRY_AFTER
+        elif stale and policy.retry_stale_immediately:
+            delay, reason = 0.0, REASON_STALE
+        else:
+            delay, reason = apply_jitter(policy, next(self._waits)), REASON_BACKOFF
+        remaining = self.remaining()
+        if remaining is not None and delay >= remaining:
+            return None, (
+                f"waiting {delay:.3g}s ({reason}) would pass the deadline of "
+                f"{policy.deadline:g}s ({max(remaining, 0.0):.3g}s left)"
+            )
+        return delay, reason
+
+    async def retry(self, attempt: Attempt, delay: float, reason: str) -> None:
+        """Tell the retry (log, ``on_retry``), then wait ``delay`` seconds."""
+        event = self._event(attempt, delay, reason)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "retrying %s after attempt %d failed with %s: waiting %.3fs (%s)",
+                self._target(),
+                attempt.number,
+                event.cause,
+                delay,
+                reason,
+                extra={"aiohttp_resilient": event},
+            )
+        await _call_hook(self._on_retry, event)
+        if delay > 0:
+            await self._sleep(delay)
+
+    async def give_up(
+        self, attempt: Attempt, reason: str, *, retry_after: float | None = None
+    ) -> RetriesExhaustedError:
+        """Tell the give-up (log, ``on_giveup``) and return the error to raise."""
+        event = self._event(attempt, None, reason)
+        logger.warning(
+            "giving up on %s after %d attempt%s: %s; last failure: %s",
+            self._target(),
+            attempt.number,
+            "" if attempt.number == 1 else "s",
+            reason,
+            event.cause,
+            extra={"aiohttp_resilient": event},
+        )
+        await _call_hook(self._on_giveup, event)
+        return RetriesExhaustedError(
+            method=self._method,
+            url=self._url,
+            attempts=attempt.number,
+            history=self.history,
+            reason=reason,
+            status=attempt.status,
+            retry_after=retry_after,
+        )
+
+    def _target(self) -> str:
+        return self._url if self._method is None else f"{self._method} {self._url}"
+
+    def _event(self, attempt: Attempt, delay: float | None, reason: str) -> RetryEvent:
+        return RetryEvent(
+            method=self._method,
+            url=self._url,
+            attempt=attempt.number,
+            cause=attempt.outcome,
+            error=attempt.error,
+            status=attempt.status,
+            delay=delay,
+            reason=reason,
+        )
+
+
+async def _call_hook(hook: RetryHook | None, event: RetryEvent) -> None:
+    if hook is None:
+        return
+    result = hook(event)
+    if inspect.isawaitable(result):
+        await result

@@ -1,0 +1,95 @@
+"""The errors this library raises.
+
+Every one of them is an :class:`aiohttp.ClientError`, so ``except aiohttp.ClientError`` keeps
+working in code that did not know about this library::
+
+    aiohttp.ClientError
+     └── ResilientError
+          ├── RetriesExhaustedError   gave up: attempts used, deadline or Retry-After too long
+          └── BodyNotReplayableError  a retry would have to re-send a body that is already spent
+
+Neither is a :class:`aiohttp.ClientOSError` nor a :class:`aiohttp.ServerDisconnectedError`: aiohttp
+silently runs the whole middleware chain once more when it sees one of those two, which would
+multiply the attempts a policy allows.
+
+Invalid configuration raises :class:`ValueError` (naming the field) at construction, not here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+if TYPE_CHECKING:
+    from ._events import Attempt
+
+__all__ = ["BodyNotReplayableError", "ResilientError", "RetriesExhaustedError"]
+
+
+class ResilientError(aiohttp.ClientError):
+    """Base class of every error raised by aiohttp-resilient."""
+
+
+class RetriesExhaustedError(ResilientError):
+    """The request failed and the policy allows no further attempt.
+
+    Raised ``from`` the last failure (``__cause__``), so the traceback shows what went wrong.
+
+    Attributes:
+        method: The HTTP method, or ``None`` when raised by :func:`retry_on_disconnect`.
+        url: The URL with credentials redacted, or ``None`` for the decorator.
+        attempts: How many attempts were made (the server saw at most this many).
+        history: One :class:`Attempt` per attempt, oldest first.
+        reason: Why no further attempt was made, in words.
+        status: The HTTP status of the last attempt, if it got a response.
+        retry_after: The server's ``Retry-After`` in seconds, when that is what ended the retries.
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str | None,
+        url: str | None,
+        attempts: int,
+        history: tuple[Attempt, ...],
+        reason: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.attempts = attempts
+        self.history = history
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        target = f"{method} {url}: " if method is not None else ""
+        plural = "" if attempts == 1 else "s"
+        super().__init__(f"{target}gave up after {attempts} attempt{plural}: {reason}")
+
+
+class BodyNotReplayableError(ResilientError):
+    """A retry was due, but the request body cannot be sent again.
+
+    Streamed bodies (an async generator, a non-seekable file) are consumed by the first attempt;
+    aiohttp would re-send them empty. Instead of that, the retry stops here and this error names the
+    body. Pass ``bytes``, a seekable file, ``json=`` or ``FormData`` to make a request retryable.
+
+    Attributes:
+        method: The HTTP method.
+        url: The URL with credentials redacted.
+        body_type: The type name of the payload that cannot be replayed.
+        attempts: How many attempts were made before this one was refused.
+    """
+
+    def __init__(self, *, method: str, url: str, body_type: str, attempts: int) -> None:
+        self.method = method
+        self.url = url
+        self.body_type = body_type
+        self.attempts = attempts
+        super().__init__(
+            f"{method} {url}: cannot retry after attempt {attempts}: the request body "
+            f"({body_type}) was consumed by the first attempt and would be re-sent empty; "
+            "use bytes, a seekable file, json= or FormData for a retryable body"
+        )

@@ -1,0 +1,399 @@
+"""RetryMiddleware: an aiohttp client middleware that retries what is safe to retry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Final
+
+import aiohttp
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
+
+from ._classify import Verdict, classify
+from ._engine import Clock, RetryRun, Sleep, deadline_timer, logger, timer_expired
+from ._events import Attempt, RetryHook, describe_error
+from ._exceptions import BodyNotReplayableError, RetriesExhaustedError
+from ._limiter import HostKey, HostLimiter, host_key
+from ._policy import RetryPolicy, parse_retry_after
+from ._redact import redact_url
+
+__all__ = ["HANDLED_ATTR", "REUSED_ATTR", "RetryMiddleware", "use_policy"]
+
+#: Set on a request by our connector: ``True`` if its attempt got a pooled keep-alive connection.
+REUSED_ATTR: Final = "_aiohttp_resilient_reused"
+#: Set on an exception the middleware let through as not retryable, so that an enclosing
+#: ``@retry_on_disconnect`` does not retry what was judged unsafe.
+HANDLED_ATTR: Final = "_aiohttp_resilient_handled"
+
+# The methods for which aiohttp's ClientSession silently runs the middleware chain once more after
+# a ClientOSError or ServerDisconnectedError (aiohttp.client.IDEMPOTENT_METHODS in 3.14).
+_HIDDEN_RETRY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_HIDDEN_RETRY_ERRORS: Final = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
+# Errors that, on a reused connection before a response, mean the server had closed it idle.
+_STALE_ERRORS: Final = (
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+    aiohttp.ClientConnectionResetError,
+)
+
+_NO_KEY: Final[HostKey] = ("", None, None)  # the key when there is no limiter
+
+_policy_override: ContextVar[RetryPolicy | None] = ContextVar(
+    "aiohttp_resilient_policy_override", default=None
+)
+
+
+@contextlib.contextmanager
+def use_policy(policy: RetryPolicy) -> Iterator[RetryPolicy]:
+    """Use ``policy`` instead of the middleware's own for the requests made inside the block.
+
+    The override follows the task (a :class:`contextvars.ContextVar`), so concurrent tasks keep
+    their own. Usage::
+
+        with use_policy(RetryPolicy(attempts=1)):
+            async with session.post(url, data=payload) as resp: ...
+    """
+    if not isinstance(policy, RetryPolicy):
+        raise TypeError(f"use_policy() takes a RetryPolicy, got {type(policy).__name__}")
+    token = _policy_override.set(policy)
+    try:
+        yield policy
+    finally:
+        _policy_override.reset(token)
+
+
+class _DeadlinePassedError(Exception):
+    """The policy's deadline expired during an attempt."""
+
+
+class RetryMiddleware:
+    """An aiohttp client middleware that retries what is safe to retry, and nothing else.
+
+    Put it in any ``ClientSession(middlewares=[...])``; :func:`resilient_session` installs one.
+    Per attempt, it classifies the failure by whether the request can have reached the server
+    (connect-phase failures are retried for any method; disconnects, resets, read timeouts, cut
+    bodies and retryable statuses only for idempotent requests), waits with exponential backoff
+    and full jitter or as ``Retry-After`` says, releases every response it throws away, and gives
+    up with :class:`RetriesExhaustedError`.
+
+    It takes over aiohttp's own hidden retry (one immediate re-run of the whole chain after a
+    disconnect) by switching it off in the session it runs in, so the attempts the server sees are
+    exactly those the policy allows.
+
+    Usage::
+
+        retry = RetryMiddleware(RetryPolicy(attempts=3))
+        async with aiohttp.ClientSession(middlewares=[retry]) as session: ...
+
+    Args:
+        policy: The default policy; :func:`use_policy` overrides it per request.
+        limiter: Caps attempts in flight per host; ``None`` for no cap beyond the connector's.
+        on_retry: Called with a :class:`RetryEvent` before each wait (a coroutine function is
+            awaited).
+        on_giveup: Called with a :class:`RetryEvent` when giving up.
+        sleep: The wait function (inject a fake one in tests).
+        clock: A monotonic clock in seconds (inject a fake one in tests).
+    """
+
+    __slots__ = ("_clock", "_limiter", "_on_giveup", "_on_retry", "_sleep", "policy")
+
+    def __init__(
+        self,
+        policy: RetryPolicy | None = None,
+        *,
+        limiter: HostLimiter | None = None,
+        on_retry: RetryHook | None = None,
+        on_giveup: RetryHook | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if policy is not None and not isinstance(policy, RetryPolicy):
+            raise TypeError(f"policy must be a RetryPolicy, got {type(policy).__name__}")
+        if limiter is not None and not isinstance(limiter, HostLimiter):
+            raise TypeError(f"limiter must be a HostLimiter, got {type(limiter).__name__}")
+        for name, hook in (("on_retry", on_retry), ("on_giveup", on_giveup)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name} must be callable, got {hook!r}")
+        self.policy = RetryPolicy() if policy is None else policy
+        self._limiter = limiter
+        self._on_retry = on_retry
+        self._on_giveup = on_giveup
+        self._sleep = sleep
+        self._clock = clock
+
+    @property
+    def limiter(self) -> HostLimiter | None:
+        """The per-host limiter, if any."""
+        return self._limiter
+
+    def __repr__(self) -> str:
+        return f"<RetryMiddleware policy={self.policy!r} limiter={self._limiter!r}>"
+
+    async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        """Send ``req`` through ``handler`` until it succeeds or the policy gives up."""
+        policy = _policy_override.get() or self.policy
+        method = req.method
+        idempotent = method in policy.methods or (
+            policy.idempotency_header is not None and policy.idempotency_header in req.headers
+        )
+        # aiohttp re-runs the chain once after a ClientOSError/ServerDisconnectedError unless the
+        # session's private switch is off; it reads the switch when the request starts, so this
+        # request may still be re-run if we let such an error through (handled in _not_retried).
+        session = req.session
+        hidden_retry_armed = False
+        if getattr(session, "_retry_connection", False):
+            session._retry_connection = False
+            hidden_retry_armed = method in _HIDDEN_RETRY_METHODS
+        limiter = self._limiter
+        key = host_key(req.url) if limiter is not None else _NO_KEY
+        buffer = idempotent and policy.buffer_body
+        clock = self._clock
+        started = clock()
+        run: RetryRun | None = None
+        number = 0
+        while True:
+            number += 1
+            attempt_started = clock()
+            if limiter is not None:
+                await limiter.acquire(key)
+            try:
+                if policy.deadline is None:
+                    resp = await self._send(req, handler, policy, buffer)
+                else:
+                    resp = await self._send_before(
+                        started + policy.deadline - clock(), req, handler, policy, buffer
+                    )
+            except Exception as exc:
+                if limiter is not None:
+                    limiter.release(key)
+                error = exc
+            except BaseException:  # cancelled: free the slot, never retry or swallow
+                if limiter is not None:
+                    limiter.release(key)
+                raise
+            else:
+                status = resp.status
+                if not (idempotent and status in policy.statuses):
+                    if limiter is not None:
+                        self._hand_over(resp, key)
+                    return resp
+                # A retryable status: decide, then throw the response away or hand it back.
+                retry_after = None
+                if policy.respect_retry_after:
+                    retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
+                attempt = Attempt(
+                    number=number,
+                    status=status,
+                    reused_connection=req.__dict__.pop(REUSED_ATTR, None),
+                    elapsed=clock() - attempt_started,
+                )
+                if run is None:
+                    run = self._new_run(policy, req, started)
+                delay, reason = run.decide(attempt, retry_after=retry_after)
+                if delay is None:
+                    gave_up = await run.give_up(attempt, reason, retry_after=retry_after)
+                    if not policy.raise_on_status:
+                        if limiter is not None:
+                            self._hand_over(resp, key)
+                        return resp
+                    self._discard(resp, key)
+                    raise gave_up
+                self._discard(resp, key)
+                await self._before_resend(req, run, attempt, delay, reason, number, cause=None)
+                continue
+
+            # The attempt raised.
+            if isinstance(error, _DeadlinePassedError):
+                cause = error.__cause__ or error
+                attempt = Attempt(number=number, error=cause, elapsed=clock() - attempt_started)
+                if run is None:
+                    run = self._new_run(policy, req, started)
+                run.decide(attempt)
+                reason = f"the deadline of {policy.deadline:g}s passed during attempt {number}"
+                raise await run.give_up(attempt, reason) from cause
+            verdict = classify(error)
+            if not (
+                verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)
+            ):
+                raise self._not_retried(req, error, verdict, number, hidden_retry_armed)
+            reused = req.__dict__.pop(REUSED_ATTR, None)
+            attempt = Attempt(
+                number=number,
+                error=error,
+                reused_connection=reused,
+                elapsed=clock() - attempt_started,
+            )
+            stale = (
+                reused is True
+                and verdict is Verdict.MAYBE_SENT
+                and isinstance(error, _STALE_ERRORS)
+            )
+            if run is None:
+                run = self._new_run(policy, req, started)
+            delay, reason = run.decide(attempt, stale=stale)
+            if delay is None:
+                raise await run.give_up(attempt, reason) from error
+            await self._before_resend(req, run, attempt, delay, reason, number, cause=error)
+
+    async def _send(
+        self,
+        req: ClientRequest,
+        handler: ClientHandlerType,
+        policy: RetryPolicy,
+        buffer: bool,
+    ) -> ClientResponse:
+        resp = await handler(req)
+        if buffer and resp.status not in policy.statuses:
+            await _buffer_body(resp, policy.max_buffer_size)
+        return resp
+
+    async def _send_before(
+        self,
+        remaining: float,
+        req: ClientRequest,
+        handler: ClientHandlerType,
+        policy: RetryPolicy,
+        buffer: bool,
+    ) -> ClientResponse:
+        if remaining <= 0:
+            raise _DeadlinePassedError
+        timer = deadline_timer(remaining)
+        try:
+            async with timer:
+                return await self._send(req, handler, policy, buffer)
+        except TimeoutError as exc:
+            if not timer_expired(timer):  # an aiohttp timeout inside, not ours
+                raise
+            raise _DeadlinePassedError from exc
+
+    def _new_run(self, policy: RetryPolicy, req: ClientRequest, started: float) -> RetryRun:
+        return RetryRun(
+            policy,
+            method=req.method,
+            url=redact_url(req.url),
+            started=started,
+            clock=self._clock,
+            sleep=self._sleep,
+            on_retry=self._on_retry,
+            on_giveup=self._on_giveup,
+        )
+
+    async def _before_resend(
+        self,
+        req: ClientRequest,
+        run: RetryRun,
+        attempt: Attempt,
+        delay: float,
+        reason: str,
+        number: int,
+        *,
+        cause: BaseException | None,
+    ) -> None:
+        body = req.body
+        if getattr(body, "consumed", False):
+            # aiohttp would re-send a spent stream as an empty body, silently.
+            error = BodyNotReplayableError(
+                method=req.method,
+                url=redact_url(req.url),
+                body_type=type(body).__name__,
+                attempts=number,
+            )
+            logger.warning("not retrying: %s", error)
+            raise error from cause
+        # A failed attempt may leave its body writer running: let it settle before re-sending.
+        await req.close()
+        await run.retry(attempt, delay, reason)
+
+    def _discard(self, resp: ClientResponse, key: HostKey) -> None:
+        # release() keeps the connection when the body has fully arrived and closes it otherwise:
+        # either way the pool gets its slot back, so a pool of one never stalls on failed bodies.
+        resp.release()
+        if self._limiter is not None:
+            self._limiter.release(key)
+
+    def _hand_over(self, resp: ClientResponse, key: HostKey) -> None:
+        # The slot stays taken while the caller streams the body: free it with the connection.
+        assert self._limiter is not None
+        connection = resp.connection
+        release = functools.partial(self._limiter.release, key)
+        if connection is None:
+            release()
+        else:
+            connection.add_callback(release)
+
+    def _not_retried(
+        self,
+        req: ClientRequest,
+        error: Exception,
+        verdict: Verdict,
+        number: int,
+        hidden_retry_armed: bool,
+    ) -> Exception:
+        if verdict is Verdict.MAYBE_SENT:
+            why = (
+                f"{req.method} is not idempotent and the request may have reached the server "
+                "(send an Idempotency-Key header to make it retryable)"
+            )
+        else:
+            why = "retrying cannot help with this error"
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "not retrying %s %s: %s: %s",
+                req.method,
+                redact_url(req.url),
+                describe_error(error),
+                why,
+            )
+        if hidden_retry_armed and isinstance(error, _HIDDEN_RETRY_ERRORS):
+            # Re-raising this type would make aiohttp send the request once more on its own.
+            wrapped = RetriesExhaustedError(
+                method=req.method,
+                url=redact_url(req.url),
+                attempts=number,
+                history=(Attempt(number=number, error=error),),
+                reason=f"not retried: {why}",
+            )
+            wrapped.__cause__ = error
+            return wrapped
+        with contextlib.suppress(AttributeError):
+            setattr(error, HANDLED_ATTR, True)
+        if hasattr(error, "add_note"):
+            error.add_note(f"aiohttp-resilient did not retry: {why}")
+        return error
+
+
+async def _buffer_body(resp: ClientResponse, cap: int) -> None:
+    """Read the body inside the retry loop (so that a cut is retried), if it fits in ``cap``.
+
+    A body that does not fit is handed to the caller unread, as if buffering were off.
+    """
+    length = resp.content_length
+    if length is not None and length > cap:
+        return
+    if length is not None and hdrs.CONTENT_ENCODING not in resp.headers:
+        await resp.read()  # the caller's read() then returns these bytes
+        return
+    # Unknown length, or compressed (Content-Length counts the compressed bytes): read under
+    # the cap, then put what was read back, so the caller can still stream a body that is too big.
+    content = resp.content
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while size <= cap and (chunk := await content.readany()):
+            chunks.append(chunk)
+            size += len(chunk)
+    except BaseException:
+        resp.close()
+        raise
+    with warnings.catch_warnings():
+        # aiohttp deprecated unread_data() for parsers; it is still the one way to push back.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        content.unread_data(b"".join(chunks))
+    if size <= cap:
+        await resp.read()

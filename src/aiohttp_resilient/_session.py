@@ -1,0 +1,264 @@
+"""resilient_session(): a real aiohttp.ClientSession, tuned, with the retry middleware installed."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.metadata
+import platform
+import ssl as ssl_module
+from collections.abc import Mapping
+from dataclasses import dataclass
+from os import PathLike
+from typing import Any, Final, Literal
+
+import aiohttp
+import aiohttp.connector
+from aiohttp import hdrs
+from multidict import CIMultiDict
+
+from ._connector import TrackingConnector
+from ._events import RetryHook
+from ._limiter import HostLimiter
+from ._middleware import RetryMiddleware
+from ._policy import RetryPolicy
+
+__all__ = ["PRESETS", "SessionPreset", "default_user_agent", "resilient_session"]
+
+PresetName = Literal["default", "crawler", "api"]
+
+#: Idle keep-alive connections are dropped after this many seconds: under the 5 s after which
+#: uvicorn and Node.js close them (nginx: 75 s), so the client lets go first and the stale
+#: connection race is rare. aiohttp's default is 15 s, above those servers' timeouts.
+DEFAULT_KEEPALIVE_TIMEOUT: Final = 4.0
+#: aiohttp's 300 s total is one budget for all attempts, waits and the body; 120 s still covers a
+#: full retry schedule while bounding a call that would otherwise hang for five minutes.
+DEFAULT_TIMEOUT: Final = aiohttp.ClientTimeout(total=120, connect=15, sock_connect=10, sock_read=30)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionPreset:
+    """The tuning behind a named preset of :func:`resilient_session`; every field can be
+    overridden by the keyword of the same name.
+
+    Attributes:
+        limit: Connections in all (aiohttp: 100).
+        limit_per_host: Attempts and connections in flight per host (aiohttp: unlimited).
+        ttl_dns_cache: Seconds a DNS answer is cached (aiohttp: 10).
+        keepalive_timeout: Seconds an idle pooled connection is kept (aiohttp: 15).
+        timeout: The session's :class:`aiohttp.ClientTimeout` (aiohttp: total 300, sock_connect 30).
+        policy: The retry policy.
+    """
+
+    limit: int
+    limit_per_host: int
+    ttl_dns_cache: int | None
+    keepalive_timeout: float
+    timeout: aiohttp.ClientTimeout
+    policy: RetryPolicy
+
+
+#: The presets, by name. "default" suits a service calling a handful of hosts; "crawler" many
+#: hosts, politely (4 at a time per host, the order browsers and Scrapy use per domain, DNS
+#: cached for 5 minutes, patient with Retry-After); "api" one host at high concurrency with
+#: short waits.
+PRESETS: Final[Mapping[str, SessionPreset]] = {
+    "default": SessionPreset(
+        limit=100,
+        limit_per_host=16,
+        ttl_dns_cache=10,
+        keepalive_timeout=DEFAULT_KEEPALIVE_TIMEOUT,
+        timeout=DEFAULT_TIMEOUT,
+        policy=RetryPolicy(),
+    ),
+    "crawler": SessionPreset(
+        limit=256,
+        limit_per_host=4,
+        ttl_dns_cache=300,
+        keepalive_timeout=DEFAULT_KEEPALIVE_TIMEOUT,
+        timeout=aiohttp.ClientTimeout(total=180, connect=15, sock_connect=10, sock_read=30),
+        policy=RetryPolicy(attempts=4, backoff_base=0.5, backoff_max=30.0, retry_after_max=120.0),
+    ),
+    "api": SessionPreset(
+        limit=256,
+        limit_per_host=256,
+        ttl_dns_cache=10,
+        keepalive_timeout=DEFAULT_KEEPALIVE_TIMEOUT,
+        timeout=aiohttp.ClientTimeout(total=60, connect=10, sock_connect=5, sock_read=20),
+        policy=RetryPolicy(attempts=5, backoff_base=0.05, backoff_max=5.0, retry_after_max=30.0),
+    ),
+}
+
+
+def default_user_agent() -> str:
+    """``aiohttp-resilient/X aiohttp/Y Python/Z``: who is calling, honestly (some CDNs drop
+    requests without a User-Agent)."""
+    try:
+        version = importlib.metadata.version("aiohttp-resilient")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+        version = "0"
+    return (
+        f"aiohttp-resilient/{version} aiohttp/{aiohttp.__version__} "
+        f"Python/{platform.python_version()}"
+    )
+
+
+def resilient_session(
+    *,
+    policy: RetryPolicy | None = None,
+    preset: PresetName = "default",
+    limit: int | None = None,
+    limit_per_host: int | None = None,
+    ttl_dns_cache: int | None = None,
+    keepalive_timeout: float | None = None,
+    force_close: bool = False,
+    ca_bundle: str | PathLike[str] | None = None,
+    ssl_context: ssl_module.SSLContext | None = None,
+    on_retry: RetryHook | None = None,
+    on_giveup: RetryHook | None = None,
+    **session_options: Any,
+) -> aiohttp.ClientSession:
+    """A :class:`aiohttp.ClientSession` that survives the network.
+
+    Usage::
+
+        async with resilient_session() as session:
+            async with session.get(url) as resp:
+                data = await resp.json()
+
+    What differs from a bare ``ClientSession`` (each can be overridden):
+
+    - A :class:`RetryMiddleware` with ``policy`` (or the preset's) runs first in the chain, and
+      aiohttp's own hidden retry is off, so the server sees exactly the attempts the policy allows.
+    - A per-host cap (``limit_per_host``) on attempts in flight, enforced by a
+      :class:`HostLimiter` and the connector alike; no slot is held while backing off.
+    - Idle connections are dropped after ``keepalive_timeout`` (4 s, under common servers' 5 s).
+    - ``ClientTimeout`` with connect, sock_connect, sock_read and total set (see :data:`PRESETS`).
+    - TLS verification on, TLS 1.2 at least, optionally with ``ca_bundle`` as trusted CAs.
+    - An honest ``User-Agent`` and ``Accept-Encoding``; ``headers=`` adds to or replaces them.
+    - ``enable_cleanup_closed`` only on the Python versions where aiohttp still needs it.
+
+    Args:
+        policy: The retry policy; the preset's when ``None``.
+        preset: ``"default"``, ``"crawler"`` (many hosts, polite per host) or ``"api"`` (one host,
+            high concurrency): see :data:`PRESETS`.
+        limit: Connections in all.
+        limit_per_host: Attempts in flight per (scheme, host, port).
+        ttl_dns_cache: Seconds DNS answers are cached (``None``: forever).
+        keepalive_timeout: Seconds an idle pooled connection is kept.
+        force_close: Send ``Connection: close`` and use each connection once.
+        ca_bundle: A PEM file of CA certificates to trust instead of the system's.
+        ssl_context: A ready ``SSLContext`` (then ``ca_bundle`` must not be given).
+        on_retry: Hook called with a :class:`RetryEvent` before each retry.
+        on_giveup: Hook called with a :class:`RetryEvent` on giving up.
+        **session_options: Any other :class:`aiohttp.ClientSession` keyword: ``timeout``,
+            ``headers``, ``proxy``, ``proxy_auth``, ``trust_env`` (``HTTP(S)_PROXY`` from the
+            environment), ``middlewares`` (run inside the retry, once per attempt),
+            ``connector`` (then the connector options above must not be given), ...
+
+    Raises:
+        ValueError: An unknown preset, a bad option value, or options that contradict.
+    """
+    try:
+        tuning = PRESETS[preset]
+    except KeyError:
+        raise ValueError(
+            f"preset must be one of {', '.join(map(repr, PRESETS))}, got {preset!r}"
+        ) from None
+    changes: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("limit", limit),
+            ("limit_per_host", limit_per_host),
+            ("ttl_dns_cache", ttl_dns_cache),
+            ("keepalive_timeout", keepalive_timeout),
+        )
+        if value is not None
+    }
+    tuning = dataclasses.replace(tuning, **changes)
+    if policy is None:
+        policy = tuning.policy
+    elif not isinstance(policy, RetryPolicy):
+        raise ValueError(f"policy must be a RetryPolicy, got {type(policy).__name__}")
+    _check_positive_int("limit", tuning.limit)
+    _check_positive_int("limit_per_host", tuning.limit_per_host)
+    if tuning.limit_per_host > tuning.limit:
+        raise ValueError(
+            f"limit_per_host ({tuning.limit_per_host}) must not exceed limit ({tuning.limit})"
+        )
+    if isinstance(tuning.keepalive_timeout, bool) or tuning.keepalive_timeout <= 0:
+        raise ValueError(f"keepalive_timeout must be > 0, got {tuning.keepalive_timeout!r}")
+
+    connector = session_options.pop("connector", None)
+    if connector is None:
+        if ssl_context is not None and ca_bundle is not None:
+            raise ValueError("pass ssl_context or ca_bundle, not both")
+        connector = TrackingConnector(
+            limit=tuning.limit,
+            limit_per_host=tuning.limit_per_host,
+            ttl_dns_cache=tuning.ttl_dns_cache,
+            keepalive_timeout=None if force_close else tuning.keepalive_timeout,
+            force_close=force_close,
+            ssl=ssl_context if ssl_context is not None else _tls_context(ca_bundle),
+            # Only where it works: elsewhere aiohttp ignores it with a DeprecationWarning.
+            enable_cleanup_closed=bool(aiohttp.connector.NEEDS_CLEANUP_CLOSED),
+        )
+    elif any(v is not None for v in (limit, ttl_dns_cache, keepalive_timeout, ca_bundle)) or (
+        force_close or ssl_context is not None
+    ):
+        raise ValueError(
+            "connector= was given together with connector options "
+            "(limit, ttl_dns_cache, keepalive_timeout, force_close, ca_bundle, ssl_context): "
+            "configure the connector you pass instead"
+        )
+
+    retry = RetryMiddleware(
+        policy,
+        limiter=HostLimiter(tuning.limit_per_host),
+        on_retry=on_retry,
+        on_giveup=on_giveup,
+    )
+    headers: dict[str, str] = {
+        hdrs.USER_AGENT: default_user_agent(),
+        hdrs.ACCEPT_ENCODING: aiohttp.ClientRequest.DEFAULT_HEADERS.get(
+            hdrs.ACCEPT_ENCODING, "gzip, deflate"
+        ),
+    }
+    user_headers = session_options.pop("headers", None)
+    session_options.setdefault("timeout", tuning.timeout)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        headers=_merge_headers(headers, user_headers),
+        middlewares=(retry, *session_options.pop("middlewares", ())),
+        **session_options,
+    )
+    # aiohttp re-runs the chain once on its own after a disconnect; the middleware owns retries.
+    session._retry_connection = False
+    return session
+
+
+def _tls_context(ca_bundle: str | PathLike[str] | None) -> ssl_module.SSLContext:
+    return _cached_tls_context(None if ca_bundle is None else str(ca_bundle))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_tls_context(ca_bundle: str | None) -> ssl_module.SSLContext:
+    # Loading the CA store takes milliseconds: share one context among sessions, as aiohttp does.
+    context = ssl_module.create_default_context(cafile=ca_bundle)
+    context.minimum_version = ssl_module.TLSVersion.TLSv1_2
+    return context
+
+
+def _merge_headers(defaults: dict[str, str], user: Any) -> Any:
+    if user is None:
+        return defaults
+    merged: CIMultiDict[str] = CIMultiDict(defaults)
+    items = user.items() if hasattr(user, "items") else user
+    for name, value in items:
+        merged[name] = value  # the user's value wins over ours
+    return merged
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
