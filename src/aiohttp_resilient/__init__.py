@@ -1,0 +1,1 @@
+"""Make aiohttp clients survive the network: safe retries, backoff with jitter, Retry-After."""
