@@ -1,0 +1,814 @@
+"""A raw-``asyncio`` HTTP/1.1 server that answers each request with a scripted :class:`Fault`.
+
+It is written on :class:`asyncio.Protocol` rather than ``aiohttp.web`` for two reasons: byte-exact
+control over the wire (half a status line, a body cut after N bytes, RST instead of FIN, dropping
+only the Nth request of a connection), and speed, so a benchmark measures the client, not the
+server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import email.utils
+import http
+import math
+import random
+import socket
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ._faults import Fault
+
+__all__ = ["FaultServer", "RecordedRequest"]
+
+#: Bytes of each request body kept in :attr:`RecordedRequest.body`; the size is always exact.
+RECORDED_BODY_LIMIT = 64 * 1024
+#: Longest request head (request line and headers) accepted before answering 431.
+MAX_HEAD_SIZE = 64 * 1024
+#: Longest chunk-size line (with extensions) of a chunked body accepted before answering 400.
+MAX_CHUNK_LINE = 4096
+#: Bytes buffered from a pipelining client while a slow response (hang, drip) is in progress,
+#: before the server stops reading from that connection.
+MAX_PIPELINE_BUFFER = 1024 * 1024
+#: After a 413, the server reads and discards the rest of the body (closing with unread data
+#: would make the kernel send RST and the client could lose the 413), but no longer than this.
+LINGER_SECONDS = 2.0
+#: How long ``stop_listening`` waits for closed connections to finish before aborting them.
+CLOSE_WAIT_SECONDS = 2.0
+
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+# Parser states of a connection.
+_HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _BUSY, _CLOSED = range(8)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as the server saw it.
+
+    Attributes:
+        method: The request method, e.g. ``"GET"``.
+        path: The request target without the query string.
+        query: The query string without ``?`` (empty when there is none).
+        headers: Request headers, case-insensitive.
+        body_size: Exact number of body bytes received (after de-chunking).
+        body: The first 64 KiB of the body.
+        conn_id: 1-based number of the connection it came on (never reused by one server).
+        seq_on_conn: 1-based position of this request on its connection.
+        action: What the server did: a fault kind (``"ok"``, ``"status"``, ``"fin"``, ``"rst"``,
+            ``"partial_status"``, ``"cut_body"``, ``"hang"``, ``"drip"``), ``"413"`` or
+            ``"max_body_rst"`` (body over ``max_body``), ``"dropped"`` (``require_header``
+            missing), or ``"aborted"`` (the connection went away before the body was complete).
+    """
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body_size: int
+    body: bytes
+    conn_id: int
+    seq_on_conn: int
+    action: str
+
+
+class _RandomRule:
+    __slots__ = ("_rng", "_table")
+
+    def __init__(self, weights: Mapping[Fault, float], seed: int) -> None:
+        total = 0.0
+        table: list[tuple[float, Fault]] = []
+        for fault, weight in weights.items():
+            if not isinstance(fault, Fault):
+                raise ValueError(f"weights: keys must be Fault, got {fault!r}")  # noqa: TRY004 - API promises ValueError naming the field
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+                raise ValueError(f"weights: weight of {fault!r} must be a number, got {weight!r}")  # noqa: TRY004 - API promises ValueError naming the field
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"weights: weight of {fault!r} must be >= 0, got {weight!r}")
+            total += weight
+            table.append((total, fault))
+        # Slack for float sums such as 0.1 + 0.2 + 0.7.
+        if total > 1 + 1e-9:
+            raise ValueError(f"weights: probabilities sum to {total:g}, more than 1")
+        self._rng = random.Random(seed)
+        self._table = table
+
+    def draw(self) -> Fault | None:
+        r = self._rng.random()
+        for threshold, fault in self._table:
+            if r < threshold:
+                return fault
+        return None
+
+
+class FaultServer:
+    """A loopback HTTP/1.1 server whose answers are scripted faults.
+
+    Use it as an async context manager; every request gets one :class:`Fault`, chosen in this
+    order: the next item of the path's :meth:`script`, else the path's :meth:`random` rule, else
+    the global random rule (``path=None``), else the path's :meth:`set_default`, else ``default``.
+
+    Example::
+
+        async with FaultServer() as server:
+            server.script("/", [Fault.status(503, retry_after=0), Fault.ok()])
+            async with aiohttp.ClientSession() as session:
+                async with session.get(server.url_for("/")) as resp:
+                    assert resp.status == 503
+            assert server.count("/") == 1
+
+    Args:
+        host: Address to listen on; a literal IP address (``"127.0.0.1"``, ``"::1"``).
+        port: Port to listen on; 0 picks a free one, kept across :meth:`start_listening`.
+        default: The fault for requests nothing else decides.
+        idle_close: Close a keep-alive connection after it was idle this many seconds, without
+            ``Connection: close`` (a plain FIN), as servers with short idle timeouts do.
+        max_requests_per_conn: Close a connection (FIN) after this many responses on it, without
+            announcing it with ``Connection: close``.
+        max_body: Reject request bodies larger than this many bytes.
+        max_body_action: ``"413"``: answer ``413`` with ``Connection: close`` (the rest of the body
+            is read and discarded first, so the client sees the answer); ``"rst"``: reset.
+        require_header: Requests without this header are dropped: the connection is closed with
+            no response, like a CDN rejecting a request.
+        record: Keep a :class:`RecordedRequest` per request in :attr:`records`; turn off for
+            benchmarks (counts are kept either way).
+
+    Attributes:
+        records: Recorded requests, in the order they were fully read.
+        connections_opened: Connections accepted since the start or the last :meth:`reset`.
+        action_counts: Requests per action (see :attr:`RecordedRequest.action`), kept even with
+            ``record=False``.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        default: Fault = Fault.ok(),  # noqa: B008 - Fault is immutable, sharing it is safe
+        idle_close: float | None = None,
+        max_requests_per_conn: int | None = None,
+        max_body: int | None = None,
+        max_body_action: Literal["413", "rst"] = "413",
+        require_header: str | None = None,
+        record: bool = True,
+    ) -> None:
+        if not isinstance(default, Fault):
+            raise ValueError(f"default must be a Fault, got {default!r}")  # noqa: TRY004 - API promises ValueError naming the field
+        if idle_close is not None and not (math.isfinite(idle_close) and idle_close > 0):
+            raise ValueError(f"idle_close must be > 0 or None, got {idle_close!r}")
+        if max_requests_per_conn is not None and max_requests_per_conn < 1:
+            raise ValueError(f"max_requests_per_conn must be >= 1, got {max_requests_per_conn!r}")
+        if max_body is not None and max_body < 0:
+            raise ValueError(f"max_body must be >= 0, got {max_body!r}")
+        if max_body_action not in ("413", "rst"):
+            raise ValueError(f"max_body_action must be '413' or 'rst', got {max_body_action!r}")
+        if require_header is not None and not require_header.strip():
+            raise ValueError("require_header must be a header name")
+        self.host = host
+        self.port = port
+        self.default = default
+        self.idle_close = idle_close
+        self.max_requests_per_conn = max_requests_per_conn
+        self.max_body = max_body
+        self.max_body_action = max_body_action
+        self.require_header = require_header
+        self._required_lower = require_header.strip().lower() if require_header else None
+        self.record = record
+        self.records: list[RecordedRequest] = []
+        self.connections_opened = 0
+        self.action_counts: dict[str, int] = collections.Counter()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._scripts: dict[str, collections.deque[Fault]] = {}
+        self._random: dict[str | None, _RandomRule] = {}
+        self._defaults: dict[str, Fault] = {}
+        self._conns: set[_Connection] = set()
+        self._next_conn_id = 0
+        self._server: asyncio.Server | None = None
+        self._all_closed: asyncio.Event | None = None
+        self._url: URL | None = None
+        # Rendered responses for faults whose bytes only change with the Date header; the whole
+        # cache is dropped when the second changes, so the hot path is one dict lookup.
+        self._cache: dict[tuple[Fault, bool, bool], bytes] = {}
+        self._cache_second = -1
+        self._date = b""
+
+    def __repr__(self) -> str:
+        where = str(self._url) if self._url is not None else f"{self.host}:{self.port}"
+        state = "listening" if self._server is not None else "stopped"
+        return (
+            f"<FaultServer {where} {state} requests={self.count()} "
+            f"connections={self.connections_opened} open={len(self._conns)}>"
+        )
+
+    @property
+    def url(self) -> URL:
+        """Base URL, e.g. ``http://127.0.0.1:PORT`` or ``http://[::1]:PORT``."""
+        if self._url is None:
+            raise RuntimeError("FaultServer.url is known once the server has started")
+        return self._url
+
+    def url_for(self, path: str) -> URL:
+        """``url_for("/a?b=1")`` is the base URL joined with that path (and query)."""
+        if not path.startswith("/"):
+            path = "/" + path
+        return self.url.join(URL(path))
+
+    # -- scripting ---------------------------------------------------------------------------
+
+    def script(self, path: str, faults: Iterable[Fault]) -> None:
+        """Queue faults for ``path``: each request to it takes the next one (FIFO).
+
+        Calling it again appends. When the queue is used up the other rules apply again.
+        """
+        items = list(faults)
+        for fault in items:
+            if not isinstance(fault, Fault):
+                raise ValueError(f"faults: items must be Fault, got {fault!r}")  # noqa: TRY004 - API promises ValueError naming the field
+        self._scripts.setdefault(path, collections.deque()).extend(items)
+
+    def random(self, path: str | None, weights: Mapping[Fault, float], *, seed: int) -> None:
+        """Make requests to ``path`` (any path when None) draw a fault from ``weights``.
+
+        Each request draws from ``random.Random(seed)``: fault ``f`` with probability
+        ``weights[f]``; with the remaining probability (``1 - sum``) the default applies. A path
+        rule, when present, decides alone: it does not fall through to the global rule. Calling
+        it again for the same path replaces the rule and restarts its sequence.
+
+        Example: ``server.random(None, {Fault.fin(): 0.05, Fault.status(503): 0.02}, seed=1)``.
+        """
+        self._random[path] = _RandomRule(weights, seed)
+
+    def set_default(self, path: str, fault: Fault) -> None:
+        """Use ``fault`` for requests to ``path`` that no script or random rule decides."""
+        if not isinstance(fault, Fault):
+            raise ValueError(f"fault must be a Fault, got {fault!r}")  # noqa: TRY004 - API promises ValueError naming the field
+        self._defaults[path] = fault
+
+    def reset(self) -> None:
+        """Clear scripts, random rules, records and counters (path defaults stay).
+
+        Connection ids keep counting up, so ids recorded before and after stay distinct.
+        """
+        self._scripts.clear()
+        self._random.clear()
+        self.records.clear()
+        self._counts.clear()
+        self.action_counts.clear()
+        self.connections_opened = 0
+
+    def count(self, path: str | None = None, *, method: str | None = None) -> int:
+        """Requests whose head was fully read, to ``path`` and/or with ``method`` (None: any)."""
+        if method is not None:
+            method = method.upper()
+        return sum(
+            n
+            for (p, m), n in self._counts.items()
+            if (path is None or p == path) and (method is None or m == method)
+        )
+
+    def _choose(self, path: str) -> Fault:
+        if self._scripts:
+            queue = self._scripts.get(path)
+            if queue:
+                return queue.popleft()
+        if self._random:
+            rule = self._random.get(path) or self._random.get(None)
+            if rule is not None:
+                fault = rule.draw()
+                if fault is not None:
+                    return fault
+        if self._defaults:
+            return self._defaults.get(path, self.default)
+        return self.default
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    def _date_header(self) -> bytes:
+        now = int(time.time())
+        if now != self._cache_second:
+            self._cache_second = now
+            self._cache.clear()
+            self._date = b"Date: " + email.utils.formatdate(now, usegmt=True).encode() + b"\r\n"
+        return self._date
+
+    def _render(
+        self,
+        status: int,
+        headers: Iterable[tuple[str, str]],
+        content_length: int,
+        *,
+        close: bool,
+        retry_after: bytes | None = None,
+    ) -> bytes:
+        try:
+            reason = http.HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+        parts = [
+            f"HTTP/1.1 {status} {reason}\r\n".encode(),
+            self._date_header(),
+            b"Content-Length: %d\r\n" % content_length,
+        ]
+        if retry_after is not None:
+            parts.append(b"Retry-After: " + retry_after + b"\r\n")
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _response(self, fault: Fault, *, close: bool, head_only: bool) -> bytes:
+        """The complete response for ``ok``/``status`` faults, cached while the Date holds."""
+        self._date_header()
+        key = (fault, close, head_only)
+        data = self._cache.get(key)
+        if data is not None:
+            return data
+        retry_after = None
+        if fault.retry_after is not None:
+            if fault.retry_after_date:
+                # Rounded up so the date is never earlier than the promised delay.
+                when = math.ceil(time.time() + fault.retry_after)
+                retry_after = email.utils.formatdate(when, usegmt=True).encode()
+            elif fault.retry_after == int(fault.retry_after):
+                retry_after = b"%d" % int(fault.retry_after)
+            else:
+                retry_after = repr(float(fault.retry_after)).encode()
+        data = self._render(
+            fault.code, fault.headers, len(fault.body), close=close, retry_after=retry_after
+        )
+        if not head_only:
+            data += fault.body
+        if not fault.retry_after_date:
+            self._cache[key] = data
+        return data
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FaultServer:
+        await self.start_listening()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop_listening()
+
+    async def start_listening(self) -> None:
+        """Listen (again) on the same host and port; a no-op if already listening."""
+        if self._server is not None:
+            return
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: _Connection(self), host=self.host, port=self.port, reuse_address=True
+        )
+        self._server = server
+        if self.port == 0:
+            self.port = int(server.sockets[0].getsockname()[1])
+        self._url = URL.build(scheme="http", host=self.host, port=self.port)
+
+    async def stop_listening(self) -> None:
+        """Close the listening socket and every open connection (FIN).
+
+        New connection attempts are refused until :meth:`start_listening`; timers of hanging or
+        dripping responses are cancelled.
+        """
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for conn in list(self._conns):
+            conn.close()
+        if self._conns:
+            # connection_lost runs a loop iteration or so after close(), once data is flushed.
+            self._all_closed = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), CLOSE_WAIT_SECONDS)
+            except asyncio.TimeoutError:
+                for conn in list(self._conns):
+                    conn.abort()
+                await asyncio.sleep(0)
+            finally:
+                self._all_closed = None
+        if server is not None:
+            await server.wait_closed()
+
+    # -- bookkeeping called by connections -----------------------------------------------------
+
+    def _arrived(self, path: str, method: str) -> None:
+        key = (path, method)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _finished(
+        self,
+        conn: _Connection,
+        action: str,
+    ) -> None:
+        conn.in_request = False
+        self.action_counts[action] += 1
+        if self.record:
+            self.records.append(
+                RecordedRequest(
+                    method=conn.method,
+                    path=conn.path,
+                    query=conn.query,
+                    headers=CIMultiDictProxy(CIMultiDict(conn.headers)),
+                    body_size=conn.body_size,
+                    body=bytes(conn.body),
+                    conn_id=conn.conn_id,
+                    seq_on_conn=conn.seq,
+                    action=action,
+                )
+            )
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted connection: an incremental HTTP/1.1 request parser plus fault playback."""
+
+    def __init__(self, server: FaultServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.state = _HEAD
+        self.conn_id = 0
+        self.seq = 0
+        self.responses = 0
+        # Timers: `idle` for idle_close; `timer` for a hang, a drip or the post-413 linger.
+        self.idle: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.paused = False
+        # True from a request's head until it is recorded, so a lost connection records it.
+        self.in_request = False
+        # The request being read.
+        self.method = ""
+        self.path = ""
+        self.query = ""
+        self.headers: list[tuple[str, str]] = []
+        self.body_size = 0
+        self.body = bytearray()
+        self.remaining = 0
+        self.keep_alive = True
+        self.head_only = False
+        self.rejected: str | None = None
+        # A dripping response in progress.
+        self.drip_data = b""
+        self.drip_pos = 0
+        self.drip_fault: Fault | None = None
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        server._next_conn_id += 1
+        server.connections_opened += 1
+        self.conn_id = server._next_conn_id
+        server._conns.add(self)
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == _CLOSED:
+            return
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
+        self.buf += data
+        if self.state == _BUSY:
+            if len(self.buf) > MAX_PIPELINE_BUFFER and not self.paused:
+                self.paused = True
+                assert self.transport is not None
+                self.transport.pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        # The client half-closed: nothing more will come; close our side too (returning None
+        # makes asyncio close the transport). A response in progress is cut, as with any server.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        if self.in_request:
+            self.server._finished(self, self.rejected or "aborted")
+        self.state = _CLOSED
+        server = self.server
+        server._conns.discard(self)
+        if not server._conns and server._all_closed is not None:
+            server._all_closed.set()
+        self.transport = None
+        self.drip_data = b""
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def _cancel_timers(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+            self.idle = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def close(self) -> None:
+        """Close with FIN after the written data is flushed."""
+        self._cancel_timers()
+        self.state = _CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._cancel_timers()
+        self.state = _CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+    def reset(self) -> None:
+        """Abort with RST: SO_LINGER (on, 0 s) makes the kernel reset instead of FIN."""
+        self._cancel_timers()
+        self.state = _CLOSED
+        transport = self.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # The socket may already be gone; abort() closes the transport either way.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        transport.abort()
+
+    def _arm_idle(self) -> None:
+        idle = self.server.idle_close
+        if idle is not None and self.transport is not None:
+            if self.idle is not None:
+                self.idle.cancel()
+            self.idle = asyncio.get_running_loop().call_later(idle, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self.idle = None
+        if self.state == _HEAD and not self.buf:
+            self.close()
+
+    def _bad_request(self, status: int) -> None:
+        """Answer a malformed request and close: the byte stream cannot be trusted after it."""
+        assert self.transport is not None
+        if self.in_request:
+            self.server._finished(self, str(status))
+        self.transport.write(self.server._render(status, (), 0, close=True))
+        self.close()
+
+    # -- parsing -----------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Parse as much of the buffer as possible; each pass consumes bytes or returns."""
+        buf = self.buf
+        while self.state != _CLOSED and self.state != _BUSY:
+            state = self.state
+            if state == _HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEAD_SIZE:
+                        self._bad_request(431)
+                    elif not buf:
+                        self._arm_idle()
+                    return
+                head = bytes(buf[:end])
+                del buf[: end + 4]
+                self._on_head(head)
+            elif state == _BODY:
+                if not buf:
+                    return
+                n = min(self.remaining, len(buf))
+                self._on_body(buf[:n])
+                del buf[:n]
+                self.remaining -= n
+                if self.remaining == 0 and self.state == _BODY:
+                    self._on_complete()
+            elif state == _CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > MAX_CHUNK_LINE:
+                        self._bad_request(400)
+                    return
+                line = bytes(buf[:end]).split(b";", 1)[0].strip()
+                del buf[: end + 2]
+                if not line or line.strip(b"0123456789abcdefABCDEF"):
+                    self._bad_request(400)
+                    return
+                size = int(line, 16)
+                if size == 0:
+                    self.state = _TRAILERS
+                else:
+                    self.remaining = size
+                    self.state = _CHUNK_DATA
+            elif state == _CHUNK_DATA:
+                if not buf:
+                    return
+                n = min(self.remaining, len(buf))
+                self._on_body(buf[:n])
+                del buf[:n]
+                self.remaining -= n
+                if self.remaining == 0 and self.state == _CHUNK_DATA:
+                    self.state = _CHUNK_CRLF
+            elif state == _CHUNK_CRLF:
+                if len(buf) < 2:
+                    return
+                if buf[:2] != b"\r\n":
+                    self._bad_request(400)
+                    return
+                del buf[:2]
+                self.state = _CHUNK_SIZE
+            else:  # _TRAILERS
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEAD_SIZE:
+                        self._bad_request(431)
+                    return
+                del buf[: end + 2]
+                if end == 0:
+                    self._on_complete()
+
+    def _on_head(self, head: bytes) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        request_line = lines[0]
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self._bad_request(400)
+            return
+        method, target, version = parts
+        content_length = 0
+        chunked = False
+        connection = ""
+        expect_continue = False
+        has_required = self.server._required_lower is None
+        required = self.server._required_lower
+        headers: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name[-1] in " \t":
+                self._bad_request(400)
+                return
+            value = value.strip()
+            headers.append((name, value))
+            lname = name.lower()
+            if lname == "content-length":
+                if not value.isdigit():
+                    self._bad_request(400)
+                    return
+                content_length = int(value)
+            elif lname == "transfer-encoding":
+                chunked = value.lower().endswith("chunked")
+            elif lname == "connection":
+                connection = value.lower()
+            elif lname == "expect":
+                expect_continue = value.lower() == "100-continue"
+            if lname == required:
+                has_required = True
+        path, _, query = target.partition("?")
+        self.seq += 1
+        self.in_request = True
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body_size = 0
+        if self.body:
+            self.body = bytearray()
+        self.rejected = None
+        self.head_only = method == "HEAD"
+        if version == "HTTP/1.1":
+            self.keep_alive = "close" not in connection
+        else:
+            self.keep_alive = "keep-alive" in connection
+        server = self.server
+        server._arrived(path, method)
+
+        if not has_required:
+            # Like a CDN that refuses the request: no response, just a closed connection.
+            server._finished(self, "dropped")
+            self.close()
+            return
+        max_body = server.max_body
+        if max_body is not None and not chunked and content_length > max_body:
+            if server.max_body_action == "rst":
+                server._finished(self, "max_body_rst")
+                self.reset()
+                return
+            self._reject_413()
+        elif expect_continue and (content_length or chunked):
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if chunked:
+            self.state = _CHUNK_SIZE
+        elif content_length:
+            self.remaining = content_length
+            self.state = _BODY
+        else:
+            self._on_complete()
+
+    def _reject_413(self) -> None:
+        assert self.transport is not None
+        self.rejected = "413"
+        self.transport.write(
+            self.server._render(413, (), 0, close=True) if not self.head_only else b""
+        )
+        self.timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, self.close)
+
+    def _on_body(self, data: bytearray) -> None:
+        self.body_size += len(data)
+        server = self.server
+        if server.record and len(self.body) < RECORDED_BODY_LIMIT:
+            self.body += data[: RECORDED_BODY_LIMIT - len(self.body)]
+        max_body = server.max_body
+        if max_body is not None and self.rejected is None and self.body_size > max_body:
+            # Only reachable for chunked bodies: a Content-Length over the limit is refused early.
+            if server.max_body_action == "rst":
+                server._finished(self, "max_body_rst")
+                self.reset()
+            else:
+                self._reject_413()
+
+    def _on_complete(self) -> None:
+        server = self.server
+        if self.rejected is not None:
+            server._finished(self, self.rejected)
+            self.close()
+            return
+        fault = server._choose(self.path)
+        kind = fault.kind
+        server._finished(self, kind)
+        transport = self.transport
+        assert transport is not None
+        if kind == "ok" or kind == "status":
+            close = not self.keep_alive
+            transport.write(server._response(fault, close=close, head_only=self.head_only))
+            self._responded(close)
+        elif kind == "fin":
+            self.close()
+        elif kind == "rst":
+            self.reset()
+        elif kind == "partial_status":
+            transport.write(b"HTTP/1.1 20")
+            self.close()
+        elif kind == "cut_body":
+            transport.write(server._render(200, (), fault.size, close=False) + b"x" * fault.sent)
+            if fault.how == "rst":
+                self.reset()
+            else:
+                self.close()
+        elif kind == "hang":
+            self.state = _BUSY
+            self.timer = asyncio.get_running_loop().call_later(fault.seconds, self.close)
+        else:  # drip
+            close = not self.keep_alive
+            transport.write(server._render(fault.code, fault.headers, len(fault.body), close=close))
+            self.state = _BUSY
+            self.drip_fault = fault
+            self.drip_data = b"" if self.head_only else fault.body
+            self.drip_pos = 0
+            self._drip_next()
+
+    def _drip_next(self) -> None:
+        fault = self.drip_fault
+        assert fault is not None
+        if self.drip_pos >= len(self.drip_data):
+            self.timer = None
+            self.drip_fault = None
+            self.drip_data = b""
+            self._responded(not self.keep_alive)
+            if self.state == _HEAD:
+                self._process()
+            return
+        self.timer = asyncio.get_running_loop().call_later(fault.interval, self._drip_write)
+
+    def _drip_write(self) -> None:
+        fault = self.drip_fault
+        assert fault is not None
+        assert self.transport is not None
+        end = self.drip_pos + fault.chunk
+        self.transport.write(self.drip_data[self.drip_pos : end])
+        self.drip_pos = end
+        self._drip_next()
+
+    def _responded(self, close: bool) -> None:
+        """A full response went out: keep the connection for the next request, or close it."""
+        self.responses += 1
+        limit = self.server.max_requests_per_conn
+        if close or (limit is not None and self.responses >= limit):
+            self.close()
+            return
+        self.state = _HEAD
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
