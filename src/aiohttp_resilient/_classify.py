@@ -7,6 +7,8 @@ import enum
 
 import aiohttp
 
+from ._exceptions import BodyNotReplayableError, ResilientError, RetriesExhaustedError
+
 __all__ = ["VERDICTS", "Verdict", "classify"]
 
 
@@ -61,6 +63,10 @@ VERDICTS: dict[type[BaseException], Verdict] = {
     aiohttp.NonHttpUrlRedirectClientError: _NEVER,
     aiohttp.RedirectClientError: _NEVER,
     aiohttp.client_exceptions.UploadAbortedError: _NEVER,  # the caller aborted the upload
+    # Our own: a give-up is final, and so is a body that cannot be sent again.
+    ResilientError: _NEVER,
+    RetriesExhaustedError: _NEVER,
+    BodyNotReplayableError: _NEVER,
     # Not aiohttp's, but met under it: a raw socket error, or an expired timer of our own.
     ConnectionError: _MAYBE_SENT,  # reset, aborted, broken pipe
     ConnectionRefusedError: _NOT_SENT,

@@ -100,4 +100,3 @@ class HostLimiter:
             f"<HostLimiter limit_per_host={self._limit} hosts={len(self._hosts)} "
             f"in_flight={busy} waiting={waiting}>"
         )
-

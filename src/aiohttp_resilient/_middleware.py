@@ -218,9 +218,7 @@ class RetryMiddleware:
                 reason = f"the deadline of {policy.deadline:g}s passed during attempt {number}"
                 raise await run.give_up(attempt, reason) from cause
             verdict = classify(error)
-            if not (
-                verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)
-            ):
+            if not (verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)):
                 raise self._not_retried(req, error, verdict, number, hidden_retry_armed)
             reused = req.__dict__.pop(REUSED_ATTR, None)
             attempt = Attempt(

@@ -122,9 +122,7 @@ class RetryPolicy:
                 raise ValueError(f"statuses must not hold a success or redirect status: {status}")
         object.__setattr__(self, "statuses", frozenset(self.statuses))
         if isinstance(self.methods, (str, bytes)) or not isinstance(self.methods, Collection):
-            raise ValueError(
-                f"methods must be a collection of method names, got {self.methods!r}"
-            )
+            raise ValueError(f"methods must be a collection of method names, got {self.methods!r}")
         for method in self.methods:
             if not isinstance(method, str) or not method.isalpha():
                 raise ValueError(f"methods must hold HTTP method names, got {method!r}")
@@ -208,9 +206,7 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
-def _check_number(
-    name: str, value: object, *, minimum: float, inclusive: bool = True
-) -> None:
+def _check_number(name: str, value: object, *, minimum: float, inclusive: bool = True) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"{name} must be a number of seconds, got {value!r}")
     if math.isinf(value):

@@ -49,7 +49,7 @@ def _check_headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], 
 
 def _check_number(field: str, value: float, *, minimum: float, integer: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{field} must be a number, got {value!r}")  # noqa: TRY004 - API promises ValueError naming the field
+        raise ValueError(f"{field} must be a number, got {value!r}")
     if integer and not isinstance(value, int):
         raise ValueError(f"{field} must be an integer, got {value!r}")
     if not math.isfinite(value) or value < minimum:
@@ -104,7 +104,7 @@ class Fault:
         if self.code > 599:
             raise ValueError(f"code must be in 200..599, got {self.code!r}")
         if not isinstance(self.body, bytes):
-            raise ValueError(f"body must be bytes, got {type(self.body).__name__}")  # noqa: TRY004 - API promises ValueError naming the field
+            raise ValueError(f"body must be bytes, got {type(self.body).__name__}")
         if self.code in (204, 304) and self.body:
             raise ValueError(f"body must be empty for status {self.code}")
         if self.retry_after is not None:

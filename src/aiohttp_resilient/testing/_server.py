@@ -89,9 +89,9 @@ class _RandomRule:
         table: list[tuple[float, Fault]] = []
         for fault, weight in weights.items():
             if not isinstance(fault, Fault):
-                raise ValueError(f"weights: keys must be Fault, got {fault!r}")  # noqa: TRY004 - API promises ValueError naming the field
+                raise ValueError(f"weights: keys must be Fault, got {fault!r}")
             if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-                raise ValueError(f"weights: weight of {fault!r} must be a number, got {weight!r}")  # noqa: TRY004 - API promises ValueError naming the field
+                raise ValueError(f"weights: weight of {fault!r} must be a number, got {weight!r}")
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"weights: weight of {fault!r} must be >= 0, got {weight!r}")
             total += weight
@@ -163,7 +163,7 @@ class FaultServer:
         record: bool = True,
     ) -> None:
         if not isinstance(default, Fault):
-            raise ValueError(f"default must be a Fault, got {default!r}")  # noqa: TRY004 - API promises ValueError naming the field
+            raise ValueError(f"default must be a Fault, got {default!r}")
         if idle_close is not None and not (math.isfinite(idle_close) and idle_close > 0):
             raise ValueError(f"idle_close must be > 0 or None, got {idle_close!r}")
         if max_requests_per_conn is not None and max_requests_per_conn < 1:
@@ -233,7 +233,7 @@ class FaultServer:
         items = list(faults)
         for fault in items:
             if not isinstance(fault, Fault):
-                raise ValueError(f"faults: items must be Fault, got {fault!r}")  # noqa: TRY004 - API promises ValueError naming the field
+                raise ValueError(f"faults: items must be Fault, got {fault!r}")
         self._scripts.setdefault(path, collections.deque()).extend(items)
 
     def random(self, path: str | None, weights: Mapping[Fault, float], *, seed: int) -> None:
@@ -251,7 +251,7 @@ class FaultServer:
     def set_default(self, path: str, fault: Fault) -> None:
         """Use ``fault`` for requests to ``path`` that no script or random rule decides."""
         if not isinstance(fault, Fault):
-            raise ValueError(f"fault must be a Fault, got {fault!r}")  # noqa: TRY004 - API promises ValueError naming the field
+            raise ValueError(f"fault must be a Fault, got {fault!r}")
         self._defaults[path] = fault
 
     def reset(self) -> None:

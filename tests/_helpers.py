@@ -1,0 +1,84 @@
+"""Shared test helpers: sessions wired to a RetryMiddleware whose waits are recorded, not slept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import aiohttp
+
+from aiohttp_resilient import (
+    HostLimiter,
+    RetryEvent,
+    RetryMiddleware,
+    RetryPolicy,
+    TrackingConnector,
+)
+
+
+class SleepRecorder:
+    """A stand-in for asyncio.sleep that records each wait and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
+async def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
+    """Poll ``predicate`` every 10 ms until it holds; fail after ``timeout`` seconds."""
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class EventLog:
+    """Collects the RetryEvents a hook receives."""
+
+    def __init__(self) -> None:
+        self.events: list[RetryEvent] = []
+
+    def __call__(self, event: RetryEvent) -> None:
+        self.events.append(event)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [e.reason for e in self.events]
+
+
+def fast_policy(**changes: Any) -> RetryPolicy:
+    """A policy whose waits are exact (no jitter) so that tests can assert them."""
+    return RetryPolicy(jitter=None, **changes)
+
+
+def retry_session(
+    policy: RetryPolicy | None = None,
+    *,
+    sleep: SleepRecorder | None = None,
+    limiter: HostLimiter | None = None,
+    on_retry: Any = None,
+    on_giveup: Any = None,
+    limit: int = 100,
+    middlewares: Iterable[Any] = (),
+    tracking: bool = True,
+    **session_options: Any,
+) -> aiohttp.ClientSession:
+    """A real ClientSession with our middleware, its hidden retry left as aiohttp sets it."""
+    middleware = RetryMiddleware(
+        policy or fast_policy(),
+        limiter=limiter,
+        on_retry=on_retry,
+        on_giveup=on_giveup,
+        sleep=sleep or SleepRecorder(),
+    )
+    connector_class = TrackingConnector if tracking else aiohttp.TCPConnector
+    return aiohttp.ClientSession(
+        connector=connector_class(limit=limit),
+        middlewares=(middleware, *middlewares),
+        **session_options,
+    )
