@@ -293,7 +293,7 @@ def _parse_fault(spec: str, text: str) -> Fault:
         if chunk < 1:
             raise FaultSpecError(f"{spec!r}: drip CHUNK must be >= 1")
         return Fault.drip(b"x" * size, chunk=chunk, interval=interval)
-    if kind.isdigit() and len(kind) == 3:
+    if kind.isdigit():
         code = int(kind)
         if not 200 <= code <= 599:
             raise FaultSpecError(f"{spec!r}: status code must be in 200..599, got {code}")

@@ -1,0 +1,223 @@
+"""The ``aiohttp-resilient`` command line: ``aiohttp-resilient serve --fault fin=5% ...``.
+
+Built on argparse subcommands (stdlib only) so more tools, such as a ``bench`` command, can join
+``serve`` later without changing how it is called.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from .testing._faults import SPEC_HELP, Fault, FaultSpecError, parse_fault_spec, parse_fault_specs
+from .testing._server import FaultServer
+
+__all__ = ["build_parser", "main"]
+
+#: Seconds between two running count lines of ``serve`` unless ``--stats-interval`` says otherwise.
+DEFAULT_STATS_INTERVAL = 1.0
+
+
+def _number(
+    kind: Callable[[str], float], *, minimum: float, strict: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type`` for numbers >= ``minimum`` (> with ``strict``)."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            name = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < minimum or (strict and value == minimum):
+            relation = ">" if strict else ">="
+            raise argparse.ArgumentTypeError(f"{text!r} must be {relation} {minimum:g}")
+        return value
+
+    return convert
+
+
+def _fault_spec(text: str) -> str:
+    """Validate one ``--fault`` spec early, so argparse names the option in its error."""
+    try:
+        parse_fault_spec(text)
+    except FaultSpecError as exc:
+        raise argparse.ArgumentTypeError(f"invalid fault spec {exc}") from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``aiohttp-resilient`` argument parser, one subparser per command."""
+    parser = argparse.ArgumentParser(
+        prog="aiohttp-resilient",
+        description="Tools for testing aiohttp clients against an unreliable network.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run a loopback HTTP/1.1 server that injects faults",
+        description=(
+            "Run a FaultServer until --duration passes or SIGINT/SIGTERM arrives. The first line "
+            "printed is 'serving on URL'; then one count line per --stats-interval; at the end a "
+            "summary. Requests not drawn into a fault get '200 ok'."
+        ),
+        epilog=SPEC_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_number(int, minimum=0), default=0, help="port; 0 picks a free one (0)"
+    )
+    serve.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        type=_fault_spec,
+        metavar="SPEC",
+        help="FAULT=PERCENT%%, repeatable; see the grammar below",
+    )
+    serve.add_argument(
+        "--seed",
+        type=_number(int, minimum=0),
+        default=None,
+        help="seed of the fault draws (random, and printed, when not given)",
+    )
+    serve.add_argument(
+        "--idle-close-ms",
+        type=_number(int, minimum=0, strict=True),
+        metavar="N",
+        help="close keep-alive connections idle for N ms, without warning",
+    )
+    serve.add_argument(
+        "--max-requests-per-conn",
+        type=_number(int, minimum=1),
+        metavar="N",
+        help="close each connection after N responses, without Connection: close",
+    )
+    serve.add_argument(
+        "--max-body",
+        type=_number(int, minimum=0),
+        metavar="N",
+        help="reject request bodies over N bytes (see --max-body-action)",
+    )
+    serve.add_argument(
+        "--max-body-action",
+        choices=("413", "rst"),
+        default="413",
+        help="answer bodies over --max-body with 413 or reset the connection (413)",
+    )
+    serve.add_argument(
+        "--require-header",
+        metavar="NAME",
+        help="drop requests without this header: close the connection without a response",
+    )
+    serve.add_argument(
+        "--duration",
+        type=_number(float, minimum=0, strict=True),
+        metavar="SECONDS",
+        help="stop after this long (default: run until SIGINT/SIGTERM)",
+    )
+    serve.add_argument(
+        "--stats-interval",
+        type=_number(float, minimum=0, strict=True),
+        default=DEFAULT_STATS_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between count lines ({DEFAULT_STATS_INTERVAL:g})",
+    )
+    serve.set_defaults(parser=serve)
+    return parser
+
+
+def _counts_line(server: FaultServer) -> str:
+    actions = " ".join(f"{name}={n}" for name, n in sorted(server.action_counts.items()))
+    line = f"requests={server.count()} connections={server.connections_opened}"
+    return f"{line} {actions}" if actions else line
+
+
+async def _serve(args: argparse.Namespace, weights: dict[Fault, float], seed: int) -> int:
+    server = FaultServer(
+        host=args.host,
+        port=args.port,
+        idle_close=None if args.idle_close_ms is None else args.idle_close_ms / 1000,
+        max_requests_per_conn=args.max_requests_per_conn,
+        max_body=args.max_body,
+        max_body_action=args.max_body_action,
+        require_header=args.require_header,
+        # A long run would keep every request in memory; the counters are all serve prints.
+        record=False,
+    )
+    if weights:
+        server.random(None, weights, seed=seed)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Not available on Windows event loops; there Ctrl-C raises KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    try:
+        try:
+            await server.start_listening()
+        except OSError as exc:
+            print(f"aiohttp-resilient serve: error: cannot listen: {exc}", file=sys.stderr)
+            return 1
+        print(f"serving on {server.url}", flush=True)
+        if weights:
+            print(f"fault seed: {seed}", flush=True)
+        started = time.monotonic()
+        deadline = None if args.duration is None else started + args.duration
+        while not stop.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            wait = (
+                args.stats_interval
+                if deadline is None
+                else min(args.stats_interval, deadline - now)
+            )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            if not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                print(f"[{time.monotonic() - started:7.1f}s] {_counts_line(server)}", flush=True)
+        await server.stop_listening()
+        print(f"summary: {time.monotonic() - started:.1f}s {_counts_line(server)}", flush=True)
+        return 0
+    finally:
+        await server.stop_listening()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for usage errors, as argparse does).
+
+    Example: ``main(["serve", "--fault", "fin=5%", "--duration", "10"])``.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "serve":
+            try:
+                weights = parse_fault_specs(args.fault)
+            except FaultSpecError as exc:
+                args.parser.error(f"argument --fault: {exc}")
+    except SystemExit as exc:
+        # argparse exits on --help and on usage errors; callers of main() get the code instead.
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(_serve(args, weights, seed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
