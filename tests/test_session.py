@@ -275,3 +275,31 @@ async def test_ssl_context_and_ca_bundle_conflict(self_signed: tuple[Path, Path]
     """Only one way to set TLS trust at a time."""
     with pytest.raises(ValueError, match="ssl_context"):
         resilient_session(ssl_context=ssl.create_default_context(), ca_bundle=self_signed[0])
+
+
+# Proxies: the FaultServer stands in for the proxy (plain HTTP, absolute-form targets); nothing
+# is forwarded anywhere, so no traffic leaves loopback.
+
+
+async def test_explicit_proxy_with_credentials(fault_server: FaultServer) -> None:
+    """proxy= with user:password in the URL sends Proxy-Authorization, and retries go through it."""
+    fault_server.script("http://origin.test/x", [Fault.fin(), Fault.ok()])
+    proxy = fault_server.url.with_user("pu").with_password("pp")
+    async with resilient_session(proxy=str(proxy), policy=QUICK) as session:
+        async with session.get("http://origin.test/x") as resp:
+            assert resp.status == 200
+    assert [r.path for r in fault_server.records] == ["http://origin.test/x"] * 2
+    assert {r.headers["Proxy-Authorization"] for r in fault_server.records} == {"Basic cHU6cHA="}
+
+
+async def test_trust_env_takes_the_proxy_from_the_environment(
+    fault_server: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """trust_env=True reads HTTP_PROXY, as aiohttp does."""
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", str(fault_server.url))
+    async with resilient_session(trust_env=True) as session:
+        async with session.get("http://origin.test/env") as resp:
+            assert resp.status == 200
+    assert [r.path for r in fault_server.records] == ["http://origin.test/env"]

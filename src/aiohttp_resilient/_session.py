@@ -152,9 +152,9 @@ def resilient_session(
         on_retry: Hook called with a :class:`RetryEvent` before each retry.
         on_giveup: Hook called with a :class:`RetryEvent` on giving up.
         **session_options: Any other :class:`aiohttp.ClientSession` keyword: ``timeout``,
-            ``headers``, ``proxy``, ``proxy_auth``, ``trust_env`` (``HTTP(S)_PROXY`` from the
-            environment), ``middlewares`` (run inside the retry, once per attempt),
-            ``connector`` (then the connector options above must not be given), ...
+            ``headers``, ``proxy`` (``"http://user:password@proxy:3128"``), ``trust_env``
+            (``HTTP(S)_PROXY`` from the environment), ``middlewares`` (run inside the retry,
+            once per attempt), ``connector`` (then without the connector options above), ...
 
     Raises:
         ValueError: An unknown preset, a bad option value, or options that contradict.
