@@ -272,7 +272,10 @@ async def test_use_policy_overrides_per_request(fault_server: FaultServer) -> No
 
 async def test_pool_of_one_never_stalls_on_failed_bodies(fault_server: FaultServer) -> None:
     """Large 503 bodies are released: a single-connection pool keeps going."""
-    big = b"e" * 256 * 1024
+    # In debug mode aiohttp warns about a response collected unreleased (refcounting would
+    # otherwise return its connection quietly and hide the leak); warnings are errors here.
+    asyncio.get_running_loop().set_debug(True)
+    big = b"e" * 8 * 1024 * 1024  # larger than the socket buffers: still arriving when thrown away
     fault_server.script("/big", [Fault.status(503, body=big)] * 3 + [Fault.ok(body=b"done")])
     fault_server.set_default("/after", Fault.ok(body=b"after"))
     policy = fast_policy(attempts=4, backoff_base=0.0)
@@ -287,7 +290,8 @@ async def test_pool_of_one_never_stalls_on_failed_bodies(fault_server: FaultServ
 
 async def test_give_up_on_status_releases_the_connection(fault_server: FaultServer) -> None:
     """Giving up on a 503 with a body left unread does not keep the only connection."""
-    fault_server.set_default("/busy", Fault.status(503, body=b"b" * 200_000))
+    asyncio.get_running_loop().set_debug(True)  # see test_pool_of_one_never_stalls_on_failed_bodies
+    fault_server.set_default("/busy", Fault.status(503, body=b"b" * 8 * 1024 * 1024))
     fault_server.set_default("/next", Fault.ok())
     async with retry_session(fast_policy(attempts=2, backoff_base=0.0), limit=1) as session:
         async with asyncio.timeout(10):
