@@ -677,3 +677,60 @@ def test_repr_names_policy_and_limiter() -> None:
     text = repr(RetryMiddleware(RetryPolicy(attempts=2), limiter=HostLimiter(3)))
     assert "attempts=2" in text
     assert "limit_per_host=3" in text
+
+
+# Bodies of unknown length stream through: an event stream or an upgrade must not be buffered.
+
+
+@pytest.fixture
+async def streaming_server() -> AsyncIterator[str]:
+    """A real aiohttp.web server on 127.0.0.1: an endless chunked stream and a websocket echo."""
+    from aiohttp import web
+
+    release = asyncio.Event()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(b"data: first\n\n")
+        await asyncio.wait_for(release.wait(), timeout=5)  # an event stream does not end soon
+        return resp
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            await ws.send_str(f"echo {message.data}")
+        return ws
+
+    app = web.Application()
+    app.add_routes([web.get("/events", events), web.get("/ws", echo)])
+    runner = web.AppRunner(app, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+async def test_endless_stream_is_handed_over_at_once(streaming_server: str) -> None:
+    """A chunked body of unknown length is not buffered: the caller reads it as it comes."""
+    async with retry_session() as session:
+        resp = await asyncio.wait_for(session.get(f"{streaming_server}/events"), timeout=2)
+        async with resp:
+            line = await asyncio.wait_for(resp.content.readline(), timeout=2)
+            assert line == b"data: first\n"
+
+
+async def test_websocket_through_the_middleware(streaming_server: str) -> None:
+    """ws_connect (a GET upgraded to 101) works through a resilient session."""
+    async with retry_session() as session:
+        ws = await asyncio.wait_for(session.ws_connect(f"{streaming_server}/ws"), timeout=2)
+        async with ws:
+            await ws.send_str("hi")
+            assert await asyncio.wait_for(ws.receive_str(), timeout=2) == "echo hi"

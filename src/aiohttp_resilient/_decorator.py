@@ -106,7 +106,8 @@ def retry_on_disconnect(
         )
         if value is not None
     }
-    resolved = (policy or RetryPolicy()).replace(**changes) if changes else policy or RetryPolicy()
+    base = policy or RetryPolicy()
+    resolved = base.replace(**changes) if changes else base
 
     def decorate(function: Callable[P, Awaitable[T]]) -> _Decorated[P, T]:
         if not _is_coroutine_function(function):

@@ -219,7 +219,9 @@ class RetryMiddleware:
                 raise await run.give_up(attempt, reason) from cause
             verdict = classify(error)
             if not (verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)):
-                raise self._not_retried(req, error, verdict, number, hidden_retry_armed)
+                raise self._not_retried(
+                    req, error, verdict, number, hidden_retry_armed, run.history if run else ()
+                )
             reused = req.__dict__.pop(REUSED_ATTR, None)
             attempt = Attempt(
                 number=number,
@@ -332,6 +334,7 @@ class RetryMiddleware:
         verdict: Verdict,
         number: int,
         hidden_retry_armed: bool,
+        history: tuple[Attempt, ...],
     ) -> Exception:
         if verdict is Verdict.MAYBE_SENT:
             why = (
@@ -354,7 +357,7 @@ class RetryMiddleware:
                 method=req.method,
                 url=redact_url(req.url),
                 attempts=number,
-                history=(Attempt(number=number, error=error),),
+                history=(*history, Attempt(number=number, error=error)),
                 reason=f"not retried: {why}",
             )
             wrapped.__cause__ = error
@@ -369,16 +372,19 @@ class RetryMiddleware:
 async def _buffer_body(resp: ClientResponse, cap: int) -> None:
     """Read the body inside the retry loop (so that a cut is retried), if it fits in ``cap``.
 
-    A body that does not fit is handed to the caller unread, as if buffering were off.
+    Only bodies of known length are buffered: one without ``Content-Length`` may never end (an
+    event stream, a long poll, an upgraded connection), and the caller must get it at once. A body
+    that does not fit is handed to the caller unread, as if buffering were off.
     """
     length = resp.content_length
-    if length is not None and length > cap:
+    if length is None or length > cap or resp.status < 200:
         return
-    if length is not None and hdrs.CONTENT_ENCODING not in resp.headers:
+    if hdrs.CONTENT_ENCODING not in resp.headers:
         await resp.read()  # the caller's read() then returns these bytes
         return
-    # Unknown length, or compressed (Content-Length counts the compressed bytes): read under
-    # the cap, then put what was read back, so the caller can still stream a body that is too big.
+    # Compressed: Content-Length counts the compressed bytes, the cap applies to what would be
+    # held in memory. Read under the cap, then put back what was read, so that the caller can
+    # still stream a body that turns out too big.
     content = resp.content
     chunks: list[bytes] = []
     size = 0
