@@ -72,6 +72,30 @@ async def test_refused_connection_is_retried_for_post(fault_server: FaultServer)
     assert fault_server.count("/p", method="POST") == 1
 
 
+async def test_pool_wait_timeout_is_retried_for_post(fault_server: FaultServer) -> None:
+    """Waiting too long for a pooled connection sent nothing: a POST is retried, arrives once."""
+    fault_server.set_default("/slow", Fault.drip(body=b"x" * 10, chunk=1, interval=0.05))
+    events = EventLog()
+    policy = fast_policy(backoff_base=0.2)
+    middleware = RetryMiddleware(policy, on_retry=events)  # real sleeps: the pool must drain
+    timeout = aiohttp.ClientTimeout(connect=0.1)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1), middlewares=[middleware], timeout=timeout
+    ) as session:
+
+        async def hold_the_only_connection() -> bytes:
+            async with session.get(fault_server.url_for("/slow")) as resp:
+                return await resp.read()
+
+        holder = asyncio.create_task(hold_the_only_connection())
+        await wait_until(lambda: fault_server.count("/slow") > 0)
+        async with session.post(fault_server.url_for("/p"), data=b"x") as resp:
+            assert resp.status == 200
+        assert await holder == b"x" * 10
+    assert isinstance(events.events[0].error, aiohttp.ConnectionTimeoutError)
+    assert fault_server.count("/p", method="POST") == 1
+
+
 @pytest.mark.parametrize(
     ("fault", "error"),
     [
