@@ -237,10 +237,12 @@ async def tls_server(self_signed: tuple[Path, Path]) -> AsyncIterator[tuple[str,
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     accepted: list[int] = []
+    protocols: list[_TinyHttp] = []
 
     def factory() -> _TinyHttp:  # called at accept time, before the handshake
         accepted.append(1)
-        return _TinyHttp()
+        protocols.append(_TinyHttp())
+        return protocols[-1]
 
     loop = asyncio.get_running_loop()
     server = await loop.create_server(factory, "127.0.0.1", 0, ssl=context)
@@ -249,6 +251,9 @@ async def tls_server(self_signed: tuple[Path, Path]) -> AsyncIterator[tuple[str,
         yield f"https://127.0.0.1:{port}/", accepted
     finally:
         server.close()
+        for protocol in protocols:  # Python 3.10's Server.close() leaves accepted ones open
+            if getattr(protocol, "transport", None) is not None:
+                protocol.transport.close()
         await server.wait_closed()
 
 

@@ -267,7 +267,7 @@ class RetryMiddleware:
         try:
             async with timer:
                 return await self._send(req, handler, policy, buffer)
-        except TimeoutError as exc:
+        except asyncio.TimeoutError as exc:  # not the builtin TimeoutError on Python 3.10
             if not timer_expired(timer):  # an aiohttp timeout inside, not ours
                 raise
             raise _DeadlinePassedError from exc
@@ -364,8 +364,11 @@ class RetryMiddleware:
             return wrapped
         with contextlib.suppress(AttributeError):
             setattr(error, HANDLED_ATTR, True)
+        note = f"aiohttp-resilient did not retry: {why}"
         if hasattr(error, "add_note"):
-            error.add_note(f"aiohttp-resilient did not retry: {why}")
+            error.add_note(note)
+        else:  # Python 3.10: PEP 678's attribute, as the exceptiongroup backport sets it
+            error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
         return error
 
 
