@@ -250,11 +250,36 @@ async def test_method_excluded_by_policy_is_sent_once(fault_server: FaultServer)
     async with retry_session(policy) as session:
         with pytest.raises(RetriesExhaustedError, match="not retried") as info:
             await session.put(fault_server.url_for("/down"), data=b"x")
-        # Later requests in the session: the hidden retry is off, the original error surfaces.
-        with pytest.raises(aiohttp.ServerDisconnectedError):
+        # Later ones too: another request may switch aiohttp's retry off after this one started.
+        with pytest.raises(RetriesExhaustedError, match="not retried"):
             await session.put(fault_server.url_for("/down"), data=b"x")
     assert fault_server.count("/down") == 2
     assert isinstance(info.value.__cause__, aiohttp.ServerDisconnectedError)
+
+
+async def test_concurrent_first_requests_are_not_resent_by_aiohttp(
+    fault_server: FaultServer,
+) -> None:
+    """Requests that started before the middleware switched aiohttp's retry off are not re-sent
+    by it either (an outer middleware that awaits first lets them all start)."""
+    fault_server.set_default("/down", Fault.fin())
+
+    async def outer(
+        req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        await asyncio.sleep(0)  # a token refresh, say
+        return await handler(req)
+
+    async with retry_session(fast_policy(methods={"GET"}), middlewares=()) as session:
+        session._middlewares = (outer, *session._middlewares)
+
+        async def put() -> BaseException:
+            with pytest.raises(RetriesExhaustedError) as info:
+                await session.put(fault_server.url_for("/down"), data=b"x")
+            return info.value
+
+        await asyncio.gather(*(put() for _ in range(4)))
+    assert fault_server.count("/down") == 4
 
 
 async def test_status_give_up_raises_or_returns(fault_server: FaultServer) -> None:
@@ -330,6 +355,55 @@ async def test_give_up_on_status_releases_the_connection(fault_server: FaultServ
 
         await asyncio.wait_for(both(), timeout=10)
     assert fault_server.count("/busy") == 2
+
+
+async def test_failing_hooks_change_nothing(
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook that raises is logged; the request goes on, and no slot or connection leaks."""
+    fault_server.set_default("/busy", Fault.status(503))
+    fault_server.set_default("/ok", Fault.ok())
+    limiter = HostLimiter(limit_per_host=1)
+
+    def broken(event: RetryEvent) -> None:
+        raise RuntimeError("hook bug")
+
+    async with retry_session(
+        fast_policy(attempts=2, backoff_base=0.0),
+        limiter=limiter,
+        on_retry=broken,
+        on_giveup=broken,
+        limit=1,
+    ) as session:
+        with pytest.raises(RetriesExhaustedError):
+            await asyncio.wait_for(session.get(fault_server.url_for("/busy")), 5)
+        async with session.get(fault_server.url_for("/ok")) as resp:
+            assert resp.status == 200
+    assert fault_server.count("/busy") == 2
+    assert "the on_retry hook raised" in caplog.text
+    assert "the on_giveup hook raised" in caplog.text
+    assert repr(limiter).endswith("in_flight=0 waiting=0>")
+
+
+async def test_cancelled_in_giveup_hook_frees_the_slot(fault_server: FaultServer) -> None:
+    """Cancelled while the on_giveup hook runs: the 503 response and its slot are freed."""
+    fault_server.set_default("/busy", Fault.status(503))
+    limiter = HostLimiter(limit_per_host=1)
+    hook_running = asyncio.Event()
+
+    async def slow_hook(event: RetryEvent) -> None:
+        hook_running.set()
+        await asyncio.sleep(30)
+
+    async with retry_session(
+        fast_policy(attempts=1), limiter=limiter, on_giveup=slow_hook
+    ) as session:
+        task = asyncio.create_task(session.get(fault_server.url_for("/busy")))
+        await asyncio.wait_for(hook_running.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert limiter.in_flight(("http", "127.0.0.1", fault_server.url.port)) == 0
 
 
 # 5. A body that cannot be re-sent is never re-sent empty ---------------------------------------
@@ -448,6 +522,25 @@ async def test_deadline_bounds_a_hanging_attempt(fault_server: FaultServer) -> N
         assert loop.time() - started < 3.0
     assert isinstance(info.value.__cause__, asyncio.TimeoutError)
     assert fault_server.count("/hang") == 1
+
+
+async def test_deadline_covers_the_wait_for_a_slot(fault_server: FaultServer) -> None:
+    """A request whose deadline passes while it waits for a per-host slot gives up, unsent."""
+    fault_server.set_default("/slow", Fault.drip(body=b"x" * 20, chunk=1, interval=0.05))
+    fault_server.set_default("/fast", Fault.ok())
+    limiter = HostLimiter(limit_per_host=1)
+    async with retry_session(fast_policy(buffer_body=False), limiter=limiter) as holder_session:
+        holder = await holder_session.get(fault_server.url_for("/slow"))  # holds the only slot
+        middleware = RetryMiddleware(fast_policy(deadline=0.2), limiter=limiter)
+        async with aiohttp.ClientSession(middlewares=[middleware]) as session:
+            with pytest.raises(RetriesExhaustedError, match="per-host slot") as info:
+                await asyncio.wait_for(session.get(fault_server.url_for("/fast")), 5)
+        holder.release()
+    assert info.value.attempts == 0
+    assert info.value.history == ()
+    assert fault_server.count("/fast") == 0
+    assert isinstance(info.value.__cause__, asyncio.TimeoutError)
+    assert repr(limiter).endswith("in_flight=0 waiting=0>")
 
 
 # 7. A disconnect while the body is read --------------------------------------------------------

@@ -105,6 +105,8 @@ def test_compute_delay_rejects_a_bad_number() -> None:
         ("", None),
         (None, None),
         ("1.5", None),
+        ("\u00b2", None),  # str.isdigit() is true for superscript two
+        ("\u0661\u0662", None),  # Arabic-Indic digits: RFC 9110 allows ASCII digits only
     ],
 )
 def test_parse_retry_after_seconds(value: str | None, expected: float | None) -> None:

@@ -264,6 +264,13 @@ async def test_certificate_error_is_never_retried(tls_server: tuple[str, list[in
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await session.get(url)
     assert len(accepted) == 1
+    # The same through a plain session's first request (aiohttp's own retry still armed then).
+    middleware = RetryMiddleware(QUICK)
+    async with aiohttp.ClientSession(middlewares=[middleware]) as session:
+        for _ in range(2):
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await session.get(url)
+    assert len(accepted) == 3
 
 
 async def test_ca_bundle_is_trusted(

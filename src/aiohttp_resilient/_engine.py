@@ -85,6 +85,10 @@ class RetryRun:
         """The attempts that failed, oldest first."""
         return tuple(self._history)
 
+    def record(self, attempt: Attempt) -> None:
+        """Add a failed ``attempt`` to the history without deciding anything."""
+        self._history.append(attempt)
+
     def remaining(self) -> float | None:
         """Seconds left before the policy's deadline, or ``None`` when it has none."""
         if self._policy.deadline is None:
@@ -96,7 +100,7 @@ class RetryRun:
     ) -> tuple[float | None, str]:
         """Record a failed ``attempt`` and say what follows: ``(delay, reason)`` to retry after
         ``delay`` seconds, or ``(None, reason)`` to give up."""
-        self._history.append(attempt)
+        self.record(attempt)
         policy = self._policy
         if attempt.number >= policy.attempts:
             plural = "" if policy.attempts == 1 else "s"
@@ -131,34 +135,47 @@ class RetryRun:
                 event.cause,
                 delay,
                 reason,
-                extra={"aiohttp_resilient": event},
             )
-        await _call_hook(self._on_retry, event)
+        await _call_hook("on_retry", self._on_retry, event)
         if delay > 0:
             await self._sleep(delay)
 
     async def give_up(
-        self, attempt: Attempt, reason: str, *, retry_after: float | None = None
+        self, attempt: Attempt | None, reason: str, *, retry_after: float | None = None
     ) -> RetriesExhaustedError:
-        """Tell the give-up (log, ``on_giveup``) and return the error to raise."""
-        event = self._event(attempt, None, reason)
+        """Tell the give-up (log, ``on_giveup``) and return the error to raise.
+
+        ``attempt`` is the attempt that just failed, or ``None`` when the call ends before a new
+        attempt could start (its deadline passed while it waited for a per-host slot).
+        """
+        last = attempt or (self._history[-1] if self._history else None)
+        attempts = len(self._history)
+        event = RetryEvent(
+            method=self._method,
+            url=self._url,
+            attempt=attempts,
+            cause=last.outcome if last is not None else "no attempt was made",
+            error=last.error if last is not None else None,
+            status=last.status if last is not None else None,
+            delay=None,
+            reason=reason,
+        )
         logger.warning(
             "giving up on %s after %d attempt%s: %s; last failure: %s",
             self._target(),
-            attempt.number,
-            "" if attempt.number == 1 else "s",
+            attempts,
+            "" if attempts == 1 else "s",
             reason,
             event.cause,
-            extra={"aiohttp_resilient": event},
         )
-        await _call_hook(self._on_giveup, event)
+        await _call_hook("on_giveup", self._on_giveup, event)
         return RetriesExhaustedError(
             method=self._method,
             url=self._url,
-            attempts=attempt.number,
+            attempts=attempts,
             history=self.history,
             reason=reason,
-            status=attempt.status,
+            status=event.status,
             retry_after=retry_after,
         )
 
@@ -178,9 +195,14 @@ class RetryRun:
         )
 
 
-async def _call_hook(hook: RetryHook | None, event: RetryEvent) -> None:
+async def _call_hook(name: str, hook: RetryHook | None, event: RetryEvent) -> None:
+    # A hook's bug must not change what happens to the request (nor raise a disconnect error that
+    # aiohttp would answer by re-sending it): log it and go on. Cancellation still propagates.
     if hook is None:
         return
-    result = hook(event)
-    if inspect.isawaitable(result):
-        await result
+    try:
+        result = hook(event)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        logger.exception("the %s hook raised; the retry goes on as decided", name)

@@ -69,7 +69,19 @@ def use_policy(policy: RetryPolicy) -> Iterator[RetryPolicy]:
 
 
 class _DeadlinePassedError(Exception):
-    """The policy's deadline expired during an attempt."""
+    """The policy's deadline passed: while waiting for a slot, before an attempt, or during one.
+
+    Private: the give-up it leads to is raised from the timer's TimeoutError or the last failure.
+    """
+
+    def __init__(self, *, waited_for_slot: bool = False, during_attempt: bool = False) -> None:
+        super().__init__()
+        self.waited_for_slot = waited_for_slot  # True: the slot was never obtained
+        self.during_attempt = during_attempt
+
+
+def _last_error(run: RetryRun | None) -> BaseException | None:
+    return run.history[-1].error if run is not None and run.history else None
 
 
 class RetryMiddleware:
@@ -143,16 +155,15 @@ class RetryMiddleware:
             policy.idempotency_header is not None and policy.idempotency_header in req.headers
         )
         # aiohttp re-runs the chain once after a ClientOSError/ServerDisconnectedError unless the
-        # session's private switch is off; it reads the switch when the request starts, so this
-        # request may still be re-run if we let such an error through (handled in _not_retried).
+        # session's private switch is off. It reads the switch when a request starts, so requests
+        # already under way may still be re-run: _not_retried() never lets those errors through.
         session = req.session
-        hidden_retry_armed = False
         if getattr(session, "_retry_connection", False):
             session._retry_connection = False
-            hidden_retry_armed = method in _HIDDEN_RETRY_METHODS
         limiter = self._limiter
         key = host_key(req.url) if limiter is not None else _NO_KEY
         buffer = idempotent and policy.buffer_body
+        deadline = policy.deadline
         clock = self._clock
         started = clock()
         run: RetryRun | None = None
@@ -160,15 +171,26 @@ class RetryMiddleware:
         while True:
             number += 1
             attempt_started = clock()
-            if limiter is not None:
-                await limiter.acquire(key)
+            if limiter is not None and not limiter.try_acquire(key):
+                try:
+                    await self._wait_for_slot(limiter, key, deadline, started)
+                except _DeadlinePassedError as passed:
+                    raise await self._deadline_give_up(
+                        passed, run, policy, req, started, number, attempt_started
+                    ) from _last_error(run) or passed.__cause__
             try:
-                if policy.deadline is None:
+                if deadline is None:
                     resp = await self._send(req, handler, policy, buffer)
                 else:
                     resp = await self._send_before(
-                        started + policy.deadline - clock(), req, handler, policy, buffer
+                        started + deadline - clock(), req, handler, policy, buffer
                     )
+            except _DeadlinePassedError as passed:
+                if limiter is not None:
+                    limiter.release(key)
+                raise await self._deadline_give_up(
+                    passed, run, policy, req, started, number, attempt_started
+                ) from (passed.__cause__ if passed.during_attempt else _last_error(run))
             except Exception as exc:
                 if limiter is not None:
                     limiter.release(key)
@@ -183,44 +205,43 @@ class RetryMiddleware:
                     if limiter is not None:
                         self._hand_over(resp, key)
                     return resp
-                # A retryable status: decide, then throw the response away or hand it back.
-                retry_after = None
-                if policy.respect_retry_after:
-                    retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
-                attempt = Attempt(
-                    number=number,
-                    status=status,
-                    reused_connection=req.__dict__.pop(REUSED_ATTR, None),
-                    elapsed=clock() - attempt_started,
-                )
-                if run is None:
-                    run = self._new_run(policy, req, started)
-                delay, reason = run.decide(attempt, retry_after=retry_after)
-                if delay is None:
-                    gave_up = await run.give_up(attempt, reason, retry_after=retry_after)
-                    if not policy.raise_on_status:
-                        if limiter is not None:
-                            self._hand_over(resp, key)
-                        return resp
+                # A retryable status. Until it is handed back or thrown away, the response and
+                # its slot must be freed on any way out (a cancelled hook, say).
+                try:
+                    retry_after = None
+                    if policy.respect_retry_after:
+                        retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
+                    attempt = Attempt(
+                        number=number,
+                        status=status,
+                        reused_connection=req.__dict__.pop(REUSED_ATTR, None),
+                        elapsed=clock() - attempt_started,
+                    )
+                    if run is None:
+                        run = self._new_run(policy, req, started)
+                    delay, reason = run.decide(attempt, retry_after=retry_after)
+                    if delay is None:
+                        gave_up = await run.give_up(attempt, reason, retry_after=retry_after)
+                        if not policy.raise_on_status:
+                            if limiter is not None:
+                                self._hand_over(resp, key)
+                            return resp
+                except BaseException:
                     self._discard(resp, key)
-                    raise gave_up
+                    raise
                 self._discard(resp, key)
+                if delay is None:
+                    raise gave_up
                 await self._before_resend(req, run, attempt, delay, reason, number, cause=None)
                 continue
 
             # The attempt raised.
-            if isinstance(error, _DeadlinePassedError):
-                cause = error.__cause__ or error
-                attempt = Attempt(number=number, error=cause, elapsed=clock() - attempt_started)
-                if run is None:
-                    run = self._new_run(policy, req, started)
-                run.decide(attempt)
-                reason = f"the deadline of {policy.deadline:g}s passed during attempt {number}"
-                raise await run.give_up(attempt, reason) from cause
             verdict = classify(error)
-            if not (verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)):
+            if not (
+                verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)
+            ):
                 raise self._not_retried(
-                    req, error, verdict, number, hidden_retry_armed, run.history if run else ()
+                    req, error, verdict, number, run.history if run is not None else ()
                 )
             reused = req.__dict__.pop(REUSED_ATTR, None)
             attempt = Attempt(
@@ -229,10 +250,8 @@ class RetryMiddleware:
                 reused_connection=reused,
                 elapsed=clock() - attempt_started,
             )
-            stale = (
-                reused is True
-                and verdict is Verdict.MAYBE_SENT
-                and isinstance(error, _STALE_ERRORS)
+            stale = reused is True and (
+                verdict is Verdict.MAYBE_SENT and isinstance(error, _STALE_ERRORS)
             )
             if run is None:
                 run = self._new_run(policy, req, started)
@@ -253,6 +272,54 @@ class RetryMiddleware:
             await _buffer_body(resp, policy.max_buffer_size)
         return resp
 
+    async def _deadline_give_up(
+        self,
+        passed: _DeadlinePassedError,
+        run: RetryRun | None,
+        policy: RetryPolicy,
+        req: ClientRequest,
+        started: float,
+        number: int,
+        attempt_started: float,
+    ) -> RetriesExhaustedError:
+        if run is None:
+            run = self._new_run(policy, req, started)
+        if passed.during_attempt:
+            run.record(
+                Attempt(
+                    number=number,
+                    error=passed.__cause__,
+                    elapsed=self._clock() - attempt_started,
+                )
+            )
+            reason = f"the deadline of {policy.deadline:g}s passed during attempt {number}"
+        elif passed.waited_for_slot:
+            reason = (
+                f"the deadline of {policy.deadline:g}s passed while attempt {number} waited for "
+                "a per-host slot"
+            )
+        else:
+            reason = f"the deadline of {policy.deadline:g}s passed before attempt {number}"
+        return await run.give_up(None, reason)
+
+    async def _wait_for_slot(
+        self, limiter: HostLimiter, key: HostKey, deadline: float | None, started: float
+    ) -> None:
+        if deadline is None:
+            await limiter.acquire(key)
+            return
+        remaining = started + deadline - self._clock()
+        if remaining <= 0:
+            raise _DeadlinePassedError(waited_for_slot=True)
+        timer = deadline_timer(remaining)
+        try:
+            async with timer:
+                await limiter.acquire(key)
+        except asyncio.TimeoutError as exc:  # not the builtin TimeoutError on Python 3.10
+            if not timer_expired(timer):
+                raise
+            raise _DeadlinePassedError(waited_for_slot=True) from exc
+
     async def _send_before(
         self,
         remaining: float,
@@ -270,7 +337,7 @@ class RetryMiddleware:
         except asyncio.TimeoutError as exc:  # not the builtin TimeoutError on Python 3.10
             if not timer_expired(timer):  # an aiohttp timeout inside, not ours
                 raise
-            raise _DeadlinePassedError from exc
+            raise _DeadlinePassedError(during_attempt=True) from exc
 
     def _new_run(self, policy: RetryPolicy, req: ClientRequest, started: float) -> RetryRun:
         return RetryRun(
@@ -295,6 +362,9 @@ class RetryMiddleware:
         *,
         cause: BaseException | None,
     ) -> None:
+        # A failed attempt may leave its body writer running: let it settle first (as aiohttp's
+        # own retry does), then look at whether the body can be sent again.
+        await req.close()
         body = req.body
         if getattr(body, "consumed", False):
             # aiohttp would re-send a spent stream as an empty body, silently.
@@ -306,8 +376,6 @@ class RetryMiddleware:
             )
             logger.warning("not retrying: %s", error)
             raise error from cause
-        # A failed attempt may leave its body writer running: let it settle before re-sending.
-        await req.close()
         await run.retry(attempt, delay, reason)
 
     def _discard(self, resp: ClientResponse, key: HostKey) -> None:
@@ -333,7 +401,6 @@ class RetryMiddleware:
         error: Exception,
         verdict: Verdict,
         number: int,
-        hidden_retry_armed: bool,
         history: tuple[Attempt, ...],
     ) -> Exception:
         if verdict is Verdict.MAYBE_SENT:
@@ -351,8 +418,14 @@ class RetryMiddleware:
                 describe_error(error),
                 why,
             )
-        if hidden_retry_armed and isinstance(error, _HIDDEN_RETRY_ERRORS):
-            # Re-raising this type would make aiohttp send the request once more on its own.
+        if (
+            req.method in _HIDDEN_RETRY_METHODS
+            and isinstance(error, _HIDDEN_RETRY_ERRORS)
+            and not isinstance(error, aiohttp.ClientConnectorError)  # aiohttp re-raises those
+        ):
+            # aiohttp would answer this error type by sending the request once more on its own,
+            # if its switch was still on when this request started (another request may have
+            # turned it off since): so it must not leave the middleware as it is.
             wrapped = RetriesExhaustedError(
                 method=req.method,
                 url=redact_url(req.url),

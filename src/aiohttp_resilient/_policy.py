@@ -79,8 +79,9 @@ class RetryPolicy:
             that off.
         respect_retry_after: Whether a ``Retry-After`` header on a retryable status sets the wait.
         retry_after_max: A ``Retry-After`` above this many seconds ends the retries at once.
-        deadline: Seconds for the whole call, attempts and waits included; ``None`` for no bound
-            beyond aiohttp's own ``ClientTimeout``. No wait starts that would end past it.
+        deadline: Seconds for the whole call, attempts, backoff waits and waits for a per-host
+            slot included (per redirect hop); ``None`` for no bound beyond aiohttp's own
+            ``ClientTimeout``. No wait starts that would end past it.
         retry_stale_immediately: Retry a disconnect on a reused keep-alive connection at once,
             without a backoff wait (the server closed an idle connection as it was reused).
         buffer_body: Read retryable response bodies inside the retry loop so that a disconnect
@@ -187,7 +188,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() alone admits "²" and "١٢"
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

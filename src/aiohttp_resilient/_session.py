@@ -144,7 +144,7 @@ def resilient_session(
             high concurrency): see :data:`PRESETS`.
         limit: Connections in all.
         limit_per_host: Attempts in flight per (scheme, host, port).
-        ttl_dns_cache: Seconds DNS answers are cached (``None``: forever).
+        ttl_dns_cache: Seconds DNS answers are cached; the preset's when ``None``.
         keepalive_timeout: Seconds an idle pooled connection is kept.
         force_close: Send ``Connection: close`` and use each connection once.
         ca_bundle: A PEM file of CA certificates to trust instead of the system's.
