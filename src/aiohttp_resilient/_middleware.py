@@ -170,7 +170,7 @@ class RetryMiddleware:
         number = 0
         while True:
             number += 1
-            attempt_started = clock()
+            attempt_started = started if number == 1 else clock()
             if limiter is not None and not limiter.try_acquire(key):
                 try:
                     await self._wait_for_slot(limiter, key, deadline, started)
@@ -179,8 +179,10 @@ class RetryMiddleware:
                         passed, run, policy, req, started, number, attempt_started
                     ) from _last_error(run) or passed.__cause__
             try:
-                if deadline is None:
-                    resp = await self._send(req, handler, policy, buffer)
+                if deadline is None:  # the hot path: _send() inlined
+                    resp = await handler(req)
+                    if buffer and resp.status not in policy.statuses:
+                        await _buffer_body(resp, policy.max_buffer_size)
                 else:
                     resp = await self._send_before(
                         started + deadline - clock(), req, handler, policy, buffer
