@@ -63,8 +63,9 @@ def test_quick_writes_json_and_markdown(quick_run: tuple[Path, str, str]) -> Non
         assert key in data
     clients = {r["client"] for r in data["runs"]}
     assert {"raw", "resilient"} <= clients
+    figures = ("goodput", "success_rate", "p99", "cpu_us_per_request", "peak_rss_mib", "steal")
     for run in data["runs"]:
-        for key in ("goodput", "success_rate", "p99", "cpu_us_per_request", "peak_rss_mib", "steal"):
+        for key in figures:
             assert key in run
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "### fin-5%, concurrency 8" in summary

@@ -28,7 +28,7 @@ from ._scenarios import FULL_CELLS, QUICK_CELLS, SCENARIOS
 __all__ = ["add_parser", "run"]
 
 #: (runs, requests per run, time cap per run in seconds) of each mode.
-QUICK = (3, 1000, 2.0)
+QUICK = (3, 1000, 1.0)
 FULL = (3, 3000, 4.0)
 
 

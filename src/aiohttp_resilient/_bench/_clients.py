@@ -22,6 +22,7 @@ import aiohttp
 
 from .._decorator import retry_on_disconnect
 from .._events import RetryEvent
+from .._middleware import RetryMiddleware
 from .._policy import DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX
 from .._session import resilient_session
 
@@ -161,6 +162,21 @@ async def _resilient(concurrency: int) -> BuiltClient:
     )
     built = BuiltClient(_plain_fetch(session), session.close)
     built.attempts = 0  # retries only; the runner adds one per logical request
+    return built
+
+
+async def _middleware_only(concurrency: int) -> BuiltClient:
+    built: BuiltClient
+
+    def on_retry(event: RetryEvent) -> None:
+        built.attempts = (built.attempts or 0) + 1
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max(100, concurrency)),
+        middlewares=[RetryMiddleware(on_retry=on_retry)],
+    )
+    built = BuiltClient(_plain_fetch(session), session.close)
+    built.attempts = 0
     return built
 
 
@@ -329,6 +345,13 @@ CLIENTS: Final[tuple[ClientSpec, ...]] = (
         _resilient,
         None,
         "resilient_session(limit=max(100,c), limit_per_host=max(16,c)), default RetryPolicy",
+    ),
+    ClientSpec(
+        "middleware-only",
+        _middleware_only,
+        None,
+        "plain ClientSession(middlewares=[RetryMiddleware()]): no HostLimiter, "
+        "TrackingConnector or session tuning",
     ),
     ClientSpec(
         "decorator",

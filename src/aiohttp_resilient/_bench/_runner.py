@@ -313,6 +313,17 @@ def aggregate(raw: dict[str, Any]) -> list[dict[str, Any]]:
                 "capped_runs": sum(1 for r in mine if r["capped"]),
                 "steal_exceeded_runs": sum(1 for r in mine if r["steal_exceeded"]),
             }
+            # Pooled over the rounds: rare events (a give-up at p**attempts) need every request.
+            issued = sum(r["issued"] for r in mine)
+            completed = sum(r["ok"] + r["failed"] for r in mine)
+            summary["requests"] = issued
+            summary["failures"] = sum(r["failed"] for r in mine)
+            summary["pooled_success_rate"] = (
+                sum(r["ok"] for r in mine) / completed if completed else None
+            )
+            summary["pooled_server_attempts_per_request"] = (
+                sum(r["server"].get("requests", 0) for r in mine) / issued if issued else None
+            )
             for figure in FIGURES:
                 summary[figure] = _stats([r[figure] for r in mine if r.get(figure) is not None])
             summaries.append(summary)
