@@ -86,11 +86,14 @@ def _weights(scenario: Scenario) -> dict[Fault, float]:
     return {fault: scenario.rate}
 
 
-async def _bursts(server: FaultServer, scenario: Scenario) -> None:
-    fault = Fault.status(503, retry_after=scenario.retry_after)
-    for _ in range(100_000):  # bounded; cancelled when the run stops
-        await asyncio.sleep(scenario.burst_period)
-        server.script(BENCH_PATH, [fault] * scenario.burst)
+def _burst_script(scenario: Scenario, requests: int) -> list[Fault]:
+    """Every ``burst_every`` requests to the path, ``burst`` consecutive 503s: counted in
+    requests, not seconds, so the bursts fall alike on fast and slow clients."""
+    ok = Fault.ok()
+    busy = Fault.status(503, retry_after=scenario.retry_after)
+    cycle = [ok] * (scenario.burst_every - scenario.burst) + [busy] * scenario.burst
+    # Retries are requests too: script enough cycles for every attempt a client may make.
+    return cycle * (requests * 2 // scenario.burst_every + 1)
 
 
 async def _serve(conn: Connection) -> None:
@@ -105,7 +108,6 @@ async def _serve(conn: Connection) -> None:
 
     loop.add_reader(conn.fileno(), readable)
     server: FaultServer | None = None
-    bursts: asyncio.Task[None] | None = None
     try:
         while True:
             command = await inbox.get()
@@ -117,16 +119,11 @@ async def _serve(conn: Connection) -> None:
                 weights = _weights(scenario)
                 if weights:
                     server.random(BENCH_PATH, weights, seed=command[2])
-                await server.start_listening()
                 if scenario.burst:
-                    bursts = asyncio.create_task(_bursts(server, scenario))
+                    server.script(BENCH_PATH, _burst_script(scenario, command[3]))
+                await server.start_listening()
                 conn.send(("url", str(server.url)))
             elif command[0] == "stop":
-                if bursts is not None:
-                    bursts.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await bursts
-                    bursts = None
                 counts: dict[str, Any] = {}
                 if server is not None:
                     await server.stop_listening()

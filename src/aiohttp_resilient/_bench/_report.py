@@ -330,11 +330,15 @@ def write_plot(path: Path, summaries: Sequence[dict[str, Any]]) -> bool:
     for row, c in enumerate(concurrencies):
         mine = [s for s in fin if s["concurrency"] == c]
         clients = list(dict.fromkeys(s["client"] for s in mine))
-        for client in clients:
+        colours = plt.get_cmap("tab20")
+        for index, client in enumerate(clients):
             points = sorted(
-                (float(s["scenario"][4:].rstrip("%")), s)
-                for s in mine
-                if s["client"] == client and s["goodput"] is not None
+                (
+                    (float(s["scenario"][4:].rstrip("%")), s)
+                    for s in mine
+                    if s["client"] == client and s["goodput"] is not None
+                ),
+                key=lambda point: point[0],
             )
             x = [p for p, _ in points]
             style = "-" if client in OURS or client == "raw" else "--"
@@ -346,6 +350,7 @@ def write_plot(path: Path, summaries: Sequence[dict[str, Any]]) -> bool:
                 marker="o",
                 linewidth=width,
                 label=client,
+                color=colours(index),
             )
             axes[row][1].plot(
                 x,
@@ -354,6 +359,7 @@ def write_plot(path: Path, summaries: Sequence[dict[str, Any]]) -> bool:
                 marker="o",
                 linewidth=width,
                 label=client,
+                color=colours(index),
             )
         axes[row][0].set_title(f"goodput, concurrency {c}")
         axes[row][0].set_ylabel("successful responses / s")

@@ -99,8 +99,8 @@ class _ServerProcess:
             raise RuntimeError(f"the server process did not answer {message[0]!r}")
         return self._conn.recv()[1]
 
-    def start(self, scenario: str, seed: int) -> str:
-        url: str = self._ask(("start", SCENARIOS[scenario], seed))
+    def start(self, scenario: str, seed: int, requests: int) -> str:
+        url: str = self._ask(("start", SCENARIOS[scenario], seed, requests))
         return url
 
     def stop(self) -> dict[str, Any]:
@@ -220,7 +220,7 @@ def _one_run(
     repeats = 0
     for attempt in range(config.max_repeats + 1):
         repeats = attempt
-        url = server.start(scenario, rng.randrange(2**32))
+        url = server.start(scenario, rng.randrange(2**32), config.requests)
         before = read_steal()
         try:
             spec = RunSpec(client.name, url, concurrency, config.requests, config.time_cap)

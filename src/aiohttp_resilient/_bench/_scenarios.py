@@ -18,8 +18,8 @@ class Scenario:
             ``race`` (the server closes keep-alive connections without notice).
         rate: The fraction of requests faulted (for ``fin``, ``rst``, ``cut``).
         description: One line for the reports.
-        burst: ``503``: this many 503s queued every :attr:`burst_period` seconds.
-        burst_period: ``503``: seconds between bursts.
+        burst: ``503``: this many consecutive 503s in every :attr:`burst_every` requests.
+        burst_every: ``503``: the requests of one cycle, the burst at its end.
         retry_after: ``503``: the ``Retry-After`` seconds of each 503.
         max_requests_per_conn: ``race``: the server closes each connection after this many
             responses, without ``Connection: close``.
@@ -30,7 +30,7 @@ class Scenario:
     rate: float
     description: str
     burst: int = 0
-    burst_period: float = 0.0
+    burst_every: int = 0
     retry_after: int = 0
     max_requests_per_conn: int | None = None
 
@@ -53,9 +53,9 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             "503-burst",
             "503",
             0.0,
-            "every 0.5 s the next 32 requests get 503 with Retry-After: 1",
+            "in every 500 requests, a burst of 32 consecutive 503s with Retry-After: 1",
             burst=32,
-            burst_period=0.5,
+            burst_every=500,
             retry_after=1,
         ),
         Scenario(
