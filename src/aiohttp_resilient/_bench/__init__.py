@@ -161,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     summaries = aggregate(raw)
     targets = evaluate_targets(summaries)
     write_json(out / "results.json", raw, summaries, targets)
+    for failure in raw["failures"]:
+        print(f"failed run: {failure['scenario']} c={failure['concurrency']}: {failure['error']}")
     (out / "summary.md").write_text(markdown(raw, summaries, targets), encoding="utf-8")
     print(terminal_tables(raw, summaries))
     print("\nTargets:")
@@ -178,4 +180,4 @@ def run(args: argparse.Namespace) -> int:
     elif write_plot(out / "plot.png", summaries):
         written.append("plot.png")
     print(f"\nwrote {', '.join(str(out / name) for name in written)}")
-    return 0
+    return 1 if raw["failures"] else 0

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import resource
 import sys
 import time
 import warnings
@@ -181,6 +180,10 @@ def _peak_rss_mib() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
+    try:
+        import resource  # POSIX only: imported here so that the CLI still loads on Windows
+    except ImportError:
+        return float("nan")
     # ru_maxrss: KiB on Linux, bytes on macOS.
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / (1024 * 1024) if sys.platform == "darwin" else maxrss / 1024

@@ -186,7 +186,7 @@ def evaluate_targets(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]
                 targets.append(
                     {
                         "target": f"{where}: goodput >= 3 x {name}",
-                        "measured": _fmt(ratio, ".1f") + " x",
+                        "measured": _fmt(ratio, ".2f") + " x",
                         "verdict": _verdict(None if ratio is None else ratio >= 3.0),
                     }
                 )
@@ -274,6 +274,11 @@ def markdown(raw: dict[str, Any], summaries: Sequence[dict[str, Any]], targets: 
             "- Skipped (not installed): "
             + ", ".join(f"{n} (needs {m})" for n, m in raw["skipped"].items())
             + ': `pip install "aiohttp-resilient[bench]"` adds them'
+        )
+    if raw.get("failures"):
+        lines.append(
+            f"- {len(raw['failures'])} run(s) failed and are left out: see `failures` in "
+            "results.json"
         )
     lines += [
         "",

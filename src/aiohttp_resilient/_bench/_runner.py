@@ -144,6 +144,7 @@ def run_suite(config: BenchConfig, progress: Progress) -> dict[str, Any]:
     parent_pin = pin(SERVER_CPU)  # the parent only waits: it shares the server's core
     rng = random.Random(config.seed)
     runs: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
     total = len(config.cells) * config.runs * len(ready)
     done = 0
     began = time.monotonic()
@@ -155,7 +156,14 @@ def run_suite(config: BenchConfig, progress: Progress) -> dict[str, Any]:
                 rng.shuffle(order)
                 for client in order:
                     done += 1
-                    record = _one_run(server, ctx, config, scenario, concurrency, client, rng)
+                    try:
+                        record = _one_run(server, ctx, config, scenario, concurrency, client, rng)
+                    except RuntimeError as exc:  # one client's failure does not end the suite
+                        failures.append(
+                            {"scenario": scenario, "concurrency": concurrency, "error": str(exc)}
+                        )
+                        progress(f"[{done}/{total}] {scenario} c={concurrency} FAILED: {exc}")
+                        continue
                     record["round"] = round_
                     runs.append(record)
                     progress(
@@ -195,6 +203,7 @@ def run_suite(config: BenchConfig, progress: Progress) -> dict[str, Any]:
         "skipped": skipped,
         "scenarios": {name: SCENARIOS[name].description for name, _ in config.cells},
         "wall_seconds": time.monotonic() - began,
+        "failures": failures,
         "runs": runs,
     }
 
