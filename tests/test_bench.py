@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from aiohttp_resilient._bench._report import write_plot
+from aiohttp_resilient._cli import main
 
 HAS_AIOHTTP_RETRY = importlib.util.find_spec("aiohttp_retry") is not None
 
@@ -103,3 +104,17 @@ def test_plot(quick_run: tuple[Path, str, str], tmp_path: Path) -> None:
     data = _results(quick_run[0])
     assert write_plot(tmp_path / "plot.png", data["summaries"])
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_lists_scenarios_and_clients(capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench --help`` works and names every scenario (percent signs and all) and client."""
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "fin-20%" in out
+    assert "middleware-only" in out
+
+
+def test_unknown_client_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt client name fails before anything runs, naming the choices."""
+    assert main(["bench", "--clients", "raw,requests"]) == 2
+    assert "unknown client requests" in capsys.readouterr().err

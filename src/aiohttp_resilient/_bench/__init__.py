@@ -89,7 +89,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--scenarios",
         type=_names(list(SCENARIOS), "scenario"),
         metavar="A,B",
-        help=f"scenarios to run, comma-separated: {', '.join(SCENARIOS)}",
+        # argparse expands %-formats in help: the names' percent signs must be doubled.
+        help=f"scenarios to run, comma-separated: {', '.join(SCENARIOS).replace('%', '%%')}",
     )
     bench.add_argument(
         "--concurrency",
