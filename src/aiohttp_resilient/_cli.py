@@ -1,7 +1,7 @@
-"""The ``aiohttp-resilient`` command line: ``aiohttp-resilient serve --fault fin=5% ...``.
+"""The ``aiohttp-resilient`` command line: ``aiohttp-resilient serve --fault fin=5% ...`` and
+``aiohttp-resilient bench --quick``.
 
-Built on argparse subcommands (stdlib only) so more tools, such as a ``bench`` command, can join
-``serve`` later without changing how it is called.
+Built on argparse subcommands (stdlib only); each command's options live with its code.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from . import _bench
 from .testing._faults import SPEC_HELP, Fault, FaultSpecError, parse_fault_spec, parse_fault_specs
 from .testing._server import FaultServer
 
@@ -133,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds between count lines ({DEFAULT_STATS_INTERVAL:g})",
     )
     serve.set_defaults(parser=serve)
+    _bench.add_parser(commands)
     return parser
 
 
@@ -213,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         # argparse exits on --help and on usage errors; callers of main() get the code instead.
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    if args.command == "bench":
+        return _bench.run(args)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(_serve(args, weights, seed))
