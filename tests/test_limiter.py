@@ -8,7 +8,7 @@ import pytest
 from yarl import URL
 
 from aiohttp_resilient import HostLimiter
-from aiohttp_resilient._limiter import host_key
+from aiohttp_resilient._limiter import IDLE_HOSTS_KEPT, host_key
 
 A = ("http", "a.example", 80)
 B = ("http", "b.example", 80)
@@ -28,7 +28,7 @@ def test_host_key_fills_default_ports() -> None:
 
 
 async def test_cap_is_per_host_and_entries_are_dropped() -> None:
-    """Two hosts have separate caps; an unused host takes no memory."""
+    """Two hosts have separate caps; waiters are served in order."""
     limiter = HostLimiter(1)
     await limiter.acquire(A)
     await limiter.acquire(B)
@@ -41,6 +41,21 @@ async def test_cap_is_per_host_and_entries_are_dropped() -> None:
     limiter.release(A)
     limiter.release(B)
     assert repr(limiter) == "<HostLimiter limit_per_host=1 hosts=0 in_flight=0 waiting=0>"
+
+
+async def test_idle_hosts_are_swept_once_many_are_known() -> None:
+    """Idle hosts stay (their next request allocates nothing) until IDLE_HOSTS_KEPT are known."""
+    limiter = HostLimiter(1)
+    keys = [("http", f"h{n}.example", 80) for n in range(IDLE_HOSTS_KEPT)]
+    for key in keys:
+        assert limiter.try_acquire(key)
+    limiter.release(keys[0])  # one idle host, the rest busy
+    assert len(limiter._hosts) == IDLE_HOSTS_KEPT
+    assert limiter.try_acquire(("http", "new.example", 80))  # over the bound: a sweep
+    assert len(limiter._hosts) == IDLE_HOSTS_KEPT
+    assert keys[0] not in limiter._hosts
+    assert limiter._sweep_at == 2 * (IDLE_HOSTS_KEPT - 1)  # busy hosts: no sweep per new host
+    assert limiter.in_flight(keys[1]) == 1
 
 
 async def test_cancelled_waiter_gives_its_place_back() -> None:

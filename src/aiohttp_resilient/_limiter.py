@@ -12,6 +12,10 @@ __all__ = ["HostKey", "HostLimiter", "host_key"]
 
 HostKey: TypeAlias = tuple[str, str | None, int | None]
 
+#: Idle hosts are kept (so that a host's next request allocates nothing) until this many hosts are
+#: known; then the idle ones are dropped in one sweep.
+IDLE_HOSTS_KEPT = 1024
+
 
 def host_key(url: URL) -> HostKey:
     """The key a request is limited under: ``(scheme, host, port)``, default ports filled in."""
@@ -33,9 +37,10 @@ class HostLimiter:
     An attempt holds its host's slot from before it connects until its response is released (the
     body read, or the response closed), and never while it sleeps between attempts, so a backing-off
     request does not block the others. Waiters are served first come, first served; waiting is
-    cancellable and leaks nothing. Hosts nobody is using take no memory, so a crawler over millions
-    of hosts stays small. Taking a free slot does not suspend, so the limiter costs next to nothing
-    when nothing queues.
+    cancellable and leaks nothing. Idle hosts are forgotten in a sweep once more than
+    ``IDLE_HOSTS_KEPT`` (1024) hosts are known, so a crawler over millions of hosts stays small.
+    Taking a free slot neither suspends nor allocates, so the limiter costs next to nothing when
+    nothing queues.
 
     Usage::
 
@@ -51,7 +56,7 @@ class HostLimiter:
         ValueError: ``limit_per_host`` is not a positive int.
     """
 
-    __slots__ = ("_hosts", "_limit")
+    __slots__ = ("_hosts", "_limit", "_sweep_at")
 
     def __init__(self, limit_per_host: int) -> None:
         if isinstance(limit_per_host, bool) or not isinstance(limit_per_host, int):
@@ -60,6 +65,7 @@ class HostLimiter:
             raise ValueError(f"limit_per_host must be >= 1, got {limit_per_host!r}")
         self._limit = limit_per_host
         self._hosts: dict[HostKey, _Host] = {}
+        self._sweep_at = IDLE_HOSTS_KEPT
 
     @property
     def limit_per_host(self) -> int:
@@ -70,6 +76,8 @@ class HostLimiter:
         """Take a slot for ``key``'s host if one is free and nobody queues for it; never waits."""
         host = self._hosts.get(key)
         if host is None:
+            if len(self._hosts) >= self._sweep_at:
+                self._sweep()
             host = self._hosts[key] = _Host()
         if host.held < self._limit and not host.waiters:
             host.held += 1
@@ -92,7 +100,6 @@ class HostLimiter:
                 self.release(key)  # handed a slot, then cancelled: pass it on
             else:
                 host.waiters.remove(waiter)
-                self._forget_if_idle(key, host)
             raise
 
     def release(self, key: HostKey) -> None:
@@ -105,21 +112,23 @@ class HostLimiter:
                 waiter.set_result(None)  # the slot goes straight to the next in line
                 return
         host.held -= 1
-        self._forget_if_idle(key, host)
 
     def in_flight(self, key: HostKey) -> int:
         """How many slots of ``key``'s host are held now."""
         host = self._hosts.get(key)
         return 0 if host is None else host.held
 
-    def _forget_if_idle(self, key: HostKey, host: _Host) -> None:
-        if host.held == 0 and not host.waiters:
-            del self._hosts[key]
+    def _sweep(self) -> None:
+        # Drop idle hosts; sweep again only once the table has doubled, so that a crawler with
+        # more busy hosts than IDLE_HOSTS_KEPT does not sweep on every new one (amortised O(1)).
+        self._hosts = {k: h for k, h in self._hosts.items() if h.held or h.waiters}
+        self._sweep_at = max(IDLE_HOSTS_KEPT, 2 * len(self._hosts))
 
     def __repr__(self) -> str:
         busy = sum(h.held for h in self._hosts.values())
         waiting = sum(len(h.waiters) for h in self._hosts.values() if h.waiters)
+        active = sum(1 for h in self._hosts.values() if h.held or h.waiters)
         return (
-            f"<HostLimiter limit_per_host={self._limit} hosts={len(self._hosts)} "
+            f"<HostLimiter limit_per_host={self._limit} hosts={active} "
             f"in_flight={busy} waiting={waiting}>"
         )

@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
 from ._classify import Verdict, classify
+from ._connector import last_connection_reused
 from ._engine import Clock, RetryRun, Sleep, deadline_timer, logger, timer_expired
 from ._events import Attempt, RetryHook, describe_error
 from ._exceptions import BodyNotReplayableError, RetriesExhaustedError
@@ -23,10 +24,8 @@ from ._limiter import HostKey, HostLimiter, host_key
 from ._policy import RetryPolicy, parse_retry_after
 from ._redact import redact_url
 
-__all__ = ["HANDLED_ATTR", "REUSED_ATTR", "RetryMiddleware", "use_policy"]
+__all__ = ["HANDLED_ATTR", "RetryMiddleware", "use_policy"]
 
-#: Set on a request by our connector: ``True`` if its attempt got a pooled keep-alive connection.
-REUSED_ATTR: Final = "_aiohttp_resilient_reused"
 #: Set on an exception the middleware let through as not retryable, so that an enclosing
 #: ``@retry_on_disconnect`` does not retry what was judged unsafe.
 HANDLED_ATTR: Final = "_aiohttp_resilient_handled"
@@ -78,6 +77,14 @@ class _DeadlinePassedError(Exception):
         super().__init__()
         self.waited_for_slot = waited_for_slot  # True: the slot was never obtained
         self.during_attempt = during_attempt
+
+
+def _take_reused() -> bool | None:
+    """Whether the attempt that just ended ran on a reused connection (``None``: unknown)."""
+    reused = last_connection_reused.get()
+    if reused is not None:
+        last_connection_reused.set(None)  # a later attempt that fails to connect must not see it
+    return reused
 
 
 def _last_error(run: RetryRun | None) -> BaseException | None:
@@ -181,7 +188,11 @@ class RetryMiddleware:
             try:
                 if deadline is None:  # the hot path: _send() inlined
                     resp = await handler(req)
-                    if buffer and resp.status not in policy.statuses:
+                    if (
+                        buffer
+                        and not resp.content.is_eof()  # arrived whole: nothing left to cut
+                        and resp.status not in policy.statuses
+                    ):
                         await _buffer_body(resp, policy.max_buffer_size)
                 else:
                     resp = await self._send_before(
@@ -216,7 +227,7 @@ class RetryMiddleware:
                     attempt = Attempt(
                         number=number,
                         status=status,
-                        reused_connection=req.__dict__.pop(REUSED_ATTR, None),
+                        reused_connection=_take_reused(),
                         elapsed=clock() - attempt_started,
                     )
                     if run is None:
@@ -245,7 +256,7 @@ class RetryMiddleware:
                 raise self._not_retried(
                     req, error, verdict, number, run.history if run is not None else ()
                 )
-            reused = req.__dict__.pop(REUSED_ATTR, None)
+            reused = _take_reused()
             attempt = Attempt(
                 number=number,
                 error=error,
@@ -389,13 +400,13 @@ class RetryMiddleware:
 
     def _hand_over(self, resp: ClientResponse, key: HostKey) -> None:
         # The slot stays taken while the caller streams the body: free it with the connection.
-        assert self._limiter is not None
+        limiter = self._limiter
+        assert limiter is not None
         connection = resp.connection
-        release = functools.partial(self._limiter.release, key)
-        if connection is None:
-            release()
+        if connection is None:  # the body arrived whole and the connection is back in the pool
+            limiter.release(key)
         else:
-            connection.add_callback(release)
+            connection.add_callback(functools.partial(limiter.release, key))
 
     def _not_retried(
         self,
@@ -454,6 +465,9 @@ async def _buffer_body(resp: ClientResponse, cap: int) -> None:
     event stream, a long poll, an upgraded connection), and the caller must get it at once. A body
     that does not fit is handed to the caller unread, as if buffering were off.
     """
+    content = resp.content
+    if content.is_eof():
+        return  # the whole body has arrived: nothing can cut it any more, reading it costs
     length = resp.content_length
     if length is None or length > cap or resp.status < 200:
         return
@@ -463,7 +477,6 @@ async def _buffer_body(resp: ClientResponse, cap: int) -> None:
     # Compressed: Content-Length counts the compressed bytes, the cap applies to what would be
     # held in memory. Read under the cap, then put back what was read, so that the caller can
     # still stream a body that turns out too big.
-    content = resp.content
     chunks: list[bytes] = []
     size = 0
     try:
