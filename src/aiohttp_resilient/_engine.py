@@ -53,7 +53,7 @@ class RetryRun:
         "_policy",
         "_sleep",
         "_started",
-        "_url",
+        "_url_source",
         "_waits",
     )
 
@@ -62,7 +62,7 @@ class RetryRun:
         policy: RetryPolicy,
         *,
         method: str | None,
-        url: str,
+        url: str | Callable[[], str],
         started: float,
         clock: Clock,
         sleep: Sleep,
@@ -71,7 +71,7 @@ class RetryRun:
     ) -> None:
         self._policy = policy
         self._method = method
-        self._url = url
+        self._url_source = url
         self._started = started
         self._clock = clock
         self._sleep = sleep
@@ -126,6 +126,13 @@ class RetryRun:
 
     async def retry(self, attempt: Attempt, delay: float, reason: str) -> None:
         """Tell the retry (log, ``on_retry``), then wait ``delay`` seconds."""
+        if self._on_retry is not None or logger.isEnabledFor(logging.INFO):
+            await self._tell_retry(attempt, delay, reason)
+        if delay > 0:
+            await self._sleep(delay)
+
+    async def _tell_retry(self, attempt: Attempt, delay: float, reason: str) -> None:
+        # Only when someone listens: building the event redacts the URL and the error message.
         event = self._event(attempt, delay, reason)
         if logger.isEnabledFor(logging.INFO):
             logger.info(
@@ -137,8 +144,6 @@ class RetryRun:
                 reason,
             )
         await _call_hook("on_retry", self._on_retry, event)
-        if delay > 0:
-            await self._sleep(delay)
 
     async def give_up(
         self, attempt: Attempt | None, reason: str, *, retry_after: float | None = None
@@ -178,6 +183,14 @@ class RetryRun:
             status=event.status,
             retry_after=retry_after,
         )
+
+    @property
+    def _url(self) -> str:
+        # Redacted on first use only: a retry nobody logs or hooks never needs the URL as text.
+        source = self._url_source
+        if not isinstance(source, str):
+            source = self._url_source = source()
+        return source
 
     def _target(self) -> str:
         return self._url if self._method is None else f"{self._method} {self._url}"

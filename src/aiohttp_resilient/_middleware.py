@@ -356,7 +356,7 @@ class RetryMiddleware:
         return RetryRun(
             policy,
             method=req.method,
-            url=redact_url(req.url),
+            url=functools.partial(redact_url, req.url),
             started=started,
             clock=self._clock,
             sleep=self._sleep,
