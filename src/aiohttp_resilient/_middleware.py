@@ -186,7 +186,7 @@ class RetryMiddleware:
                         passed, run, policy, req, started, number, attempt_started
                     ) from _last_error(run) or passed.__cause__
             try:
-                if deadline is None:  # the hot path: _send() inlined
+                if deadline is None:  # the hot path: _send() inlined, a coroutine frame less
                     resp = await handler(req)
                     if (
                         buffer
@@ -280,8 +280,13 @@ class RetryMiddleware:
         policy: RetryPolicy,
         buffer: bool,
     ) -> ClientResponse:
+        # Kept the same as its inlined twin at the top of __call__'s loop.
         resp = await handler(req)
-        if buffer and resp.status not in policy.statuses:
+        if (
+            buffer
+            and not resp.content.is_eof()  # arrived whole: nothing left to cut
+            and resp.status not in policy.statuses
+        ):
             await _buffer_body(resp, policy.max_buffer_size)
         return resp
 
@@ -461,13 +466,12 @@ class RetryMiddleware:
 async def _buffer_body(resp: ClientResponse, cap: int) -> None:
     """Read the body inside the retry loop (so that a cut is retried), if it fits in ``cap``.
 
-    Only bodies of known length are buffered: one without ``Content-Length`` may never end (an
-    event stream, a long poll, an upgraded connection), and the caller must get it at once. A body
-    that does not fit is handed to the caller unread, as if buffering were off.
+    Callers skip bodies that have already arrived whole (nothing can cut them any more). Only
+    bodies of known length are buffered: one without ``Content-Length`` may never end (an event
+    stream, a long poll, an upgraded connection), and the caller must get it at once. A body that
+    does not fit is handed to the caller unread, as if buffering were off.
     """
     content = resp.content
-    if content.is_eof():
-        return  # the whole body has arrived: nothing can cut it any more, reading it costs
     length = resp.content_length
     if length is None or length > cap or resp.status < 200:
         return
