@@ -155,16 +155,7 @@ class RetryRun:
         """
         last = attempt or (self._history[-1] if self._history else None)
         attempts = len(self._history)
-        event = RetryEvent(
-            method=self._method,
-            url=self._url,
-            attempt=attempts,
-            cause=last.outcome if last is not None else "no attempt was made",
-            error=last.error if last is not None else None,
-            status=last.status if last is not None else None,
-            delay=None,
-            reason=reason,
-        )
+        event = self._event(last, None, reason, number=attempts)
         logger.warning(
             "giving up on %s after %d attempt%s: %s; last failure: %s",
             self._target(),
@@ -195,14 +186,23 @@ class RetryRun:
     def _target(self) -> str:
         return self._url if self._method is None else f"{self._method} {self._url}"
 
-    def _event(self, attempt: Attempt, delay: float | None, reason: str) -> RetryEvent:
+    def _event(
+        self,
+        attempt: Attempt | None,
+        delay: float | None,
+        reason: str,
+        *,
+        number: int | None = None,
+    ) -> RetryEvent:
+        # attempt: the failure to report (None if none was made); number: the attempt count to
+        # report when it is not that attempt's own number.
         return RetryEvent(
             method=self._method,
             url=self._url,
-            attempt=attempt.number,
-            cause=attempt.outcome,
-            error=attempt.error,
-            status=attempt.status,
+            attempt=number if number is not None else attempt.number if attempt else 0,
+            cause=attempt.outcome if attempt is not None else "no attempt was made",
+            error=attempt.error if attempt is not None else None,
+            status=attempt.status if attempt is not None else None,
             delay=delay,
             reason=reason,
         )
