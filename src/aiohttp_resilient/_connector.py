@@ -39,9 +39,8 @@ class TrackingConnector(aiohttp.TCPConnector):
         session = aiohttp.ClientSession(connector=TrackingConnector(), middlewares=[retry])
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._served: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+    # Made on first use, so that TrackingConnector keeps TCPConnector's own typed __init__.
+    _served: weakref.WeakSet[ResponseHandler]
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
@@ -50,7 +49,10 @@ class TrackingConnector(aiohttp.TCPConnector):
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol
         if protocol is not None:
-            served = self._served
+            try:
+                served = self._served
+            except AttributeError:
+                served = self._served = weakref.WeakSet()
             if protocol in served:
                 last_connection_reused.set(True)
             else:
