@@ -9,6 +9,8 @@ from typing import Any
 import aiohttp
 
 from aiohttp_resilient import (
+    BudgetPolicy,
+    HealthPolicy,
     HostLimiter,
     RetryEvent,
     RetryMiddleware,
@@ -53,7 +55,13 @@ class EventLog:
 
 def fast_policy(**changes: Any) -> RetryPolicy:
     """A policy whose waits are exact (no jitter) so that tests can assert them."""
+    changes.setdefault("retry_after_jitter", 0.0)
     return RetryPolicy(jitter=None, **changes)
+
+
+#: Host health whose budget never allows an immediate retry: every disconnect backs off, as
+#: the schedule tests need.
+BACKOFF_ONLY = HealthPolicy(budget=BudgetPolicy(immediate_share=0.0))
 
 
 def retry_session(
@@ -66,12 +74,14 @@ def retry_session(
     limit: int = 100,
     middlewares: Iterable[Any] = (),
     tracking: bool = True,
+    health: Any = None,
     **session_options: Any,
 ) -> aiohttp.ClientSession:
     """A real ClientSession with our middleware, its hidden retry left as aiohttp sets it."""
     middleware = RetryMiddleware(
         policy or fast_policy(),
         limiter=limiter,
+        health=health,
         on_retry=on_retry,
         on_giveup=on_giveup,
         sleep=sleep or SleepRecorder(),

@@ -9,11 +9,21 @@ Usage::
             body = await resp.read()
 """
 
-from ._classify import VERDICTS, Verdict, classify
+from ._aimd import AdaptiveLimitPolicy
+from ._breaker import BreakerPolicy, CircuitState
+from ._budget import BudgetPolicy
+from ._classify import VERDICTS, Signal, Verdict, classify
 from ._connector import TrackingConnector
 from ._decorator import retry_on_disconnect
 from ._events import Attempt, RetryEvent, RetryHook
-from ._exceptions import BodyNotReplayableError, ResilientError, RetriesExhaustedError
+from ._exceptions import (
+    BodyNotReplayableError,
+    CircuitOpenError,
+    ResilientError,
+    RetriesExhaustedError,
+    RetryBudgetExhaustedError,
+)
+from ._health import CircuitEvent, CircuitHook, HealthPolicy, HostClaim, HostHealth
 from ._limiter import HostLimiter
 from ._middleware import RetryMiddleware, use_policy
 from ._policy import (
@@ -23,6 +33,7 @@ from ._policy import (
     DEFAULT_BACKOFF_MULTIPLIER,
     DEFAULT_IDEMPOTENCY_HEADER,
     DEFAULT_MAX_BUFFER_SIZE,
+    DEFAULT_RETRY_AFTER_JITTER,
     DEFAULT_RETRY_AFTER_MAX,
     DEFAULT_RETRY_METHODS,
     DEFAULT_RETRY_STATUSES,
@@ -30,6 +41,7 @@ from ._policy import (
     compute_delay,
     parse_retry_after,
 )
+from ._rate import AdaptiveRatePolicy
 from ._redact import redact_headers, redact_text, redact_url
 from ._session import PRESETS, SessionPreset, default_user_agent, resilient_session
 
@@ -40,21 +52,35 @@ __all__ = [
     "DEFAULT_BACKOFF_MULTIPLIER",
     "DEFAULT_IDEMPOTENCY_HEADER",
     "DEFAULT_MAX_BUFFER_SIZE",
+    "DEFAULT_RETRY_AFTER_JITTER",
     "DEFAULT_RETRY_AFTER_MAX",
     "DEFAULT_RETRY_METHODS",
     "DEFAULT_RETRY_STATUSES",
     "PRESETS",
     "VERDICTS",
+    "AdaptiveLimitPolicy",
+    "AdaptiveRatePolicy",
     "Attempt",
     "BodyNotReplayableError",
+    "BreakerPolicy",
+    "BudgetPolicy",
+    "CircuitEvent",
+    "CircuitHook",
+    "CircuitOpenError",
+    "CircuitState",
+    "HealthPolicy",
+    "HostClaim",
+    "HostHealth",
     "HostLimiter",
     "ResilientError",
     "RetriesExhaustedError",
+    "RetryBudgetExhaustedError",
     "RetryEvent",
     "RetryHook",
     "RetryMiddleware",
     "RetryPolicy",
     "SessionPreset",
+    "Signal",
     "TrackingConnector",
     "Verdict",
     "classify",

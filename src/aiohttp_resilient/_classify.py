@@ -7,9 +7,15 @@ import enum
 
 import aiohttp
 
-from ._exceptions import BodyNotReplayableError, ResilientError, RetriesExhaustedError
+from ._exceptions import (
+    BodyNotReplayableError,
+    CircuitOpenError,
+    ResilientError,
+    RetriesExhaustedError,
+    RetryBudgetExhaustedError,
+)
 
-__all__ = ["VERDICTS", "Verdict", "classify"]
+__all__ = ["VERDICTS", "Signal", "Verdict", "classify", "signal_of_error", "signal_of_status"]
 
 
 class Verdict(enum.Enum):
@@ -21,6 +27,31 @@ class Verdict(enum.Enum):
     MAYBE_SENT = "maybe sent"
     #: Retrying cannot help (bad URL, TLS verification, redirects) or is not ours to judge.
     NEVER = "never"
+
+
+class Signal(enum.Enum):
+    """What an attempt's end says about its host's health (see :class:`HostHealth`)."""
+
+    #: An answer below 400: the host is up and serving.
+    SERVED = "served"
+    #: An answer that says nothing about load: a 4xx other than 429, or a 5xx other than 503.
+    #: 4xx means the host is up; 5xx counts as a failure for the breaker.
+    ANSWERED = "answered"
+    #: 429: the host limits this client; a congestion signal, not a failure.
+    THROTTLED = "throttled"
+    #: 503: the host is overloaded or down; a congestion signal and a failure.
+    UNAVAILABLE = "unavailable"
+    #: A 5xx other than 503: a failure for the breaker.
+    SERVER_ERROR = "server error"
+    #: Reset, disconnect or read timeout before any response: a failure and a congestion signal.
+    DROPPED = "dropped"
+    #: The body was cut after the response started: a failure.
+    CUT = "cut"
+    #: The connection could not be made (refused, DNS): a failure.
+    UNREACHABLE = "unreachable"
+    #: The client's own doing or no news of the host (TLS verification, pool wait, the
+    #: stale keep-alive race, a deadline, cancellation): counts for nothing.
+    LOCAL = "local"
 
 
 _NOT_SENT = Verdict.NOT_SENT
@@ -67,6 +98,8 @@ VERDICTS: dict[type[BaseException], Verdict] = {
     ResilientError: _NEVER,
     RetriesExhaustedError: _NEVER,
     BodyNotReplayableError: _NEVER,
+    RetryBudgetExhaustedError: _NEVER,
+    CircuitOpenError: _NEVER,
     # Not aiohttp's, but met under it: a raw socket error, or an expired timer of our own.
     ConnectionError: _MAYBE_SENT,  # reset, aborted, broken pipe
     ConnectionRefusedError: _NOT_SENT,
@@ -93,3 +126,46 @@ def classify(exc: BaseException) -> Verdict:
         verdict = next((VERDICTS[base] for base in cls.__mro__ if base in VERDICTS), _NEVER)
         _cache[cls] = verdict
     return verdict
+
+
+#: The host signal of each exception class, nearest ancestor first; anything else is LOCAL.
+_SIGNALS: dict[type[BaseException], Signal] = {
+    aiohttp.ClientPayloadError: Signal.CUT,
+    aiohttp.ClientSSLError: Signal.LOCAL,  # before ClientConnectorError in every MRO it shares
+    aiohttp.ServerFingerprintMismatch: Signal.LOCAL,
+    # Pool wait + DNS + TCP + TLS: aiohttp does not say which, and a queue of the client's own
+    # must not look like a dead host (Envoy keeps local-origin errors apart likewise).
+    aiohttp.ConnectionTimeoutError: Signal.LOCAL,
+    aiohttp.ClientConnectorError: Signal.UNREACHABLE,
+    aiohttp.ServerDisconnectedError: Signal.DROPPED,
+    aiohttp.ServerTimeoutError: Signal.DROPPED,
+    aiohttp.ClientOSError: Signal.DROPPED,
+    aiohttp.ClientConnectionResetError: Signal.DROPPED,
+    aiohttp.ServerConnectionError: Signal.DROPPED,
+    ConnectionRefusedError: Signal.UNREACHABLE,
+    ConnectionError: Signal.DROPPED,
+}
+_signal_cache: dict[type[BaseException], Signal] = {}
+
+
+def signal_of_error(exc: BaseException) -> Signal:
+    """What an attempt that raised ``exc`` says about its host."""
+    cls = type(exc)
+    signal = _signal_cache.get(cls)
+    if signal is None:
+        signal = next((_SIGNALS[base] for base in cls.__mro__ if base in _SIGNALS), Signal.LOCAL)
+        _signal_cache[cls] = signal
+    return signal
+
+
+def signal_of_status(status: int) -> Signal:
+    """What an answer with ``status`` says about its host."""
+    if status < 400:
+        return Signal.SERVED
+    if status == 429:
+        return Signal.THROTTLED
+    if status == 503:
+        return Signal.UNAVAILABLE
+    if status >= 500:
+        return Signal.SERVER_ERROR
+    return Signal.ANSWERED

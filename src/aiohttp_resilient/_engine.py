@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from ._events import Attempt, RetryEvent, RetryHook
-from ._exceptions import RetriesExhaustedError
-from ._policy import RetryPolicy, apply_jitter
+from ._exceptions import RetriesExhaustedError, RetryBudgetExhaustedError
+from ._policy import RetryPolicy, apply_jitter, jitter_retry_after
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as deadline_timer
@@ -29,6 +29,8 @@ Clock = Callable[[], float]
 REASON_STALE: Final = "stale keep-alive connection"
 REASON_BACKOFF: Final = "backoff"
 REASON_RETRY_AFTER: Final = "Retry-After"
+REASON_AT_ONCE: Final = "disconnect, retried at once within the host's retry budget"
+REASON_PROBE: Final = "the host's circuit is open: waiting for its probe"
 
 
 def timer_expired(timer: Any) -> bool:
@@ -46,6 +48,7 @@ class RetryRun:
 
     __slots__ = (
         "_clock",
+        "_forgiven",
         "_history",
         "_method",
         "_on_giveup",
@@ -55,6 +58,7 @@ class RetryRun:
         "_started",
         "_url_source",
         "_waits",
+        "circuit_since",
     )
 
     def __init__(
@@ -79,6 +83,11 @@ class RetryRun:
         self._on_giveup = on_giveup
         self._history: list[Attempt] = []
         self._waits = policy.schedule()
+        #: Attempts that failed while the host's circuit was open: they do not use up the
+        #: policy's attempts (the call waits for the probe instead).
+        self._forgiven = 0
+        #: When this call first waited for an open circuit (its patience counts from there).
+        self.circuit_since: float | None = None
 
     @property
     def history(self) -> tuple[Attempt, ...]:
@@ -95,14 +104,32 @@ class RetryRun:
             return None
         return self._started + self._policy.deadline - self._clock()
 
+    def attempts_left(self, number: int) -> bool:
+        """Whether the policy allows an attempt after attempt ``number``."""
+        return number - self._forgiven < self._policy.attempts
+
     def decide(
-        self, attempt: Attempt, *, stale: bool = False, retry_after: float | None = None
+        self,
+        attempt: Attempt,
+        *,
+        at_once: bool = False,
+        forgiven: bool = False,
+        retry_after: float | None = None,
+        reason_at_once: str = REASON_AT_ONCE,
     ) -> tuple[float | None, str]:
         """Record a failed ``attempt`` and say what follows: ``(delay, reason)`` to retry after
-        ``delay`` seconds, or ``(None, reason)`` to give up."""
+        ``delay`` seconds, or ``(None, reason)`` to give up.
+
+        ``at_once``: the host allows an immediate retry (a disconnect within its budget, or
+        the stale keep-alive race). ``forgiven``: the host's circuit is open, so this attempt
+        does not use up the policy's attempts and the next one waits for the probe.
+        """
         self.record(attempt)
         policy = self._policy
-        if attempt.number >= policy.attempts:
+        if forgiven:
+            self._forgiven += 1
+            return 0.0, REASON_PROBE
+        if not self.attempts_left(attempt.number):
             plural = "" if policy.attempts == 1 else "s"
             return None, f"all {policy.attempts} attempt{plural} the policy allows were used"
         if retry_after is not None:
@@ -111,9 +138,9 @@ class RetryRun:
                     f"the server asked to wait {retry_after:g}s (Retry-After), more than "
                     f"retry_after_max={policy.retry_after_max:g}s"
                 )
-            delay, reason = retry_after, REASON_RETRY_AFTER
-        elif stale and policy.retry_stale_immediately:
-            delay, reason = 0.0, REASON_STALE
+            delay, reason = jitter_retry_after(policy, retry_after), REASON_RETRY_AFTER
+        elif at_once:
+            delay, reason = 0.0, reason_at_once
         else:
             delay, reason = apply_jitter(policy, next(self._waits)), REASON_BACKOFF
         remaining = self.remaining()
@@ -146,15 +173,35 @@ class RetryRun:
         await _call_hook("on_retry", self._on_retry, event)
 
     async def give_up(
-        self, attempt: Attempt | None, reason: str, *, retry_after: float | None = None
+        self,
+        attempt: Attempt | None,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        budget: tuple[str, float, float] | None = None,
     ) -> RetriesExhaustedError:
         """Tell the give-up (log, ``on_giveup``) and return the error to raise.
 
         ``attempt`` is the attempt that just failed, or ``None`` when the call ends before a new
         attempt could start (its deadline passed while it waited for a per-host slot).
+        ``budget``: (host, allowance, spent) when the host's retry budget refused the retry.
         """
         last = attempt or (self._history[-1] if self._history else None)
         attempts = len(self._history)
+        error: RetriesExhaustedError
+        if budget is not None:
+            host, allowance, spent = budget
+            error = RetryBudgetExhaustedError(
+                method=self._method,
+                url=self._url,
+                attempts=attempts,
+                history=self.history,
+                host=host,
+                allowance=allowance,
+                spent=spent,
+                status=last.status if last is not None else None,
+            )
+            reason = error.reason
         event = self._event(last, None, reason, number=attempts)
         logger.warning(
             "giving up on %s after %d attempt%s: %s; last failure: %s",
@@ -165,6 +212,8 @@ class RetryRun:
             event.cause,
         )
         await _call_hook("on_giveup", self._on_giveup, event)
+        if budget is not None:
+            return error
         return RetriesExhaustedError(
             method=self._method,
             url=self._url,

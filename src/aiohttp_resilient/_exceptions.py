@@ -6,6 +6,8 @@ working in code that did not know about this library::
     aiohttp.ClientError
      └── ResilientError
           ├── RetriesExhaustedError   gave up: attempts used, deadline or Retry-After too long
+          │    └── RetryBudgetExhaustedError  the host's retry budget refused the retry
+          ├── CircuitOpenError        the host's breaker is open and the call cannot wait
           └── BodyNotReplayableError  a retry would have to re-send a body that is already spent
 
 Neither is a :class:`aiohttp.ClientOSError` nor a :class:`aiohttp.ServerDisconnectedError`: aiohttp
@@ -24,7 +26,13 @@ import aiohttp
 if TYPE_CHECKING:
     from ._events import Attempt
 
-__all__ = ["BodyNotReplayableError", "ResilientError", "RetriesExhaustedError"]
+__all__ = [
+    "BodyNotReplayableError",
+    "CircuitOpenError",
+    "ResilientError",
+    "RetriesExhaustedError",
+    "RetryBudgetExhaustedError",
+]
 
 
 class ResilientError(aiohttp.ClientError):
@@ -67,6 +75,73 @@ class RetriesExhaustedError(ResilientError):
         target = f"{method} {url}: " if method is not None else ""
         plural = "" if attempts == 1 else "s"
         super().__init__(f"{target}gave up after {attempts} attempt{plural}: {reason}")
+
+
+class RetryBudgetExhaustedError(RetriesExhaustedError):
+    """A retry was due, but the host's retry budget is spent: too many retries to it have
+    failed lately, and more would only add load to a host in trouble.
+
+    Final: no enclosing retry layer of this library sends the call again.
+
+    Attributes:
+        host: ``scheme://host:port``.
+        allowance: Retries the budget allows in its window now.
+        spent: Failed retries charged in the window.
+    """
+
+    def __init__(
+        self,
+        *,
+        method: str | None,
+        url: str | None,
+        attempts: int,
+        history: tuple[Attempt, ...],
+        host: str,
+        allowance: float,
+        spent: float,
+        status: int | None = None,
+    ) -> None:
+        self.host = host
+        self.allowance = allowance
+        self.spent = spent
+        reason = (
+            f"the retry budget of {host} is spent ({spent:.0f} failed retries against an "
+            f"allowance of {allowance:.0f} in its window); the host is failing most retries. "
+            "Raise BudgetPolicy.ratio or min_per_second to retry more, or pass "
+            "HealthPolicy(budget=None) to turn the budget off"
+        )
+        super().__init__(
+            method=method,
+            url=url,
+            attempts=attempts,
+            history=history,
+            reason=reason,
+            status=status,
+        )
+
+
+class CircuitOpenError(ResilientError):
+    """The host's circuit breaker is open: it failed every call for a while, and this call
+    could not wait for the probe (its deadline or the breaker's patience ends first, or waiting
+    is off).
+
+    Attributes:
+        host: ``scheme://host:port``.
+        retry_in: Seconds until the next probe goes (0 when one is out now).
+        failures: Consecutive failures the host had when this was raised.
+        waited: Seconds this call waited before giving up.
+    """
+
+    def __init__(self, *, host: str, retry_in: float, failures: int, waited: float) -> None:
+        self.host = host
+        self.retry_in = retry_in
+        self.failures = failures
+        self.waited = waited
+        when = f"the next probe goes in {retry_in:.3g}s" if retry_in > 0 else "a probe is out"
+        super().__init__(
+            f"circuit open for {host} after {failures} consecutive failures: {when}; waited "
+            f"{waited:.3g}s (BreakerPolicy.patience and the deadline bound the wait)"
+        )
 
 
 class BodyNotReplayableError(ResilientError):

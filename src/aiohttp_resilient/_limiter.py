@@ -23,10 +23,12 @@ def host_key(url: URL) -> HostKey:
 
 
 class _Host:
-    __slots__ = ("held", "waiters")
+    __slots__ = ("held", "limit", "waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self.held = 0
+        #: The live limit: the cap, or less while the host is congested (see ``set_limit``).
+        self.limit = limit
         # Created on first contention: most hosts never queue.
         self.waiters: collections.deque[asyncio.Future[None]] | None = None
 
@@ -78,8 +80,8 @@ class HostLimiter:
         if host is None:
             if len(self._hosts) >= self._sweep_at:
                 self._sweep()
-            host = self._hosts[key] = _Host()
-        if host.held < self._limit and not host.waiters:
+            host = self._hosts[key] = _Host(self._limit)
+        if host.held < host.limit and not host.waiters:
             host.held += 1
             return True
         return False
@@ -98,20 +100,48 @@ class HostLimiter:
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self.release(key)  # handed a slot, then cancelled: pass it on
-            else:
+            elif waiter in host.waiters:
+                # release() drops the cancelled waiters it passes over, so a waiter cancelled
+                # with many others may be gone already.
                 host.waiters.remove(waiter)
             raise
 
     def release(self, key: HostKey) -> None:
         """Give back a slot taken by :meth:`acquire` or :meth:`try_acquire`."""
         host = self._hosts[key]
+        if host.held <= host.limit and self._hand_over(host):
+            return  # the slot went straight to the next in line
+        host.held -= 1
+
+    def set_limit(self, key: HostKey, limit: int) -> None:
+        """Change ``key``'s live limit (at most the cap): waiters get the slots a rise frees,
+        and a cut takes effect as slots are released."""
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(self._limit)
+        host.limit = max(1, min(limit, self._limit))
+        while host.held < host.limit and self._hand_over(host):
+            host.held += 1
+
+    def limit(self, key: HostKey) -> int:
+        """``key``'s live limit."""
+        host = self._hosts.get(key)
+        return self._limit if host is None else host.limit
+
+    def waiting(self, key: HostKey) -> int:
+        """How many attempts wait for a slot of ``key``'s host."""
+        host = self._hosts.get(key)
+        return 0 if host is None or not host.waiters else len(host.waiters)
+
+    @staticmethod
+    def _hand_over(host: _Host) -> bool:
         waiters = host.waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # the slot goes straight to the next in line
-                return
-        host.held -= 1
+                waiter.set_result(None)
+                return True
+        return False
 
     def in_flight(self, key: HostKey) -> int:
         """How many slots of ``key``'s host are held now."""

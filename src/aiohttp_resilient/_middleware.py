@@ -15,11 +15,13 @@ from typing import Final
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
-from ._classify import Verdict, classify
+from ._breaker import CircuitState
+from ._classify import Signal, Verdict, classify, signal_of_error, signal_of_status
 from ._connector import last_connection_reused
-from ._engine import Clock, RetryRun, Sleep, deadline_timer, logger, timer_expired
+from ._engine import REASON_STALE, Clock, RetryRun, Sleep, deadline_timer, logger, timer_expired
 from ._events import Attempt, RetryHook, describe_error
-from ._exceptions import BodyNotReplayableError, RetriesExhaustedError
+from ._exceptions import BodyNotReplayableError, CircuitOpenError, RetriesExhaustedError
+from ._health import Advice, HealthPolicy, HostClaim, HostHealth, WaitExpiredError, format_host
 from ._limiter import HostKey, HostLimiter, host_key
 from ._policy import RetryPolicy, parse_retry_after
 from ._redact import redact_url
@@ -40,8 +42,6 @@ _STALE_ERRORS: Final = (
     aiohttp.ClientOSError,
     aiohttp.ClientConnectionResetError,
 )
-
-_NO_KEY: Final[HostKey] = ("", None, None)  # the key when there is no limiter
 
 _policy_override: ContextVar[RetryPolicy | None] = ContextVar(
     "aiohttp_resilient_policy_override", default=None
@@ -73,9 +73,9 @@ class _DeadlinePassedError(Exception):
     Private: the give-up it leads to is raised from the timer's TimeoutError or the last failure.
     """
 
-    def __init__(self, *, waited_for_slot: bool = False, during_attempt: bool = False) -> None:
+    def __init__(self, *, waited_for: str | None = None, during_attempt: bool = False) -> None:
         super().__init__()
-        self.waited_for_slot = waited_for_slot  # True: the slot was never obtained
+        self.waited_for = waited_for  # what the attempt waited for and never got (a slot, ...)
         self.during_attempt = during_attempt
 
 
@@ -113,6 +113,9 @@ class RetryMiddleware:
     Args:
         policy: The default policy; :func:`use_policy` overrides it per request.
         limiter: Caps attempts in flight per host; ``None`` for no cap beyond the connector's.
+        health: The host-health state (:class:`HostHealth`, shared by whoever is given the same
+            instance) or the :class:`HealthPolicy` of a new one; by default a new one with
+            every mechanism on, over ``limiter``.
         on_retry: Called with a :class:`RetryEvent` before each wait (a coroutine function is
             awaited).
         on_giveup: Called with a :class:`RetryEvent` when giving up.
@@ -120,13 +123,14 @@ class RetryMiddleware:
         clock: A monotonic clock in seconds (inject a fake one in tests).
     """
 
-    __slots__ = ("_clock", "_limiter", "_on_giveup", "_on_retry", "_sleep", "policy")
+    __slots__ = ("_clock", "_health", "_on_giveup", "_on_retry", "_sleep", "policy")
 
     def __init__(
         self,
         policy: RetryPolicy | None = None,
         *,
         limiter: HostLimiter | None = None,
+        health: HostHealth | HealthPolicy | None = None,
         on_retry: RetryHook | None = None,
         on_giveup: RetryHook | None = None,
         sleep: Sleep = asyncio.sleep,
@@ -139,8 +143,19 @@ class RetryMiddleware:
         for name, hook in (("on_retry", on_retry), ("on_giveup", on_giveup)):
             if hook is not None and not callable(hook):
                 raise TypeError(f"{name} must be callable, got {hook!r}")
+        if isinstance(health, HostHealth):
+            if limiter is not None and health.limiter is not limiter:
+                raise ValueError(
+                    "limiter= and health= disagree: pass the limiter to HostHealth(limiter=...)"
+                )
+        elif health is None or isinstance(health, HealthPolicy):
+            health = HostHealth(health, limiter=limiter, clock=clock, sleep=sleep)
+        else:
+            raise TypeError(
+                f"health must be a HostHealth or HealthPolicy, got {type(health).__name__}"
+            )
         self.policy = RetryPolicy() if policy is None else policy
-        self._limiter = limiter
+        self._health = health
         self._on_retry = on_retry
         self._on_giveup = on_giveup
         self._sleep = sleep
@@ -149,10 +164,15 @@ class RetryMiddleware:
     @property
     def limiter(self) -> HostLimiter | None:
         """The per-host limiter, if any."""
-        return self._limiter
+        return self._health.limiter
+
+    @property
+    def health(self) -> HostHealth:
+        """The host-health state."""
+        return self._health
 
     def __repr__(self) -> str:
-        return f"<RetryMiddleware policy={self.policy!r} limiter={self._limiter!r}>"
+        return f"<RetryMiddleware policy={self.policy!r} health={self._health!r}>"
 
     async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         """Send ``req`` through ``handler`` until it succeeds or the policy gives up."""
@@ -167,24 +187,23 @@ class RetryMiddleware:
         session = req.session
         if getattr(session, "_retry_connection", False):
             session._retry_connection = False
-        limiter = self._limiter
-        key = host_key(req.url) if limiter is not None else _NO_KEY
+        health = self._health
+        key = host_key(req.url)
         buffer = idempotent and policy.buffer_body
         deadline = policy.deadline
         clock = self._clock
         started = clock()
+        wait_until = None if deadline is None else started + deadline
         run: RetryRun | None = None
         number = 0
+        charged = False  # the next attempt is a retry charged to the host's budget
         while True:
             number += 1
-            attempt_started = started if number == 1 else clock()
-            if limiter is not None and not limiter.try_acquire(key):
-                try:
-                    await self._wait_for_slot(limiter, key, deadline, started)
-                except _DeadlinePassedError as passed:
-                    raise await self._deadline_give_up(
-                        passed, run, policy, req, started, number, attempt_started
-                    ) from _last_error(run) or passed.__cause__
+            claim = health.try_claim(key, started if number == 1 else clock(), first=number == 1)
+            if claim is None:
+                claim = await self._claim(
+                    req, policy, key, run, number, started, wait_until, charged
+                )
             try:
                 if deadline is None:  # the hot path: _send() inlined, a coroutine frame less
                     resp = await handler(req)
@@ -199,79 +218,158 @@ class RetryMiddleware:
                         started + deadline - clock(), req, handler, policy, buffer
                     )
             except _DeadlinePassedError as passed:
-                if limiter is not None:
-                    limiter.release(key)
+                claim.abandon(clock())
                 raise await self._deadline_give_up(
-                    passed, run, policy, req, started, number, attempt_started
+                    passed, run, policy, req, started, number, claim.started
                 ) from (passed.__cause__ if passed.during_attempt else _last_error(run))
             except Exception as exc:
-                if limiter is not None:
-                    limiter.release(key)
                 error = exc
-            except BaseException:  # cancelled: free the slot, never retry or swallow
-                if limiter is not None:
-                    limiter.release(key)
+            except BaseException:  # cancelled: free the claim, never retry or swallow
+                claim.abandon(clock())
                 raise
             else:
                 status = resp.status
-                if not (idempotent and status in policy.statuses):
-                    if limiter is not None:
-                        self._hand_over(resp, key)
+                if not (status in policy.statuses and (idempotent or status == 429)):
+                    _hand_over(claim, resp, signal_of_status(status), clock())
                     return resp
                 # A retryable status. Until it is handed back or thrown away, the response and
-                # its slot must be freed on any way out (a cancelled hook, say).
+                # its claim must be freed on any way out (a cancelled hook, say).
                 try:
                     retry_after = None
                     if policy.respect_retry_after:
                         retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
+                    now = clock()
+                    claim.end(signal_of_status(status), now, retry_after=retry_after)
                     attempt = Attempt(
                         number=number,
                         status=status,
                         reused_connection=_take_reused(),
-                        elapsed=clock() - attempt_started,
+                        elapsed=now - claim.started,
                     )
                     if run is None:
                         run = self._new_run(policy, req, started)
-                    delay, reason = run.decide(attempt, retry_after=retry_after)
+                    delay, reason, charged = await self._decide(
+                        run, key, attempt, now, at_once=False, retry_after=retry_after
+                    )
                     if delay is None:
                         gave_up = await run.give_up(attempt, reason, retry_after=retry_after)
                         if not policy.raise_on_status:
-                            if limiter is not None:
-                                self._hand_over(resp, key)
                             return resp
                 except BaseException:
-                    self._discard(resp, key)
+                    resp.release()
                     raise
-                self._discard(resp, key)
+                resp.release()
                 if delay is None:
                     raise gave_up
                 await self._before_resend(req, run, attempt, delay, reason, number, cause=None)
                 continue
 
             # The attempt raised.
+            now = clock()
             verdict = classify(error)
-            if not (
-                verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)
-            ):
+            reused = _take_reused()
+            stale = (
+                reused is True
+                and verdict is Verdict.MAYBE_SENT
+                and isinstance(error, _STALE_ERRORS)
+                and claim.is_stale_race(now)
+            )
+            # The stale keep-alive race says nothing about the host.
+            signal = Signal.LOCAL if stale else signal_of_error(error)
+            claim.end(signal, now)
+            if not (verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)):
                 raise self._not_retried(
                     req, error, verdict, number, run.history if run is not None else ()
                 )
-            reused = _take_reused()
             attempt = Attempt(
                 number=number,
                 error=error,
                 reused_connection=reused,
-                elapsed=clock() - attempt_started,
-            )
-            stale = reused is True and (
-                verdict is Verdict.MAYBE_SENT and isinstance(error, _STALE_ERRORS)
+                elapsed=now - claim.started,
             )
             if run is None:
                 run = self._new_run(policy, req, started)
-            delay, reason = run.decide(attempt, stale=stale)
+            if stale and policy.retry_stale_immediately:
+                charged = False
+                delay, reason = run.decide(attempt, at_once=True, reason_at_once=REASON_STALE)
+            else:
+                # Disconnects go again at once while the budget has room; refused
+                # connections and other connect failures wait.
+                delay, reason, charged = await self._decide(
+                    run, key, attempt, now, at_once=signal is Signal.DROPPED or signal is Signal.CUT
+                )
             if delay is None:
                 raise await run.give_up(attempt, reason) from error
             await self._before_resend(req, run, attempt, delay, reason, number, cause=error)
+
+    async def _claim(
+        self,
+        req: ClientRequest,
+        policy: RetryPolicy,
+        key: HostKey,
+        run: RetryRun | None,
+        number: int,
+        started: float,
+        wait_until: float | None,
+        charged: bool,
+    ) -> HostClaim:
+        # The slow path of a claim: the breaker, the rate or the slots make the attempt wait.
+        health = self._health
+        circuit_since = None if run is None else run.circuit_since
+        try:
+            return await health.claim(
+                key,
+                first=number == 1,
+                charged=charged,
+                wait_until=wait_until,
+                patience_from=circuit_since,
+                last_error=_last_error(run),
+            )
+        except WaitExpiredError as expired:
+            passed = _DeadlinePassedError(waited_for=expired.waited_for)
+            raise await self._deadline_give_up(
+                passed, run, policy, req, started, number, self._clock()
+            ) from _last_error(run) or expired.__cause__
+        except CircuitOpenError as exc:
+            if run is None:
+                run = self._new_run(policy, req, started)
+            await run.give_up(None, str(exc))
+            raise
+
+    async def _decide(
+        self,
+        run: RetryRun,
+        key: HostKey,
+        attempt: Attempt,
+        now: float,
+        *,
+        at_once: bool,
+        retry_after: float | None = None,
+    ) -> tuple[float | None, str, bool]:
+        """What follows a failed attempt, as the policy and the host say: (delay or None to
+        give up, reason, whether the retry is charged to the host's budget)."""
+        health = self._health
+        forgiven = health.circuit_state(key) is not CircuitState.CLOSED
+        if not forgiven and not run.attempts_left(attempt.number):
+            delay, reason = run.decide(attempt)  # records it and says the attempts are used
+            return delay, reason, False
+        advice = (
+            Advice.WAIT_FOR_PROBE if forgiven else health.advise(key, now, may_go_at_once=at_once)
+        )
+        if advice is Advice.REFUSED:
+            run.record(attempt)
+            allowance, spent = health.budget_figures(key)
+            error = await run.give_up(attempt, "", budget=(format_host(key), allowance, spent))
+            raise error from attempt.error
+        if advice is Advice.WAIT_FOR_PROBE and run.circuit_since is None:
+            run.circuit_since = now
+        delay, reason = run.decide(
+            attempt,
+            at_once=advice is Advice.NOW,
+            forgiven=advice is Advice.WAIT_FOR_PROBE,
+            retry_after=retry_after,
+        )
+        return delay, reason, advice is Advice.NOW or advice is Advice.BACKOFF
 
     async def _send(
         self,
@@ -311,32 +409,14 @@ class RetryMiddleware:
                 )
             )
             reason = f"the deadline of {policy.deadline:g}s passed during attempt {number}"
-        elif passed.waited_for_slot:
+        elif passed.waited_for is not None:
             reason = (
                 f"the deadline of {policy.deadline:g}s passed while attempt {number} waited for "
-                "a per-host slot"
+                f"{passed.waited_for}"
             )
         else:
             reason = f"the deadline of {policy.deadline:g}s passed before attempt {number}"
         return await run.give_up(None, reason)
-
-    async def _wait_for_slot(
-        self, limiter: HostLimiter, key: HostKey, deadline: float | None, started: float
-    ) -> None:
-        if deadline is None:
-            await limiter.acquire(key)
-            return
-        remaining = started + deadline - self._clock()
-        if remaining <= 0:
-            raise _DeadlinePassedError(waited_for_slot=True)
-        timer = deadline_timer(remaining)
-        try:
-            async with timer:
-                await limiter.acquire(key)
-        except asyncio.TimeoutError as exc:  # not the builtin TimeoutError on Python 3.10
-            if not timer_expired(timer):
-                raise
-            raise _DeadlinePassedError(waited_for_slot=True) from exc
 
     async def _send_before(
         self,
@@ -396,23 +476,6 @@ class RetryMiddleware:
             raise error from cause
         await run.retry(attempt, delay, reason)
 
-    def _discard(self, resp: ClientResponse, key: HostKey) -> None:
-        # release() keeps the connection when the body has fully arrived and closes it otherwise:
-        # either way the pool gets its slot back, so a pool of one never stalls on failed bodies.
-        resp.release()
-        if self._limiter is not None:
-            self._limiter.release(key)
-
-    def _hand_over(self, resp: ClientResponse, key: HostKey) -> None:
-        # The slot stays taken while the caller streams the body: free it with the connection.
-        limiter = self._limiter
-        assert limiter is not None
-        connection = resp.connection
-        if connection is None:  # the body arrived whole and the connection is back in the pool
-            limiter.release(key)
-        else:
-            connection.add_callback(functools.partial(limiter.release, key))
-
     def _not_retried(
         self,
         req: ClientRequest,
@@ -461,6 +524,16 @@ class RetryMiddleware:
         else:  # Python 3.10: PEP 678's attribute, as the exceptiongroup backport sets it
             error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
         return error
+
+
+def _hand_over(claim: HostClaim, resp: ClientResponse, signal: Signal, now: float) -> None:
+    # The slot stays taken while the caller streams the body: free it with the connection.
+    connection = resp.connection
+    if connection is None or not claim.slot:  # the body arrived whole, the connection is back
+        claim.end(signal, now)
+    else:
+        claim.end(signal, now, keep_slot=True)
+        connection.add_callback(claim.release_slot)
 
 
 async def _buffer_body(resp: ClientResponse, cap: int) -> None:

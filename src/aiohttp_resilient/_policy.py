@@ -6,6 +6,7 @@ import dataclasses
 import email.utils
 import itertools
 import math
+import random
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_BACKOFF_MULTIPLIER",
     "DEFAULT_IDEMPOTENCY_HEADER",
     "DEFAULT_MAX_BUFFER_SIZE",
+    "DEFAULT_RETRY_AFTER_JITTER",
     "DEFAULT_RETRY_AFTER_MAX",
     "DEFAULT_RETRY_METHODS",
     "DEFAULT_RETRY_STATUSES",
@@ -48,6 +50,9 @@ DEFAULT_RETRY_METHODS: frozenset[str] = frozenset(
 DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: A server's Retry-After above this many seconds ends the retries instead of being slept on.
 DEFAULT_RETRY_AFTER_MAX = 60.0
+#: A Retry-After wait is lengthened by up to this share of it, so that clients told "1 s" do
+#: not all come back in the same instant (never shorter than asked).
+DEFAULT_RETRY_AFTER_JITTER = 0.2
 #: Retryable response bodies up to this size are read inside the retry loop, so that a
 #: disconnect mid-body is retried; larger ones are handed over unbuffered.
 DEFAULT_MAX_BUFFER_SIZE = 8 * 1024 * 1024
@@ -73,17 +78,21 @@ class RetryPolicy:
         backoff_max: Upper bound of any single backoff wait, in seconds.
         jitter: Maps a bound to the actual wait; ``backoff.full_jitter`` (uniform in [0, bound])
             by default, ``None`` waits exactly the bound.
-        statuses: Response statuses that are retried (idempotent requests only).
+        statuses: Response statuses that are retried: 429 for any method (the server refused
+            the request without processing it), the others for idempotent requests only.
         methods: Methods retried after the request may have reached the server.
         idempotency_header: A request carrying this header counts as idempotent; ``None`` turns
             that off.
         respect_retry_after: Whether a ``Retry-After`` header on a retryable status sets the wait.
         retry_after_max: A ``Retry-After`` above this many seconds ends the retries at once.
+        retry_after_jitter: A ``Retry-After`` wait is spread over ``[s, s * (1 + this)]``.
         deadline: Seconds for the whole call, attempts, backoff waits and waits for a per-host
             slot included (per redirect hop); ``None`` for no bound beyond aiohttp's own
             ``ClientTimeout``. No wait starts that would end past it.
         retry_stale_immediately: Retry a disconnect on a reused keep-alive connection at once,
-            without a backoff wait (the server closed an idle connection as it was reused).
+            without a backoff wait and without charging the host's retry budget, when it came
+            before the server could have been working on the request (the server closed an
+            idle connection as it was reused).
         buffer_body: Read retryable response bodies inside the retry loop so that a disconnect
             mid-body is retried; turn off for streaming.
         max_buffer_size: Bodies larger than this many bytes are not buffered.
@@ -101,6 +110,7 @@ class RetryPolicy:
     idempotency_header: str | None = DEFAULT_IDEMPOTENCY_HEADER
     respect_retry_after: bool = True
     retry_after_max: float = DEFAULT_RETRY_AFTER_MAX
+    retry_after_jitter: float = DEFAULT_RETRY_AFTER_JITTER
     deadline: float | None = None
     retry_stale_immediately: bool = True
     buffer_body: bool = True
@@ -135,6 +145,14 @@ class RetryPolicy:
                 f"idempotency_header must be a header name or None, got {self.idempotency_header!r}"
             )
         _check_number("retry_after_max", self.retry_after_max, minimum=0.0)
+        _check_number("retry_after_jitter", self.retry_after_jitter, minimum=0.0)
+        for name in (
+            "respect_retry_after",
+            "retry_stale_immediately",
+            "buffer_body",
+            "raise_on_status",
+        ):
+            _check_bool(name, getattr(self, name))
         if self.deadline is not None:
             _check_number("deadline", self.deadline, minimum=0.0, inclusive=False)
         _check_int("max_buffer_size", self.max_buffer_size, minimum=0)
@@ -178,6 +196,14 @@ def apply_jitter(policy: RetryPolicy, bound: float) -> float:
     return bound if policy.jitter is None else policy.jitter(bound)
 
 
+def jitter_retry_after(policy: RetryPolicy, seconds: float) -> float:
+    """The wait for a ``Retry-After`` of ``seconds``: never shorter, up to
+    ``retry_after_jitter`` longer (uniform)."""
+    if seconds <= 0 or policy.retry_after_jitter == 0:
+        return seconds
+    return seconds * (1.0 + policy.retry_after_jitter * random.random())
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait according to a ``Retry-After`` header value, or ``None`` if unusable.
 
@@ -198,6 +224,11 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
