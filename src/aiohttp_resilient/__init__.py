@@ -43,7 +43,13 @@ from ._policy import (
 )
 from ._rate import AdaptiveRatePolicy
 from ._redact import redact_headers, redact_text, redact_url
-from ._session import PRESETS, SessionPreset, default_user_agent, resilient_session
+from ._session import (
+    PRESETS,
+    SessionPreset,
+    default_user_agent,
+    resilient_session,
+    session_health,
+)
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -92,5 +98,6 @@ __all__ = [
     "redact_url",
     "resilient_session",
     "retry_on_disconnect",
+    "session_health",
     "use_policy",
 ]

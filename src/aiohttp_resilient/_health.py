@@ -335,7 +335,9 @@ class HostHealth:
 
     # -- claiming --------------------------------------------------------------------------------
 
-    def try_claim(self, key: HostKey, now: float, *, first: bool) -> HostClaim | None:
+    def try_claim(
+        self, key: HostKey, now: float, *, first: bool, charged: bool = False
+    ) -> HostClaim | None:
         """Claim ``key`` for an attempt if that needs no wait (the hot path); else ``None``,
         and :meth:`claim` waits."""
         record = self._hosts.get(key)
@@ -355,7 +357,7 @@ class HostHealth:
             if record.budget is not None:
                 record.budget.deposit(now)
         return HostClaim(
-            self, record, key, now, probe=False, slot=limiter is not None, charged=False
+            self, record, key, now, probe=False, slot=limiter is not None, charged=charged
         )
 
     async def claim(

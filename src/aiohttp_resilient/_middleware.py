@@ -199,7 +199,9 @@ class RetryMiddleware:
         charged = False  # the next attempt is a retry charged to the host's budget
         while True:
             number += 1
-            claim = health.try_claim(key, started if number == 1 else clock(), first=number == 1)
+            claim = health.try_claim(
+                key, started if number == 1 else clock(), first=number == 1, charged=charged
+            )
             if claim is None:
                 claim = await self._claim(
                     req, policy, key, run, number, started, wait_until, charged

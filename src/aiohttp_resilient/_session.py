@@ -19,11 +19,18 @@ from multidict import CIMultiDict
 
 from ._connector import TrackingConnector
 from ._events import RetryHook
+from ._health import HealthPolicy, HostHealth
 from ._limiter import HostLimiter
 from ._middleware import RetryMiddleware
 from ._policy import RetryPolicy
 
-__all__ = ["PRESETS", "SessionPreset", "default_user_agent", "resilient_session"]
+__all__ = [
+    "PRESETS",
+    "SessionPreset",
+    "default_user_agent",
+    "resilient_session",
+    "session_health",
+]
 
 PresetName = Literal["default", "crawler", "api"]
 
@@ -116,6 +123,7 @@ def resilient_session(
     ssl_context: ssl_module.SSLContext | None = None,
     on_retry: RetryHook | None = None,
     on_giveup: RetryHook | None = None,
+    health: HealthPolicy | None = None,
     **session_options: Any,
 ) -> aiohttp.ClientSession:
     """A :class:`aiohttp.ClientSession` that survives the network.
@@ -151,6 +159,8 @@ def resilient_session(
         ssl_context: A ready ``SSLContext`` (then ``ca_bundle`` must not be given).
         on_retry: Hook called with a :class:`RetryEvent` before each retry.
         on_giveup: Hook called with a :class:`RetryEvent` on giving up.
+        health: Which host-health mechanisms run (:class:`HealthPolicy`); all by default.
+            The session's middleware keeps the state: ``session_health(session)`` reads it.
         **session_options: Any other :class:`aiohttp.ClientSession` keyword: ``timeout``,
             ``headers``, ``proxy`` (``"http://user:password@proxy:3128"``), ``trust_env``
             (``HTTP(S)_PROXY`` from the environment), ``middlewares`` (run inside the retry,
@@ -212,9 +222,11 @@ def resilient_session(
             "configure the connector you pass instead"
         )
 
+    if health is not None and not isinstance(health, HealthPolicy):
+        raise ValueError(f"health must be a HealthPolicy, got {type(health).__name__}")
     retry = RetryMiddleware(
         policy,
-        limiter=HostLimiter(tuning.limit_per_host),
+        health=HostHealth(health, limiter=HostLimiter(tuning.limit_per_host)),
         on_retry=on_retry,
         on_giveup=on_giveup,
     )
@@ -235,6 +247,20 @@ def resilient_session(
     # aiohttp re-runs the chain once on its own after a disconnect; the middleware owns retries.
     session._retry_connection = False
     return session
+
+
+def session_health(session: aiohttp.ClientSession) -> HostHealth | None:
+    """The host-health state of the first :class:`RetryMiddleware` in ``session``, if any.
+
+    Usage::
+
+        health = session_health(session)
+        health.circuit_state(("https", "api.example.org", 443))
+    """
+    for middleware in getattr(session, "_middlewares", None) or ():
+        if isinstance(middleware, RetryMiddleware):
+            return middleware.health
+    return None
 
 
 def _tls_context(ca_bundle: str | PathLike[str] | None) -> ssl_module.SSLContext:

@@ -1,0 +1,313 @@
+"""Host health through real ClientSessions against a loopback FaultServer: the retry budget,
+the circuit breaker, the adaptive limit and rate, counted on the server side."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import pytest
+
+from _helpers import SleepRecorder, fast_policy, retry_session, wait_until
+from aiohttp_resilient import (
+    AdaptiveLimitPolicy,
+    BreakerPolicy,
+    BudgetPolicy,
+    CircuitEvent,
+    CircuitOpenError,
+    CircuitState,
+    HealthPolicy,
+    HostHealth,
+    HostLimiter,
+    RetryBudgetExhaustedError,
+    RetryMiddleware,
+    resilient_session,
+)
+from aiohttp_resilient.testing import Fault, FaultServer
+
+#: A budget of exactly one retry in its window (no traffic-based share).
+ONE_RETRY = BudgetPolicy(ratio=0.0, min_per_second=0.1, ttl=10.0)
+
+
+def key_of(server: FaultServer) -> tuple[str, str, int]:
+    return ("http", server.host, server.port)
+
+
+# Retry budget -------------------------------------------------------------------------------------
+
+
+async def test_spent_budget_refuses_the_retry(fault_server: FaultServer) -> None:
+    """Once the host's budget is spent the call ends at once, naming the host and the knob."""
+    fault_server.set_default("/down", Fault.rst())
+    health = HealthPolicy(budget=ONE_RETRY, breaker=None)
+    async with retry_session(fast_policy(attempts=5), health=health) as session:
+        with pytest.raises(RetryBudgetExhaustedError) as info:
+            await session.get(fault_server.url_for("/down"))
+    assert fault_server.count("/down") == 2  # the first attempt and the one retry it allowed
+    error = info.value
+    assert error.attempts == 2
+    assert error.host == f"http://127.0.0.1:{fault_server.port}"
+    assert "BudgetPolicy.ratio" in str(error)
+    assert isinstance(error.__cause__, aiohttp.ClientOSError)
+
+
+async def test_successful_retries_give_their_charge_back(fault_server: FaultServer) -> None:
+    """Isolated faults, whose retries succeed, never spend the budget: 20 of them in a row
+    go through a budget of one retry."""
+    fault_server.script("/flaky", [Fault.fin(), Fault.ok()] * 20)
+    health = HealthPolicy(budget=ONE_RETRY, breaker=None)
+    sleeps = SleepRecorder()
+    # A plain connector: no FIN passes for the stale keep-alive race, which charges nothing.
+    async with retry_session(fast_policy(), health=health, sleep=sleeps, tracking=False) as s:
+        for _ in range(20):
+            async with s.get(fault_server.url_for("/flaky")) as resp:
+                assert resp.status == 200
+    assert fault_server.count("/flaky") == 40
+    assert sleeps.delays == []  # every retry went at once
+
+
+# Circuit breaker ----------------------------------------------------------------------------------
+
+
+async def test_breaker_opens_and_fails_fast_without_patience(fault_server: FaultServer) -> None:
+    """After the failures that open it, nothing more is sent; calls fail with CircuitOpenError."""
+    fault_server.set_default("/down", Fault.rst())
+    events: list[CircuitEvent] = []
+    breaker = BreakerPolicy(consecutive_failures=3, min_failure_span=0.0, patience=0.0)
+    health = HostHealth(HealthPolicy(breaker=breaker), on_circuit_change=events.append)
+    async with retry_session(fast_policy(attempts=10), health=health) as session:
+        with pytest.raises(CircuitOpenError) as info:
+            await session.get(fault_server.url_for("/down"))
+        assert fault_server.count("/down") == 3
+        with pytest.raises(CircuitOpenError):
+            await session.get(fault_server.url_for("/down"))
+    assert fault_server.count("/down") == 3
+    assert info.value.host == f"http://127.0.0.1:{fault_server.port}"
+    assert info.value.retry_in > 0
+    assert [(e.old, e.new) for e in events] == [(CircuitState.CLOSED, CircuitState.OPEN)]
+
+
+async def test_breaker_ignores_client_errors(fault_server: FaultServer) -> None:
+    """4xx answers say the host is up: they never open the breaker."""
+    fault_server.set_default("/missing", Fault.status(404))
+    breaker = BreakerPolicy(consecutive_failures=2, min_failure_span=0.0, patience=0.0)
+    health = HostHealth(HealthPolicy(breaker=breaker))
+    async with retry_session(health=health) as session:
+        for _ in range(5):
+            async with session.get(fault_server.url_for("/missing")) as resp:
+                assert resp.status == 404
+    assert health.circuit_state(key_of(fault_server)) is CircuitState.CLOSED
+    assert fault_server.count("/missing") == 5
+
+
+async def test_one_probe_then_waiting_calls_go(fault_server: FaultServer) -> None:
+    """While open, calls wait; after the break exactly one probe goes, and only when it
+    succeeds do the waiting calls follow."""
+    fault_server.set_default("/s", Fault.rst())
+    breaker = BreakerPolicy(
+        consecutive_failures=2, min_failure_span=0.0, break_duration=0.3, break_jitter=0.0
+    )
+    events: list[CircuitEvent] = []
+    health = HostHealth(HealthPolicy(breaker=breaker), on_circuit_change=events.append)
+    async with retry_session(fast_policy(attempts=3), health=health) as session:
+        first = asyncio.create_task(session.get(fault_server.url_for("/s")))
+        await wait_until(lambda: health.circuit_state(key_of(fault_server)) is CircuitState.OPEN)
+        assert fault_server.count("/s") == 2
+        # The host recovers, but its first answer (the probe's) is slow.
+        fault_server.set_default("/s", Fault.ok())
+        fault_server.script("/s", [Fault.drip(body=b"p" * 10, chunk=1, interval=0.03)])
+        others = [asyncio.create_task(session.get(fault_server.url_for("/s"))) for _ in range(5)]
+        await wait_until(lambda: fault_server.count("/s") == 3)  # the probe is out
+        await asyncio.sleep(0.15)
+        assert fault_server.count("/s") == 3  # nobody else was sent while it was out
+        responses = await asyncio.gather(first, *others)
+        assert [r.status for r in responses] == [200] * 6
+        for resp in responses:
+            resp.release()
+    assert fault_server.count("/s") == 8
+    assert [e.new for e in events] == [
+        CircuitState.OPEN,
+        CircuitState.HALF_OPEN,
+        CircuitState.CLOSED,
+    ]
+
+
+async def test_cancelled_probe_frees_the_half_open_breaker(fault_server: FaultServer) -> None:
+    """A probe cancelled mid-flight does not leave the breaker stuck half-open (the
+    resilience4j lesson): the next call probes, and closes it."""
+    fault_server.set_default("/s", Fault.rst())
+    breaker = BreakerPolicy(
+        consecutive_failures=2, min_failure_span=0.0, break_duration=0.1, patience=0.0
+    )
+    health = HostHealth(HealthPolicy(breaker=breaker))
+    async with retry_session(fast_policy(attempts=2), health=health) as session:
+        with pytest.raises(CircuitOpenError):
+            await session.get(fault_server.url_for("/s"))
+        assert health.circuit_state(key_of(fault_server)) is CircuitState.OPEN
+        assert fault_server.count("/s") == 2
+        await asyncio.sleep(0.15)  # past the break: the next call is the probe
+        fault_server.script("/s", [Fault.hang(5.0)])
+        fault_server.set_default("/s", Fault.ok())
+        probe = asyncio.create_task(session.get(fault_server.url_for("/s")))
+        await wait_until(lambda: fault_server.count("/s") == 3)
+        assert health.circuit_state(key_of(fault_server)) is CircuitState.HALF_OPEN
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        async with session.get(fault_server.url_for("/s")) as resp:
+            assert resp.status == 200
+    assert health.circuit_state(key_of(fault_server)) is CircuitState.CLOSED
+    assert fault_server.count("/s") == 4
+
+
+async def test_restart_loses_no_get_and_sends_no_post_twice(fault_server: FaultServer) -> None:
+    """A server down for a second (refusing connections) under load: with the defaults every
+    GET succeeds, waiting for the probe, and no POST arrives twice."""
+    fault_server.set_default("/r", Fault.drip(body=b"x" * 4, chunk=1, interval=0.01))
+    async with resilient_session() as session:
+
+        async def get() -> int:
+            async with session.get(fault_server.url_for("/r")) as resp:
+                await resp.read()
+                return resp.status
+
+        async def post(n: int) -> int | str:
+            try:
+                async with session.post(fault_server.url_for("/r"), data=b"%d" % n) as resp:
+                    await resp.read()
+                    return resp.status
+            except aiohttp.ClientError as exc:
+                return type(exc).__name__
+
+        gets = [asyncio.create_task(get()) for _ in range(40)]
+        posts = [asyncio.create_task(post(n)) for n in range(10)]
+        await wait_until(lambda: fault_server.count("/r") >= 20)
+        await fault_server.stop_listening()
+        await asyncio.sleep(1.0)
+        await fault_server.start_listening()
+        statuses = await asyncio.wait_for(asyncio.gather(*gets), 20)
+        outcomes = await asyncio.wait_for(asyncio.gather(*posts), 20)
+    assert statuses == [200] * 40
+    bodies = [r.body for r in fault_server.records if r.method == "POST" and r.action == "drip"]
+    assert len(bodies) == len(set(bodies))  # no POST body served twice
+    assert outcomes.count(200) == len(bodies)
+
+
+# Adaptive concurrency -----------------------------------------------------------------------------
+
+
+async def test_adaptive_limit_shrinks_on_503_and_queues_above_it(fault_server: FaultServer) -> None:
+    """A window of 503s halves the live limit; requests above it wait in the limiter's queue
+    instead of reaching the server; good windows grow it back."""
+    fault_server.set_default("/busy", Fault.status(503))
+    limiter = HostLimiter(limit_per_host=8)
+    adaptive = AdaptiveLimitPolicy(window_samples=4)
+    health = HostHealth(
+        HealthPolicy(adaptive_limit=adaptive, breaker=None, adaptive_rate=None), limiter=limiter
+    )
+    key = key_of(fault_server)
+    policy = fast_policy(attempts=1, raise_on_status=False)
+    async with retry_session(policy, health=health) as session:
+        for _ in range(3):  # three windows of 503s (a window is at least the limit)
+            responses = await asyncio.gather(
+                *(session.get(fault_server.url_for("/busy")) for _ in range(8))
+            )
+            for resp in responses:
+                resp.release()
+        assert health.live_limit(key) == 1
+        # Above the live limit of 1: one request at the server, the others queued.
+        fault_server.set_default("/slow", Fault.drip(body=b"x" * 10, chunk=1, interval=0.02))
+        tasks = [asyncio.create_task(session.get(fault_server.url_for("/slow"))) for _ in range(4)]
+        await wait_until(lambda: fault_server.count("/slow") == 1)
+        assert limiter.waiting(key) == 3
+        await asyncio.sleep(0.1)
+        assert fault_server.count("/slow") == 1
+        for resp in await asyncio.gather(*tasks):
+            await resp.read()
+        # Healthy windows with the limit in use grow it by one each.
+        fault_server.set_default("/ok", Fault.ok())
+        for _ in range(8):
+            responses = await asyncio.gather(
+                *(session.get(fault_server.url_for("/ok")) for _ in range(4))
+            )
+            for resp in responses:
+                resp.release()
+        assert health.live_limit(key) > 1
+
+
+async def test_random_faults_do_not_shrink_the_limit(fault_server: FaultServer) -> None:
+    """A few random resets per window are not congestion: the limit stays at the cap."""
+    fault_server.random("/r", {Fault.rst(): 0.1}, seed=3)
+    limiter = HostLimiter(limit_per_host=8)
+    health = HostHealth(HealthPolicy(breaker=None), limiter=limiter)
+    # A plain connector, so that no reset passes for the stale keep-alive race.
+    lowest = 8
+    async with retry_session(fast_policy(), health=health, tracking=False) as session:
+        for _ in range(25):
+            responses = await asyncio.gather(
+                *(session.get(fault_server.url_for("/r")) for _ in range(8))
+            )
+            for resp in responses:
+                assert resp.status == 200
+                resp.release()
+            lowest = min(lowest, health.live_limit(key_of(fault_server)) or 0)
+    assert fault_server.action_counts["rst"] > 10
+    assert lowest == 8
+
+
+# Adaptive rate ------------------------------------------------------------------------------------
+
+
+async def test_throttled_host_gets_a_send_rate(fault_server: FaultServer) -> None:
+    """After a 429 the host's requests are paced by a token bucket (the waits are recorded)."""
+    fault_server.script("/t", [Fault.ok()] * 20 + [Fault.status(429)])
+    fault_server.set_default("/t", Fault.ok())
+    sleeps = SleepRecorder()
+    health = HostHealth(HealthPolicy(breaker=None), sleep=sleeps)
+    async with retry_session(fast_policy(), health=health, sleep=sleeps) as session:
+        for _ in range(40):
+            async with session.get(fault_server.url_for("/t")) as resp:
+                assert resp.status == 200
+    rate = health.send_rate(key_of(fault_server))
+    assert rate is not None
+    assert rate > 0
+    assert sleeps.delays  # requests after the throttle waited for the bucket
+    assert fault_server.count("/t") == 41
+
+
+# The limiter's queue ------------------------------------------------------------------------------
+
+
+async def test_limiter_waiters_cancelled_together_raise_cancelled() -> None:
+    """Six waiters on a cap of two, all cancelled at once, get CancelledError, not ValueError."""
+    limiter = HostLimiter(limit_per_host=2)
+    key = ("http", "127.0.0.1", 1)
+    assert limiter.try_acquire(key)
+    assert limiter.try_acquire(key)
+    tasks = [asyncio.create_task(limiter.acquire(key)) for _ in range(6)]
+    await asyncio.sleep(0)
+    tasks[0].cancel()
+    limiter.release(key)  # passes over the cancelled head of the queue
+    for task in tasks[1:]:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[2:])
+    assert limiter.waiting(key) == 0
+
+
+async def test_health_state_changes_are_logged(
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The breaker's openings are logged at WARNING with the host."""
+    fault_server.set_default("/down", Fault.rst())
+    caplog.set_level(logging.WARNING, logger="aiohttp_resilient")
+    breaker = BreakerPolicy(consecutive_failures=2, min_failure_span=0.0, patience=0.0)
+    middleware = RetryMiddleware(fast_policy(), health=HealthPolicy(breaker=breaker))
+    async with aiohttp.ClientSession(middlewares=[middleware]) as session:
+        with pytest.raises(CircuitOpenError):
+            await session.get(fault_server.url_for("/down"))
+    assert any(
+        "circuit for http://127.0.0.1" in r.getMessage() and "opened" in r.getMessage()
+        for r in caplog.records
+    )
