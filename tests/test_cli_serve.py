@@ -61,6 +61,76 @@ async def test_serve_subprocess_serves_counts_and_stops_on_sigterm() -> None:
     assert f"ok={statuses.count(200)} status={statuses.count(503)}" in summary
 
 
+async def test_serve_outage_exempt_path_and_request_ids() -> None:
+    """--outage from the start with a computed Retry-After; --exempt-path is served; ids that
+    arrive twice are counted."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aiohttp_resilient._cli",
+        "serve",
+        "--outage",
+        "0:30:503",
+        "--compute-retry-after",
+        "--exempt-path",
+        "/h",
+        "--request-id-header",
+        "X-Id",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), WAIT)).decode()
+        url = first.split()[-1]
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            async with session.get(url + "/x") as resp:
+                assert resp.status == 503
+                assert resp.headers["Retry-After"] in ("30", "29")
+            for _ in range(2):
+                async with session.post(url + "/h", data=b"x", headers={"X-Id": "1"}) as resp:
+                    assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    summary = out.decode().splitlines()[-1]
+    assert "requests=3 " in summary
+    assert "shed:outage=1" in summary
+    assert summary.endswith("ids_twice=1")
+
+
+def test_serve_capacity_and_rate_limit_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """The overload and rate-limit options build a server (its summary shows in_service)."""
+    argv = ["serve", "--duration", "0.1", "--capacity", "2", "--service-time-ms", "10"]
+    argv += ["--over-capacity", "rst", "--rate-limit", "100", "--over-rate", "503:retry-after=1"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("in_service=0")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--capacity", "2"], "needs --service-time-ms"),
+        (["--rate-burst", "5"], "needs --rate-limit"),
+        (["--outage", "1"], "expected AT:SECONDS[:FAULT]"),
+        (["--outage", "1:0"], "must be > 0"),
+        (["--outage", "1:2:bogus"], "unknown fault kind 'bogus'"),
+        (["--outage", "1:2", "--outage", "2:1"], "outages overlap"),
+        (["--over-rate", "429=5%"], "invalid fault"),
+    ],
+)
+def test_bad_health_options_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Health options that cannot work together, or do not parse, are usage errors."""
+    assert main(["serve", "--duration", "0.1", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_serve_stops_after_duration(capsys: pytest.CaptureFixture[str]) -> None:
     """--duration ends the run by itself: URL line, count lines, summary, exit 0."""
     assert main(["serve", "--duration", "0.3", "--stats-interval", "0.1"]) == 0

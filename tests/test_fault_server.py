@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from yarl import URL
 
-from aiohttp_resilient.testing import Fault, FaultServer, RecordedRequest
+from aiohttp_resilient.testing import Fault, FaultServer, Outage, RecordedRequest
 
 #: Bounds every request of this file, so a server bug fails a test instead of hanging it.
 TIMEOUT = aiohttp.ClientTimeout(total=5)
@@ -420,6 +421,282 @@ async def test_ipv6_loopback() -> None:
         assert str(server.url).startswith("http://[::1]:")
         async with session.get(server.url_for("/six")) as resp:
             assert await resp.read() == b"ok"
+
+
+# -- host health: overload, rate limit, outages, restarts ------------------------------------
+
+
+async def _status_or_error(session: aiohttp.ClientSession, url: URL) -> int | str:
+    """The status of a GET, or the name of the client error it raised."""
+    try:
+        async with session.get(url) as resp:
+            await resp.read()
+            return resp.status
+    except aiohttp.ClientError as exc:
+        return type(exc).__name__
+
+
+async def test_capacity_sheds_the_excess_at_once() -> None:
+    """capacity=2, service_time: 2 of 5 concurrent GETs are held and served, 3 get 503 first."""
+    async with (
+        FaultServer(capacity=2, service_time=0.3, over_capacity=Fault.status(503)) as server,
+        client() as session,
+    ):
+        order: list[int] = []
+
+        async def get() -> None:
+            async with session.get(server.url_for("/")) as resp:
+                await resp.read()
+                order.append(resp.status)
+
+        await asyncio.gather(*(get() for _ in range(5)))
+        assert server.in_service == 0
+    # The refusals went out at once, the held responses only after service_time.
+    assert order == [503, 503, 503, 200, 200]
+    assert server.shed_counts == {"capacity": 3}
+    assert server.action_counts == {"status": 3, "ok": 2}
+    assert sorted((r.action, r.shed) for r in server.records) == [
+        ("ok", None),
+        ("ok", None),
+        ("status", "capacity"),
+        ("status", "capacity"),
+        ("status", "capacity"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("over", "expected"),
+    [
+        (Fault.status(503, retry_after=1), "503 Retry-After: 1"),
+        (Fault.rst(), "ClientOSError"),
+        (Fault.fin(), "ServerDisconnectedError"),
+    ],
+)
+async def test_over_capacity_fault_is_played(over: Fault, expected: str) -> None:
+    """over_capacity can be any fault: a 503 with Retry-After, a reset, a close."""
+    async with (
+        FaultServer(capacity=1, service_time=0.3, over_capacity=over) as server,
+        client() as session,
+    ):
+        held = asyncio.create_task(_status_or_error(session, server.url_for("/")))
+        await wait_for_in_service(server, 1)
+        try:
+            async with session.get(server.url_for("/")) as resp:
+                got = f"{resp.status} Retry-After: {resp.headers.get('Retry-After')}"
+        except aiohttp.ClientError as exc:
+            got = type(exc).__name__
+        assert got == expected
+        assert await held == 200
+
+
+async def wait_for_in_service(server: FaultServer, n: int) -> None:
+    """Wait (bounded: 2 s) until ``n`` requests are held."""
+    for _ in range(200):
+        if server.in_service == n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"in_service stayed {server.in_service}, expected {n}")
+
+
+async def test_service_time_delays_ok_but_not_other_faults() -> None:
+    """service_time holds ok responses only; a scripted 500 goes out at once."""
+    async with FaultServer(service_time=0.2) as server, client() as session:
+        server.script("/", [Fault.status(500)])
+        started = time.monotonic()
+        assert await _status_or_error(session, server.url_for("/")) == 500
+        assert time.monotonic() - started < 0.2
+        started = time.monotonic()
+        assert await _status_or_error(session, server.url_for("/")) == 200
+        assert time.monotonic() - started >= 0.2
+
+
+async def test_held_response_keeps_pipelined_requests_in_order() -> None:
+    """A request pipelined behind a held one is answered after it, on the same connection."""
+    async with FaultServer(service_time=0.05) as server:
+        reader, writer = await asyncio.open_connection(server.url.host, server.url.port)
+        writer.write(
+            b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        data = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await writer.wait_closed()
+    assert data.count(b"HTTP/1.1 200 OK") == 2
+    assert [(r.path, r.action) for r in server.records] == [("/1", "ok"), ("/2", "ok")]
+
+
+async def test_rate_limit_admits_the_burst_then_refuses() -> None:
+    """rate_limit=2/s with a burst of 3: three back-to-back GETs pass, the fourth gets 429."""
+    async with FaultServer(rate_limit=2, rate_burst=3) as server, client() as session:
+        got = [await _status_or_error(session, server.url_for("/")) for _ in range(4)]
+    assert got == [200, 200, 200, 429]
+    assert server.shed_counts == {"rate": 1}
+    assert server.records[-1].shed == "rate"
+
+
+async def test_rate_limit_refills_and_default_burst() -> None:
+    """The default burst is a tenth of a second's worth (>= 1); tokens come back with time."""
+    assert FaultServer(rate_limit=500).rate_burst == 50
+    async with FaultServer(rate_limit=5, over_rate=Fault.status(503)) as server:
+        assert server.rate_burst == 1
+        async with client() as session:
+            first = [await _status_or_error(session, server.url_for("/")) for _ in range(2)]
+            await asyncio.sleep(0.25)  # a token every 200 ms
+            later = await _status_or_error(session, server.url_for("/"))
+    assert first == [200, 503]
+    assert later == 200
+
+
+async def test_computed_retry_after_of_the_rate_limit() -> None:
+    """compute_retry_after: the 429 says how many whole seconds until a token is free."""
+    async with (
+        FaultServer(rate_limit=0.5, compute_retry_after=True) as server,
+        client() as session,
+    ):
+        async with session.get(server.url) as resp:
+            assert resp.status == 200
+        async with session.get(server.url) as resp:
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "2"  # a token every 2 s
+
+
+async def test_fixed_retry_after_wins_over_the_computed_one() -> None:
+    """A Retry-After set on the fault is sent as it is, even with compute_retry_after."""
+    fault = Fault.status(429, retry_after=7)
+    async with (
+        FaultServer(rate_limit=0.5, over_rate=fault, compute_retry_after=True) as server,
+        client() as session,
+    ):
+        await _status_or_error(session, server.url)
+        async with session.get(server.url) as resp:
+            assert resp.headers["Retry-After"] == "7"
+
+
+async def test_outage_fails_everything_but_exempt_paths_then_heals() -> None:
+    """During an outage every request gets its fault (exempt paths excepted); then 200 again."""
+    async with FaultServer(exempt_paths=["/health"]) as server, client() as session:
+        outage = server.outage(0.3, Fault.rst())
+        assert isinstance(outage, Outage)
+        during = [await _status_or_error(session, server.url_for("/a")) for _ in range(3)]
+        health = await _status_or_error(session, server.url_for("/health"))
+        await asyncio.sleep(max(0.0, outage.end - time.monotonic()))
+        after = await _status_or_error(session, server.url_for("/a"))
+    assert during == ["ClientOSError"] * 3
+    assert (health, after) == (200, 200)
+    assert outage.requests == 3
+    assert outage.seconds == pytest.approx(0.3)
+    assert server.outages == [outage]
+    assert server.shed_counts == {"outage": 3}
+
+
+async def test_outage_scheduled_ahead_with_computed_retry_after() -> None:
+    """at= starts the outage later; a 503 during it says when it ends."""
+    async with FaultServer(compute_retry_after=True) as server, client() as session:
+        outage = server.outage(2.5, Fault.status(503), at=time.monotonic() + 0.2)
+        before = await _status_or_error(session, server.url)
+        await asyncio.sleep(max(0.0, outage.start - time.monotonic()))
+        async with session.get(server.url) as resp:
+            during = (resp.status, resp.headers["Retry-After"])
+    assert before == 200
+    assert during == (503, "3")  # 2.5 s or a little less, rounded up
+    assert outage.requests == 1
+
+
+async def test_outages_may_not_overlap() -> None:
+    """A second outage overlapping the first is refused."""
+    server = FaultServer()
+    now = time.monotonic()
+    server.outage(1.0, at=now + 10)
+    with pytest.raises(ValueError, match="overlaps"):
+        server.outage(1.0, at=now + 10.5)
+    server.outage(1.0, at=now + 11)  # back to back is fine
+
+
+async def test_abort_drops_in_flight_and_idle_connections_like_a_kill() -> None:
+    """stop_listening(abort=True): a held request fails at once, new connections are refused,
+    and the server listens again on the same port."""
+    async with FaultServer(service_time=30) as server, client() as session:
+        url = server.url
+        held = asyncio.create_task(_status_or_error(session, server.url_for("/held")))
+        await wait_for_in_service(server, 1)
+        started = time.monotonic()
+        await server.stop_listening(abort=True)
+        assert await held == "ServerDisconnectedError"
+        assert time.monotonic() - started < 1.0
+        assert server.in_service == 0
+        assert await _status_or_error(session, url) == "ClientConnectorError"
+        await server.start_listening()
+        assert server.url == url
+        server.service_time = 0.0
+        assert await _status_or_error(session, url) == 200
+    assert [r.action for r in server.records] == ["aborted", "ok"]
+
+
+async def test_restart_comes_back_on_the_same_port() -> None:
+    """restart(down): refused while down, served after, on the same URL; counts carry over."""
+    async with FaultServer() as server, client() as session:
+        url = server.url
+        assert await _status_or_error(session, url) == 200
+        restart = asyncio.create_task(server.restart(down=0.3))
+        await asyncio.sleep(0.1)
+        assert await _status_or_error(session, url) == "ClientConnectorError"
+        await restart
+        assert server.url == url
+        assert await _status_or_error(session, url) == 200
+    assert server.count() == 2
+
+
+async def test_request_ids_count_posts_that_arrived_twice() -> None:
+    """request_id_header: arrivals per id, also with record=False; duplicate_ids lists repeats."""
+    async with (
+        FaultServer(request_id_header="X-Request-Id", record=False) as server,
+        client() as session,
+    ):
+        for rid in ("a", "b", "a"):
+            async with session.post(server.url, data=b"x", headers={"X-Request-Id": rid}) as resp:
+                assert resp.status == 200
+        async with session.get(server.url) as resp:
+            assert resp.status == 200
+    assert server.request_ids == {"a": 2, "b": 1}
+    assert server.duplicate_ids == {"a": 2}
+
+
+def test_repr_shows_requests_in_service() -> None:
+    """The repr tells how many requests are held when a service time is set."""
+    assert "in_service=0" in repr(FaultServer(service_time=0.1))
+    assert "in_service" not in repr(FaultServer())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"capacity": 0, "service_time": 0.1}, "capacity"),
+        ({"capacity": 2.5, "service_time": 0.1}, "capacity"),
+        ({"capacity": 4}, "service_time"),
+        ({"service_time": -1}, "service_time"),
+        ({"service_time": float("nan")}, "service_time"),
+        ({"rate_limit": 0}, "rate_limit"),
+        ({"rate_limit": 10, "rate_burst": 0.5}, "rate_burst"),
+        ({"rate_burst": 5}, "rate_burst"),
+        ({"over_rate": 429}, "over_rate"),
+        ({"over_capacity": "503"}, "over_capacity"),
+        ({"exempt_paths": "/w"}, "exempt_paths"),
+        ({"request_id_header": " "}, "request_id_header"),
+    ],
+)
+def test_health_options_validated(kwargs: dict[str, object], field: str) -> None:
+    """Bad health options raise ValueError naming the field."""
+    with pytest.raises(ValueError, match=field):
+        FaultServer(**kwargs)  # type: ignore[arg-type]
+
+
+def test_outage_validated() -> None:
+    """outage() refuses a non-positive length and a non-Fault."""
+    server = FaultServer()
+    with pytest.raises(ValueError, match="seconds"):
+        server.outage(0)
+    with pytest.raises(ValueError, match="fault"):
+        server.outage(1, "rst")  # type: ignore[arg-type]
 
 
 # -- choosing faults -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -16,7 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import _bench
-from .testing._faults import SPEC_HELP, Fault, FaultSpecError, parse_fault_spec, parse_fault_specs
+from .testing._faults import (
+    SPEC_HELP,
+    Fault,
+    FaultSpecError,
+    parse_fault,
+    parse_fault_spec,
+    parse_fault_specs,
+)
 from .testing._server import FaultServer
 
 __all__ = ["build_parser", "main"]
@@ -53,6 +61,25 @@ def _fault_spec(text: str) -> str:
     except FaultSpecError as exc:
         raise argparse.ArgumentTypeError(f"invalid fault spec {exc}") from None
     return text
+
+
+def _one_fault(text: str) -> Fault:
+    """An argparse ``type`` for an option taking one fault, no percentage: ``503:retry-after=1``."""
+    try:
+        return parse_fault(text)
+    except FaultSpecError as exc:
+        raise argparse.ArgumentTypeError(f"invalid fault {exc}") from None
+
+
+def _outage_spec(text: str) -> tuple[float, float, Fault]:
+    """``AT:SECONDS[:FAULT]``: an outage ``AT`` seconds after the start, ``rst`` by default."""
+    parts = text.split(":", 2)
+    if len(parts) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected AT:SECONDS[:FAULT], e.g. 10:3:rst")
+    at = _number(float, minimum=0)(parts[0])
+    seconds = _number(float, minimum=0, strict=True)(parts[1])
+    fault = _one_fault(parts[2]) if len(parts) == 3 else Fault.rst()
+    return at, seconds, fault
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +147,77 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="drop requests without this header: close the connection without a response",
     )
+    health = serve.add_argument_group(
+        "host health",
+        "the server as a whole: overloaded, rate limited, down for a while "
+        "(FAULT is one fault of the grammar below, without a percentage)",
+    )
+    health.add_argument(
+        "--capacity",
+        type=_number(int, minimum=1),
+        metavar="K",
+        help="at most K requests in service at once (needs --service-time-ms); "
+        "the rest get --over-capacity at once",
+    )
+    health.add_argument(
+        "--service-time-ms",
+        type=_number(float, minimum=0, strict=True),
+        metavar="MS",
+        help="hold each 200 response MS milliseconds before writing it",
+    )
+    health.add_argument(
+        "--over-capacity",
+        type=_one_fault,
+        default=Fault.status(503),
+        metavar="FAULT",
+        help="what requests over --capacity get (503)",
+    )
+    health.add_argument(
+        "--rate-limit",
+        type=_number(float, minimum=0, strict=True),
+        metavar="N",
+        help="admit N requests per second (token bucket); the rest get --over-rate",
+    )
+    health.add_argument(
+        "--rate-burst",
+        type=_number(float, minimum=1),
+        metavar="B",
+        help="requests admitted back to back after a quiet spell (N/10, at least 1)",
+    )
+    health.add_argument(
+        "--over-rate",
+        type=_one_fault,
+        default=Fault.status(429),
+        metavar="FAULT",
+        help="what requests over --rate-limit get (429)",
+    )
+    health.add_argument(
+        "--compute-retry-after",
+        action="store_true",
+        help="refusals without a retry-after of their own say when they should end "
+        "(whole seconds, at least 1)",
+    )
+    health.add_argument(
+        "--outage",
+        action="append",
+        default=[],
+        type=_outage_spec,
+        metavar="AT:SECONDS[:FAULT]",
+        help="from AT seconds after the start, every request gets FAULT (rst) for SECONDS; "
+        "repeatable",
+    )
+    health.add_argument(
+        "--exempt-path",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a path that capacity, rate limit and outages leave alone; repeatable",
+    )
+    health.add_argument(
+        "--request-id-header",
+        metavar="NAME",
+        help="count requests per value of this header; the counts show ids that arrived twice",
+    )
     serve.add_argument(
         "--duration",
         type=_number(float, minimum=0, strict=True),
@@ -139,9 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _counts_line(server: FaultServer) -> str:
-    actions = " ".join(f"{name}={n}" for name, n in sorted(server.action_counts.items()))
-    line = f"requests={server.count()} connections={server.connections_opened}"
-    return f"{line} {actions}" if actions else line
+    parts = [f"requests={server.count()} connections={server.connections_opened}"]
+    parts.extend(f"{name}={n}" for name, n in sorted(server.action_counts.items()))
+    parts.extend(f"shed:{name}={n}" for name, n in sorted(server.shed_counts.items()))
+    if server.capacity is not None:
+        parts.append(f"in_service={server.in_service}")
+    if server.request_id_header is not None:
+        parts.append(f"ids_twice={len(server.duplicate_ids)}")
+    return " ".join(parts)
 
 
 async def _serve(args: argparse.Namespace, weights: dict[Fault, float], seed: int) -> int:
@@ -155,6 +258,15 @@ async def _serve(args: argparse.Namespace, weights: dict[Fault, float], seed: in
         require_header=args.require_header,
         # A long run would keep every request in memory; the counters are all serve prints.
         record=False,
+        capacity=args.capacity,
+        service_time=0.0 if args.service_time_ms is None else args.service_time_ms / 1000,
+        over_capacity=args.over_capacity,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        over_rate=args.over_rate,
+        compute_retry_after=args.compute_retry_after,
+        exempt_paths=args.exempt_path,
+        request_id_header=args.request_id_header,
     )
     if weights:
         server.random(None, weights, seed=seed)
@@ -176,6 +288,8 @@ async def _serve(args: argparse.Namespace, weights: dict[Fault, float], seed: in
         if weights:
             print(f"fault seed: {seed}", flush=True)
         started = time.monotonic()
+        for at, seconds, fault in args.outage:
+            server.outage(seconds, fault, at=started + at)
         deadline = None if args.duration is None else started + args.duration
         while not stop.is_set():
             now = time.monotonic()
@@ -212,6 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 weights = parse_fault_specs(args.fault)
             except FaultSpecError as exc:
                 args.parser.error(f"argument --fault: {exc}")
+            if args.capacity is not None and args.service_time_ms is None:
+                args.parser.error("argument --capacity: needs --service-time-ms")
+            if args.rate_burst is not None and args.rate_limit is None:
+                args.parser.error("argument --rate-burst: needs --rate-limit")
+            windows = sorted((at, at + seconds) for at, seconds, _ in args.outage)
+            for (_, end), (start, _) in itertools.pairwise(windows):
+                if start < end:
+                    args.parser.error("argument --outage: outages overlap")
     except SystemExit as exc:
         # argparse exits on --help and on usage errors; callers of main() get the code instead.
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2

@@ -7,9 +7,14 @@ Example::
     async with FaultServer() as server:
         server.script("/", [Fault.fin(), Fault.status(503, retry_after=1), Fault.ok()])
         ...  # point an aiohttp.ClientSession at server.url_for("/")
+
+    # A host's health as a whole: an overloaded server, a rate limit, an outage.
+    FaultServer(capacity=16, service_time=0.01, over_capacity=Fault.status(503))
+    FaultServer(rate_limit=500, over_rate=Fault.status(429), compute_retry_after=True)
+    server.outage(3.0, Fault.rst())
 """
 
 from ._faults import Fault
-from ._server import FaultServer, RecordedRequest
+from ._server import FaultServer, Outage, RecordedRequest
 
-__all__ = ["Fault", "FaultServer", "RecordedRequest"]
+__all__ = ["Fault", "FaultServer", "Outage", "RecordedRequest"]

@@ -21,6 +21,7 @@ __all__ = [
     "SPEC_HELP",
     "Fault",
     "FaultSpecError",
+    "parse_fault",
     "parse_fault_spec",
     "parse_fault_specs",
 ]
@@ -315,6 +316,15 @@ def _parse_fault(spec: str, text: str) -> Fault:
         f"{spec!r}: unknown fault kind {kind!r} "
         "(expected fin, rst, partial, cut, hang, drip, ok or a status code like 503)"
     )
+
+
+def parse_fault(text: str) -> Fault:
+    """Parse one fault of the grammar, without a percentage: ``parse_fault("503:retry-after=1")``.
+
+    Raises:
+        FaultSpecError: The text does not parse; the message names it and says why.
+    """
+    return _parse_fault(text, text)
 
 
 def parse_fault_spec(spec: str) -> tuple[Fault, float]:

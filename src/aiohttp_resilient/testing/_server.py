@@ -4,6 +4,9 @@ It is written on :class:`asyncio.Protocol` rather than ``aiohttp.web`` for two r
 control over the wire (half a status line, a body cut after N bytes, RST instead of FIN, dropping
 only the Nth request of a connection), and speed, so a benchmark measures the client, not the
 server.
+
+Besides per-request faults it models a host's health as a whole: a bounded capacity with a service
+time (overload), a request rate limit, outages, and restarts that drop every connection.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import email.utils
 import http
 import math
@@ -28,7 +32,7 @@ from yarl import URL
 
 from ._faults import Fault
 
-__all__ = ["FaultServer", "RecordedRequest"]
+__all__ = ["FaultServer", "Outage", "RecordedRequest"]
 
 #: Bytes of each request body kept in :attr:`RecordedRequest.body`; the size is always exact.
 RECORDED_BODY_LIMIT = 64 * 1024
@@ -44,6 +48,9 @@ MAX_PIPELINE_BUFFER = 1024 * 1024
 LINGER_SECONDS = 2.0
 #: How long ``stop_listening`` waits for closed connections to finish before aborting them.
 CLOSE_WAIT_SECONDS = 2.0
+#: The default burst of ``rate_limit=N``: a tenth of a second's worth of requests, at least one,
+#: so a client that paces itself is never refused while a flood is cut to the rate at once.
+RATE_BURST_SHARE = 0.1
 
 _LINGER_RST = struct.pack("ii", 1, 0)
 
@@ -67,7 +74,12 @@ class RecordedRequest:
         action: What the server did: a fault kind (``"ok"``, ``"status"``, ``"fin"``, ``"rst"``,
             ``"partial_status"``, ``"cut_body"``, ``"hang"``, ``"drip"``), ``"413"`` or
             ``"max_body_rst"`` (body over ``max_body``), ``"dropped"`` (``require_header``
-            missing), or ``"aborted"`` (the connection went away before the body was complete).
+            missing), or ``"aborted"`` (the connection went away before the response was
+            written: the body was incomplete, or the connection was dropped while the response
+            was held for ``service_time``).
+        shed: Why the server refused the request instead of serving it: ``"outage"``,
+            ``"rate"`` (over ``rate_limit``) or ``"capacity"`` (over ``capacity``); ``None`` when
+            it was served (its fault then came from the scripts, rules and defaults).
     """
 
     method: str
@@ -79,6 +91,45 @@ class RecordedRequest:
     conn_id: int
     seq_on_conn: int
     action: str
+    shed: str | None = None
+
+
+@dataclass(slots=True)
+class Outage:
+    """A time during which a :class:`FaultServer` answers every request with one fault.
+
+    Made by :meth:`FaultServer.outage`; times are :func:`time.monotonic` values, which on Linux
+    are the same clock in every process, so another process can compare its own timestamps.
+
+    Attributes:
+        start: When the outage begins.
+        end: When the server is healthy again.
+        fault: What every request in ``[start, end)`` gets (paths in ``exempt_paths`` excepted).
+        requests: Requests that arrived during the outage (each got ``fault``).
+    """
+
+    start: float
+    end: float
+    fault: Fault
+    requests: int = 0
+
+    @property
+    def seconds(self) -> float:
+        """How long the outage lasts."""
+        return self.end - self.start
+
+
+def _check_number(
+    field: str, value: float, *, minimum: float, strict: bool = False, integer: bool = False
+) -> None:
+    """Raise ValueError naming ``field`` unless ``value`` is a finite number >= (>) minimum."""
+    number = (
+        isinstance(value, int) if integer else isinstance(value, (int, float))
+    ) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        relation = ">" if strict else ">="
+        kind = "an integer" if integer else "a finite number"
+        raise ValueError(f"{field} must be {kind} {relation} {minimum:g}, got {value!r}")
 
 
 class _RandomRule:
@@ -141,12 +192,37 @@ class FaultServer:
             no response, like a CDN rejecting a request.
         record: Keep a :class:`RecordedRequest` per request in :attr:`records`; turn off for
             benchmarks (counts are kept either way).
+        capacity: At most this many requests in service at once (it needs ``service_time``):
+            a request that finds them all busy gets ``over_capacity`` at once, as an overloaded
+            server or its load balancer sheds load.
+        service_time: Seconds each served ``ok`` response is held before it is written, so that
+            concurrency costs the server something; a held request counts against ``capacity``.
+            Only ``ok`` faults are held; other faults are played at once.
+        over_capacity: What a request over ``capacity`` gets: ``Fault.status(503)`` by default,
+            ``Fault.status(503, retry_after=1)``, ``Fault.rst()``, ...
+        rate_limit: Admit at most this many requests per second (a GCRA token bucket); the rest
+            get ``over_rate``.
+        rate_burst: Requests the bucket admits back to back after a quiet spell; by default a
+            tenth of a second's worth, at least one.
+        over_rate: What a request over ``rate_limit`` gets: ``Fault.status(429)`` by default.
+        compute_retry_after: Give ``status`` faults of outages, ``over_rate`` and
+            ``over_capacity`` that set no ``retry_after`` of their own a ``Retry-After`` of the
+            whole seconds (at least 1) until the refusal should end: the end of the outage, the
+            next free token of the rate limit, ``service_time`` for the capacity.
+        exempt_paths: Paths that outages, ``rate_limit``, ``capacity`` and ``service_time`` leave
+            alone, such as a health check or a benchmark's warm-up path.
+        request_id_header: Count the requests that carry each value of this header in
+            :attr:`request_ids`, so that requests which arrived twice (a POST retried after it
+            reached the server) can be counted with ``record=False``.
 
     Attributes:
         records: Recorded requests, in the order they were fully read.
         connections_opened: Connections accepted since the start or the last :meth:`reset`.
         action_counts: Requests per action (see :attr:`RecordedRequest.action`), kept even with
             ``record=False``.
+        shed_counts: Requests refused per reason (see :attr:`RecordedRequest.shed`).
+        outages: Every :class:`Outage` asked for, in the order asked.
+        request_ids: Requests per value of ``request_id_header``, counted as each head is read.
     """
 
     def __init__(
@@ -161,6 +237,15 @@ class FaultServer:
         max_body_action: Literal["413", "rst"] = "413",
         require_header: str | None = None,
         record: bool = True,
+        capacity: int | None = None,
+        service_time: float = 0.0,
+        over_capacity: Fault = Fault.status(503),  # noqa: B008 - immutable, see default
+        rate_limit: float | None = None,
+        rate_burst: float | None = None,
+        over_rate: Fault = Fault.status(429),  # noqa: B008 - immutable, see default
+        compute_retry_after: bool = False,
+        exempt_paths: Iterable[str] = (),
+        request_id_header: str | None = None,
     ) -> None:
         if not isinstance(default, Fault):
             raise ValueError(f"default must be a Fault, got {default!r}")
@@ -174,6 +259,25 @@ class FaultServer:
             raise ValueError(f"max_body_action must be '413' or 'rst', got {max_body_action!r}")
         if require_header is not None and not require_header.strip():
             raise ValueError("require_header must be a header name")
+        if capacity is not None:
+            _check_number("capacity", capacity, minimum=1, integer=True)
+        _check_number("service_time", service_time, minimum=0)
+        if capacity is not None and service_time == 0:
+            # Unheld responses leave service at once: the capacity could never be reached.
+            raise ValueError("capacity needs service_time > 0 (requests are in service while held)")
+        if rate_limit is not None:
+            _check_number("rate_limit", rate_limit, minimum=0, strict=True)
+        if rate_burst is not None:
+            if rate_limit is None:
+                raise ValueError("rate_burst needs rate_limit")
+            _check_number("rate_burst", rate_burst, minimum=1)
+        for name, fault in (("over_capacity", over_capacity), ("over_rate", over_rate)):
+            if not isinstance(fault, Fault):
+                raise ValueError(f"{name} must be a Fault, got {fault!r}")
+        if isinstance(exempt_paths, str):
+            raise ValueError(f"exempt_paths must be a collection of paths, got {exempt_paths!r}")
+        if request_id_header is not None and not request_id_header.strip():
+            raise ValueError("request_id_header must be a header name")
         self.host = host
         self.port = port
         self.default = default
@@ -184,9 +288,37 @@ class FaultServer:
         self.require_header = require_header
         self._required_lower = require_header.strip().lower() if require_header else None
         self.record = record
+        self.capacity = capacity
+        self.service_time = float(service_time)
+        self.over_capacity = over_capacity
+        self.rate_limit = rate_limit
+        self.rate_burst = (
+            None if rate_limit is None else rate_burst or max(1.0, rate_limit * RATE_BURST_SHARE)
+        )
+        self.over_rate = over_rate
+        self.compute_retry_after = compute_retry_after
+        self.exempt_paths = frozenset(exempt_paths)
+        self.request_id_header = request_id_header
+        self._id_lower = request_id_header.strip().lower() if request_id_header else None
         self.records: list[RecordedRequest] = []
         self.connections_opened = 0
         self.action_counts: dict[str, int] = collections.Counter()
+        self.shed_counts: dict[str, int] = collections.Counter()
+        self.outages: list[Outage] = []
+        self.request_ids: collections.Counter[str] = collections.Counter()
+        # Health modes: checked on each request only when one is configured (`_gated`).
+        self._gated = capacity is not None or service_time > 0 or rate_limit is not None
+        self._in_service = 0
+        self._next_outage: Outage | None = None
+        # GCRA: the theoretical arrival time of the next request, the interval between two
+        # admitted requests, and how far ahead of schedule the burst lets a client run.
+        self._tat = 0.0
+        self._interval = 0.0 if rate_limit is None else 1.0 / rate_limit
+        self._tolerance = 0.0
+        if rate_limit is not None and self.rate_burst is not None:
+            self._tolerance = (self.rate_burst - 1) * self._interval
+        # Faults with a computed Retry-After, made once per (fault, seconds).
+        self._with_seconds: dict[tuple[Fault, int], Fault] = {}
         self._counts: dict[tuple[str, str], int] = {}
         self._scripts: dict[str, collections.deque[Fault]] = {}
         self._random: dict[str | None, _RandomRule] = {}
@@ -207,7 +339,9 @@ class FaultServer:
         state = "listening" if self._server is not None else "stopped"
         return (
             f"<FaultServer {where} {state} requests={self.count()} "
-            f"connections={self.connections_opened} open={len(self._conns)}>"
+            f"connections={self.connections_opened} open={len(self._conns)}"
+            + (f" in_service={self._in_service}" if self.service_time else "")
+            + ">"
         )
 
     @property
@@ -254,8 +388,59 @@ class FaultServer:
             raise ValueError(f"fault must be a Fault, got {fault!r}")
         self._defaults[path] = fault
 
+    def outage(
+        self,
+        seconds: float,
+        fault: Fault = Fault.rst(),  # noqa: B008 - Fault is immutable, sharing it is safe
+        *,
+        at: float | None = None,
+    ) -> Outage:
+        """Answer every request with ``fault`` for ``seconds``, then be healthy again.
+
+        The outage starts now, or at ``at`` (a :func:`time.monotonic` value: on Linux another
+        process's clock too). Requests to ``exempt_paths`` are served as usual; requests held
+        for ``service_time`` when it starts are still answered. Outages may not overlap.
+
+        Example::
+
+            outage = server.outage(3.0, Fault.status(503))
+            ...
+            print(outage.requests, "requests arrived during the outage")
+
+        Returns:
+            The :class:`Outage`, also appended to :attr:`outages`; its ``requests`` counts up
+            as requests arrive during it.
+        """
+        _check_number("seconds", seconds, minimum=0, strict=True)
+        if not isinstance(fault, Fault):
+            raise ValueError(f"fault must be a Fault, got {fault!r}")
+        if at is not None:
+            _check_number("at", at, minimum=0)
+        start = time.monotonic() if at is None else at
+        outage = Outage(start, start + seconds, fault)
+        for other in self.outages:
+            if other.start < outage.end and outage.start < other.end:
+                raise ValueError(
+                    f"outage [{outage.start:.3f}, {outage.end:.3f}) overlaps "
+                    f"[{other.start:.3f}, {other.end:.3f})"
+                )
+        self.outages.append(outage)
+        self._next_outage = self._upcoming_outage(time.monotonic())
+        self._gated = True
+        return outage
+
+    @property
+    def in_service(self) -> int:
+        """Requests held for ``service_time`` right now."""
+        return self._in_service
+
+    @property
+    def duplicate_ids(self) -> dict[str, int]:
+        """Values of ``request_id_header`` that arrived more than once, with their counts."""
+        return {rid: n for rid, n in self.request_ids.items() if n > 1}
+
     def reset(self) -> None:
-        """Clear scripts, random rules, records and counters (path defaults stay).
+        """Clear scripts, random rules, outages, records and counters (path defaults stay).
 
         Connection ids keep counting up, so ids recorded before and after stay distinct.
         """
@@ -264,6 +449,10 @@ class FaultServer:
         self.records.clear()
         self._counts.clear()
         self.action_counts.clear()
+        self.shed_counts.clear()
+        self.request_ids.clear()
+        self.outages.clear()
+        self._next_outage = None
         self.connections_opened = 0
 
     def count(self, path: str | None = None, *, method: str | None = None) -> int:
@@ -290,6 +479,47 @@ class FaultServer:
         if self._defaults:
             return self._defaults.get(path, self.default)
         return self.default
+
+    # -- host health ---------------------------------------------------------------------------
+
+    def _upcoming_outage(self, now: float) -> Outage | None:
+        """The outage in progress or the next one, or None."""
+        upcoming = [o for o in self.outages if o.end > now]
+        return min(upcoming, key=lambda o: o.start) if upcoming else None
+
+    def _shed(self) -> tuple[Fault, str] | None:
+        """The fault and reason to refuse the current request with, or None to serve it.
+
+        An outage comes first, then the rate limit (a refused request takes no token), then the
+        capacity (an admitted request that finds no free slot has used its token).
+        """
+        now = time.monotonic()
+        outage = self._next_outage
+        if outage is not None:
+            if now >= outage.end:
+                outage = self._next_outage = self._upcoming_outage(now)
+            if outage is not None and now >= outage.start:
+                outage.requests += 1
+                return self._retry_after(outage.fault, outage.end - now), "outage"
+        if self.rate_limit is not None:
+            tat = self._tat if self._tat > now else now
+            if tat - now > self._tolerance:
+                return self._retry_after(self.over_rate, tat - self._tolerance - now), "rate"
+            self._tat = tat + self._interval
+        if self.capacity is not None and self._in_service >= self.capacity:
+            return self._retry_after(self.over_capacity, self.service_time), "capacity"
+        return None
+
+    def _retry_after(self, fault: Fault, seconds: float) -> Fault:
+        """``fault`` with ``Retry-After: ceil(seconds)`` (>= 1) if ``compute_retry_after`` asks."""
+        if not self.compute_retry_after or fault.kind != "status" or fault.retry_after is not None:
+            return fault
+        whole = max(1, math.ceil(seconds))
+        key = (fault, whole)
+        derived = self._with_seconds.get(key)
+        if derived is None:
+            derived = self._with_seconds[key] = dataclasses.replace(fault, retry_after=whole)
+        return derived
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -380,17 +610,27 @@ class FaultServer:
             self.port = int(server.sockets[0].getsockname()[1])
         self._url = URL.build(scheme="http", host=self.host, port=self.port)
 
-    async def stop_listening(self) -> None:
-        """Close the listening socket and every open connection (FIN).
+    async def stop_listening(self, *, abort: bool = False) -> None:
+        """Close the listening socket and every open connection.
 
-        New connection attempts are refused until :meth:`start_listening`; timers of hanging or
-        dripping responses are cancelled.
+        New connection attempts are refused until :meth:`start_listening`. Responses in progress
+        (held for ``service_time``, hanging, dripping) are never finished: their requests are
+        recorded as ``"aborted"``.
+
+        Args:
+            abort: Drop every connection at once, as the kernel does when the server process is
+                killed: output not yet flushed is lost, and the client sees FIN (or RST where
+                the server left data unread). By default each connection is closed after its
+                pending output is flushed (FIN).
         """
         server, self._server = self._server, None
         if server is not None:
             server.close()
         for conn in list(self._conns):
-            conn.close()
+            if abort:
+                conn.abort()
+            else:
+                conn.close()
         if self._conns:
             # connection_lost runs a loop iteration or so after close(), once data is flushed.
             self._all_closed = asyncio.Event()
@@ -405,19 +645,31 @@ class FaultServer:
         if server is not None:
             await server.wait_closed()
 
+    async def restart(self, down: float = 0.0) -> None:
+        """Go away as a killed process does, stay away ``down`` seconds, listen again.
+
+        Every open connection is dropped (``stop_listening(abort=True)``), connection attempts
+        are refused meanwhile, and the server comes back on the same port with its scripts,
+        rules and counts.
+        """
+        _check_number("down", down, minimum=0)
+        await self.stop_listening(abort=True)
+        await asyncio.sleep(down)
+        await self.start_listening()
+
     # -- bookkeeping called by connections -----------------------------------------------------
 
-    def _arrived(self, path: str, method: str) -> None:
+    def _arrived(self, path: str, method: str, request_id: str | None) -> None:
         key = (path, method)
         self._counts[key] = self._counts.get(key, 0) + 1
+        if request_id is not None:
+            self.request_ids[request_id] += 1
 
-    def _finished(
-        self,
-        conn: _Connection,
-        action: str,
-    ) -> None:
+    def _finished(self, conn: _Connection, action: str, shed: str | None = None) -> None:
         conn.in_request = False
         self.action_counts[action] += 1
+        if shed is not None:
+            self.shed_counts[shed] += 1
         if self.record:
             self.records.append(
                 RecordedRequest(
@@ -430,6 +682,7 @@ class FaultServer:
                     conn_id=conn.conn_id,
                     seq_on_conn=conn.seq,
                     action=action,
+                    shed=shed,
                 )
             )
 
@@ -466,6 +719,8 @@ class _Connection(asyncio.Protocol):
         self.drip_data = b""
         self.drip_pos = 0
         self.drip_fault: Fault | None = None
+        # An `ok` response held for service_time (it counts against the server's capacity).
+        self.held: Fault | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -520,6 +775,10 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.held is not None:
+            # The held response is never written: its slot is free again.
+            self.held = None
+            self.server._in_service -= 1
 
     def close(self) -> None:
         """Close with FIN after the written data is flushed."""
@@ -653,6 +912,8 @@ class _Connection(asyncio.Protocol):
         expect_continue = False
         has_required = self.server._required_lower is None
         required = self.server._required_lower
+        id_header = self.server._id_lower
+        request_id: str | None = None
         headers: list[tuple[str, str]] = []
         for line in lines[1:]:
             name, sep, value = line.partition(":")
@@ -675,6 +936,8 @@ class _Connection(asyncio.Protocol):
                 expect_continue = value.lower() == "100-continue"
             if lname == required:
                 has_required = True
+            if lname == id_header:
+                request_id = value
         path, _, query = target.partition("?")
         self.seq += 1
         self.in_request = True
@@ -692,7 +955,7 @@ class _Connection(asyncio.Protocol):
         else:
             self.keep_alive = "keep-alive" in connection
         server = self.server
-        server._arrived(path, method)
+        server._arrived(path, method, request_id)
 
         if not has_required:
             # Like a CDN that refuses the request: no response, just a closed connection.
@@ -745,9 +1008,50 @@ class _Connection(asyncio.Protocol):
             server._finished(self, self.rejected)
             self.close()
             return
-        fault = server._choose(self.path)
+        if server._gated and self.path not in server.exempt_paths:
+            shed = server._shed()
+            if shed is not None:
+                fault, reason = shed
+                server._finished(self, fault.kind, reason)
+                self._play(fault)
+                return
+            fault = server._choose(self.path)
+            if fault.kind == "ok" and server.service_time:
+                # Recorded when written, so a response dropped while held counts as aborted.
+                self._hold(fault)
+                return
+        else:
+            fault = server._choose(self.path)
+        server._finished(self, fault.kind)
+        self._play(fault)
+
+    def _hold(self, fault: Fault) -> None:
+        """Write the ``ok`` response ``service_time`` from now; in service until then."""
+        server = self.server
+        server._in_service += 1
+        self.held = fault
+        self.state = _BUSY
+        self.timer = asyncio.get_running_loop().call_later(server.service_time, self._release)
+
+    def _release(self) -> None:
+        fault = self.held
+        assert fault is not None
+        assert self.transport is not None
+        server = self.server
+        self.timer = None
+        self.held = None
+        server._in_service -= 1
+        server._finished(self, fault.kind)
+        close = not self.keep_alive
+        self.transport.write(server._response(fault, close=close, head_only=self.head_only))
+        self._responded(close)
+        if self.state == _HEAD:
+            self._process()  # requests pipelined behind the held one
+
+    def _play(self, fault: Fault) -> None:
+        """Answer the current (already recorded) request with ``fault``."""
+        server = self.server
         kind = fault.kind
-        server._finished(self, kind)
         transport = self.transport
         assert transport is not None
         if kind == "ok" or kind == "status":
