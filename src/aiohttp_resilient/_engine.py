@@ -114,6 +114,7 @@ class RetryRun:
         *,
         at_once: bool = False,
         forgiven: bool = False,
+        uncounted: bool = False,
         retry_after: float | None = None,
         reason_at_once: str = REASON_AT_ONCE,
     ) -> tuple[float | None, str]:
@@ -123,12 +124,16 @@ class RetryRun:
         ``at_once``: the host allows an immediate retry (a disconnect within its budget, or
         the stale keep-alive race). ``forgiven``: the host's circuit is open, so this attempt
         does not use up the policy's attempts and the next one waits for the probe.
+        ``uncounted``: the attempt does not use up the policy's attempts but waits as usual
+        (a refused connection while the breaker, which bounds them, is watching the host).
         """
         self.record(attempt)
         policy = self._policy
         if forgiven:
             self._forgiven += 1
             return 0.0, REASON_PROBE
+        if uncounted:  # the host refused the connection: nothing was sent, the breaker judges
+            self._forgiven += 1
         if not self.attempts_left(attempt.number):
             plural = "" if policy.attempts == 1 else "s"
             return None, f"all {policy.attempts} attempt{plural} the policy allows were used"

@@ -298,7 +298,12 @@ class RetryMiddleware:
                 # Disconnects go again at once while the budget has room; refused
                 # connections and other connect failures wait.
                 delay, reason, charged = await self._decide(
-                    run, key, attempt, now, at_once=signal is Signal.DROPPED or signal is Signal.CUT
+                    run,
+                    key,
+                    attempt,
+                    now,
+                    at_once=signal is Signal.DROPPED or signal is Signal.CUT,
+                    unreachable=signal is Signal.UNREACHABLE,
                 )
             if delay is None:
                 raise await run.give_up(attempt, reason) from error
@@ -346,13 +351,17 @@ class RetryMiddleware:
         now: float,
         *,
         at_once: bool,
+        unreachable: bool = False,
         retry_after: float | None = None,
     ) -> tuple[float | None, str, bool]:
         """What follows a failed attempt, as the policy and the host say: (delay or None to
         give up, reason, whether the retry is charged to the host's budget)."""
         health = self._health
         forgiven = health.circuit_state(key) is not CircuitState.CLOSED
-        if not forgiven and not run.attempts_left(attempt.number):
+        # A refused connection sent nothing; while a breaker watches the host (it opens within
+        # a few failures and bounds the wait), a restart must not use up the call's attempts.
+        uncounted = unreachable and health.policy.breaker is not None
+        if not forgiven and not uncounted and not run.attempts_left(attempt.number):
             delay, reason = run.decide(attempt)  # records it and says the attempts are used
             return delay, reason, False
         advice = (
@@ -369,6 +378,7 @@ class RetryMiddleware:
             attempt,
             at_once=advice is Advice.NOW,
             forgiven=advice is Advice.WAIT_FOR_PROBE,
+            uncounted=uncounted,
             retry_after=retry_after,
         )
         return delay, reason, advice is Advice.NOW or advice is Advice.BACKOFF
