@@ -15,11 +15,12 @@ from aiohttp_resilient._bench._report import write_plot
 from aiohttp_resilient._cli import main
 
 HAS_AIOHTTP_RETRY = importlib.util.find_spec("aiohttp_retry") is not None
+HAS_STAMINA = importlib.util.find_spec("stamina") is not None
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    """One tiny quick-mode run in a subprocess: one scenario, three clients, 200 requests."""
+    """One tiny quick-mode run in a subprocess: one scenario, four clients, 200 requests."""
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
         [
@@ -33,7 +34,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]
             "--concurrency",
             "8",
             "--clients",
-            "raw,resilient,aiohttp-retry-defaults",
+            "raw,resilient,aiohttp-retry-defaults,stamina-tuned",
             "--requests",
             "200",
             "--runs",
@@ -91,11 +92,29 @@ def test_skipped_clients_are_named(quick_run: tuple[Path, str, str]) -> None:
     """A client whose library is not installed is skipped, and the extra that adds it named."""
     _, _, stderr = quick_run
     data = _results(quick_run[0])
-    if HAS_AIOHTTP_RETRY:
-        assert "aiohttp-retry-defaults" in {r["client"] for r in data["runs"]}
-    else:
-        assert data["skipped"] == {"aiohttp-retry-defaults": "aiohttp_retry"}
+    ran = {r["client"] for r in data["runs"]}
+    expected = {
+        name: module
+        for name, module, present in (
+            ("aiohttp-retry-defaults", "aiohttp_retry", HAS_AIOHTTP_RETRY),
+            ("stamina-tuned", "stamina", HAS_STAMINA),
+        )
+        if not present
+    }
+    assert data["skipped"] == expected
+    assert ran == {"raw", "resilient", "aiohttp-retry-defaults", "stamina-tuned"} - set(expected)
+    if expected:
         assert 'pip install "aiohttp-resilient[bench]"' in stderr
+
+
+@pytest.mark.skipif(not HAS_STAMINA, reason="stamina is in the bench extra")
+def test_stamina_retries_every_fault(quick_run: tuple[Path, str, str]) -> None:
+    """stamina-tuned retries the family: every request succeeds at 5% FIN, counted attempts
+    match what the server saw (its session keeps aiohttp's hidden retry)."""
+    data = _results(quick_run[0])
+    run = next(r for r in data["runs"] if r["client"] == "stamina-tuned")
+    assert run["success_rate"] == 1.0
+    assert run["library_attempts"] <= run["server"]["requests"]
 
 
 def test_plot(quick_run: tuple[Path, str, str], tmp_path: Path) -> None:
@@ -112,6 +131,7 @@ def test_help_lists_scenarios_and_clients(capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "fin-20%" in out
     assert "middleware-only" in out
+    assert "stamina-tuned" in out
 
 
 def test_unknown_client_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

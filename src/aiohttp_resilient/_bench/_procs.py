@@ -211,7 +211,7 @@ async def _drive(spec: RunSpec) -> dict[str, Any]:
             while warm_left > 0:
                 warm_left -= 1
                 with contextlib.suppress(Exception):
-                    await client.fetch(warm_url)
+                    await client.fetch(warm_url, "GET", None)
 
         await asyncio.gather(*(warm() for _ in range(spec.concurrency)))
         if client.attempts is not None:
@@ -231,7 +231,7 @@ async def _drive(spec: RunSpec) -> dict[str, Any]:
                 issued += 1
                 began = clock()
                 try:
-                    await fetch(url)
+                    await fetch(url, "GET", None)
                 except Exception as exc:
                     failed += 1
                     name = type(exc).__name__
