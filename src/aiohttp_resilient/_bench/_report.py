@@ -10,6 +10,7 @@ from typing import Any
 
 from ._clients import ATTEMPTS
 from ._runner import BUCKET
+from ._scenarios import HEALTH_KINDS
 
 __all__ = [
     "columns",
@@ -91,8 +92,6 @@ KIND_COLUMNS: dict[str, tuple[str, ...]] = {
     "brownout": ("outage att", "x hand-loop", "1st ok after s", "full goodput after s"),
     "restart": ("GETs failed", "POSTs failed", "POSTs twice"),
 }
-#: Kinds of the host-health scenarios (their tables use HEALTH_COLUMNS).
-HEALTH = frozenset({"overload", "ratelimit", "brownout", "restart"})
 
 
 def _kind(params: dict[str, Any], scenario: str) -> str:
@@ -102,7 +101,7 @@ def _kind(params: dict[str, Any], scenario: str) -> str:
 
 def columns(kind: str) -> tuple[str, ...]:
     """The columns of a table of ``kind`` scenarios."""
-    if kind in HEALTH:
+    if kind in HEALTH_KINDS:
         return (*HEALTH_COLUMNS, *KIND_COLUMNS.get(kind, ()))
     return FAULT_COLUMNS
 
@@ -116,7 +115,7 @@ def _row(s: dict[str, Any], kind: str) -> list[str]:
         _fmt(s["pooled_server_attempts_per_success"], ".3f"),
         _fmt(s["pooled_server_attempts_per_request"], ".3f"),
     ]
-    if kind not in HEALTH:
+    if kind not in HEALTH_KINDS:
         return [
             *row,
             _fmt(_med(s, "library_attempts_per_request"), ".3f"),
@@ -212,17 +211,16 @@ def _at_most(value: float | None, limit: float) -> bool | None:
 
 
 def _vs_hand_loop(
-    s: dict[str, Any], figure: str, where: str, what: str, bound: str
+    s: dict[str, Any], figure: str, where: str, what: str, *, at_most: bool, limit: float
 ) -> dict[str, Any]:
     """A target on the same-round ratio of ``figure`` to the hand loop's (median over rounds)."""
     stat = s.get(figure)
-    relation, limit = bound.split()
     value = None if stat is None else stat["median"]
-    ok = _at_least(value, float(limit)) if relation == ">=" else _at_most(value, float(limit))
     return _target(
-        f"{where}: {s['client']} {what} {relation} {limit} x hand-loop's (same round)",
+        f"{where}: {s['client']} {what} {'<=' if at_most else '>='} {limit:g} x hand-loop's "
+        "(same round)",
         "-" if stat is None else _range(stat, ".3f") + " x",
-        ok,
+        _at_most(value, limit) if at_most else _at_least(value, limit),
     )
 
 
@@ -295,8 +293,14 @@ def evaluate_targets(
                 if s is None:
                     continue
                 targets.append(_success(s, where, 1.0))
-                targets.append(_vs_hand_loop(s, "goodput_vs_hand_loop", where, "goodput", ">= 0.9"))
-                targets.append(_vs_hand_loop(s, "p99_vs_hand_loop", where, "p99", "<= 2"))
+                targets.append(
+                    _vs_hand_loop(
+                        s, "goodput_vs_hand_loop", where, "goodput", at_most=False, limit=0.9
+                    )
+                )
+                targets.append(
+                    _vs_hand_loop(s, "p99_vs_hand_loop", where, "p99", at_most=True, limit=2)
+                )
         elif kind in ("fin", "rst") and p.get("rate") == 0.20:
             rate = 0.20
             chance = f"; chance alone: p^{ATTEMPTS} = {rate**ATTEMPTS:.1e} per request"
@@ -310,7 +314,11 @@ def evaluate_targets(
                     _at_most(attempts, limit),
                 )
             )
-            targets.append(_vs_hand_loop(ours, "goodput_vs_hand_loop", where, "goodput", ">= 0.75"))
+            targets.append(
+                _vs_hand_loop(
+                    ours, "goodput_vs_hand_loop", where, "goodput", at_most=False, limit=0.75
+                )
+            )
             targets.append(
                 _beats(
                     summaries, scenario, c, ours, BACKING_OFF, "every alternative that backs off"
@@ -345,7 +353,8 @@ def evaluate_targets(
                     "outage_attempts_vs_hand_loop",
                     where,
                     "server attempts during the outage",
-                    "<= 0.05",
+                    at_most=True,
+                    limit=0.05,
                 )
             )
             first = ours["first_success_s"]
