@@ -20,35 +20,36 @@ HAS_AIOHTTP_RETRY = importlib.util.find_spec("aiohttp_retry") is not None
 HAS_STAMINA = importlib.util.find_spec("stamina") is not None
 
 
+def _bench(out: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``aiohttp-resilient bench --quick ARGS --out OUT`` in a subprocess, bounded in time."""
+    command = [sys.executable, "-m", "aiohttp_resilient._cli", "bench", "--quick", *args]
+    return subprocess.run(
+        [*command, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """One tiny quick-mode run in a subprocess: one scenario, four clients, 200 requests."""
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aiohttp_resilient._cli",
-            "bench",
-            "--quick",
-            "--scenarios",
-            "fin-5%",
-            "--concurrency",
-            "8",
-            "--clients",
-            "raw,resilient,aiohttp-retry-defaults,stamina-tuned",
-            "--requests",
-            "200",
-            "--runs",
-            "1",
-            "--no-plot",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = _bench(
+        out,
+        "--scenarios",
+        "fin-5%",
+        "--concurrency",
+        "8",
+        "--clients",
+        "raw,resilient,aiohttp-retry-defaults,stamina-tuned",
+        "--requests",
+        "200",
+        "--runs",
+        "1",
+        "--no-plot",
         timeout=50,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout, proc.stderr
@@ -144,26 +145,15 @@ def test_help_lists_scenarios_and_clients(capsys: pytest.CaptureFixture[str]) ->
 def health_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """overload-503 (200 requests) and the quick restart (timed, 2 s), three clients, 1 round."""
     out = tmp_path_factory.mktemp("bench-health")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aiohttp_resilient._cli",
-            "bench",
-            "--quick",
-            "--scenarios",
-            "overload-503,restart",
-            "--clients",
-            "resilient,hand-loop",
-            "--requests",
-            "200",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = _bench(
+        out,
+        "--scenarios",
+        "overload-503,restart",
+        "--clients",
+        "resilient,hand-loop",
+        "--requests",
+        "200",
         timeout=60,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
