@@ -312,3 +312,24 @@ def test_unknown_client_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     """A misspelt client name fails before anything runs, naming the choices."""
     assert main(["bench", "--clients", "raw,requests"]) == 2
     assert "unknown client requests" in capsys.readouterr().err
+
+
+def test_ratelimit_target_counts_requests_the_cap_cut_off() -> None:
+    """A rate-limited run cut by its time cap did not make every request succeed, even with no
+    failure: the requests it never finished count against it."""
+    ours = {
+        "scenario": "ratelimit-429-ra",
+        "concurrency": 16,
+        "client": "resilient",
+        "planned": 300,
+        "requests": 120,
+        "successes": 104,
+        "failures": 0,
+        "goodput": {"median": 69.0, "min": 69.0, "max": 69.0},
+    }
+    params = {"ratelimit-429-ra": {"kind": "ratelimit", "rate_limit": 500}}
+    targets = evaluate_targets([ours], params)
+    assert [(t["verdict"], t["measured"]) for t in targets] == [
+        ("NOT held", "0 failed, 196 not finished when the time cap cut the run, of 300"),
+        ("NOT held", "69 req/s"),
+    ]

@@ -370,6 +370,8 @@ async def _drive(spec: RunSpec, started: Callable[[float], None]) -> dict[str, A
     if spec.client in _HOOK_COUNTED and library_attempts is not None:
         library_attempts += completed  # their hook counts the retries; add the first attempts
     result: dict[str, Any] = {
+        # Count-based runs: the requests the run was to make (a capped run issues fewer).
+        "planned": None if timed else spec.requests,
         "issued": issued,
         "ok": ok,
         "failed": failed,

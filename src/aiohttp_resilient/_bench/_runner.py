@@ -424,7 +424,7 @@ FIGURES = (
 )
 
 #: Counts summed over the rounds.
-SUMS = ("unfinished", "posts", "posts_failed", "gets_failed", "posts_twice")
+SUMS = ("planned", "unfinished", "posts", "posts_failed", "gets_failed", "posts_twice")
 
 
 def _stats(values: list[float]) -> dict[str, float] | None:
@@ -478,6 +478,7 @@ def aggregate(raw: dict[str, Any]) -> list[dict[str, Any]]:
             completed = sum(r["ok"] + r["failed"] for r in mine)
             server_requests = sum(r["server"].get("requests", 0) for r in mine)
             summary["requests"] = issued
+            summary["successes"] = ok
             summary["failures"] = sum(r["failed"] for r in mine)
             summary["pooled_success_rate"] = ok / completed if completed else None
             summary["pooled_server_attempts_per_request"] = (
