@@ -253,11 +253,17 @@ def _beats(
 
 
 def _success(s: dict[str, Any], where: str, limit: float, chance: str = "") -> dict[str, Any]:
+    """Success of the finished requests; those a time cap cut off are named, not counted."""
     rate = s["pooled_success_rate"]
     text = "100%" if limit >= 1 else f"{limit:.2%}"
+    finished = s["successes"] + s["failures"]
+    cut = (s.get("planned") or finished) - finished
     return _target(
         f"{where}: {s['client']} success >= {text}",
-        _fmt(rate, ".3%") + f" ({s['failures']} of {s['requests']} failed{chance})",
+        _fmt(rate, ".3%")
+        + f" ({s['failures']} of {finished} failed{chance}"
+        + (f"; {cut} not finished when the time cap cut the run" if cut else "")
+        + ")",
         _at_least(rate, limit),
     )
 
