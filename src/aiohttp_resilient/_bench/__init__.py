@@ -124,7 +124,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="A,B",
         help=f"clients, comma-separated (all): {', '.join(c.name for c in CLIENTS)}",
     )
-    bench.add_argument("--runs", type=_positive_int, help="rounds per cell (3)")
+    bench.add_argument(
+        "--runs", type=_positive_int, help="rounds per cell (3; 1 for --quick's host-health cells)"
+    )
     bench.add_argument(
         "--requests",
         type=_positive_int,
