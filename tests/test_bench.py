@@ -11,41 +11,45 @@ from typing import Any
 
 import pytest
 
-from aiohttp_resilient._bench._report import write_plot
-from aiohttp_resilient._cli import main
+from aiohttp_resilient._bench import QUICK_HEALTH_CLIENTS, _config
+from aiohttp_resilient._bench._report import evaluate_targets, write_plot, write_timeline_plot
+from aiohttp_resilient._bench._runner import recovery_figures, series
+from aiohttp_resilient._cli import build_parser, main
 
 HAS_AIOHTTP_RETRY = importlib.util.find_spec("aiohttp_retry") is not None
+HAS_STAMINA = importlib.util.find_spec("stamina") is not None
+
+
+def _bench(out: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``aiohttp-resilient bench --quick ARGS --out OUT`` in a subprocess, bounded in time."""
+    command = [sys.executable, "-m", "aiohttp_resilient._cli", "bench", "--quick", *args]
+    return subprocess.run(
+        [*command, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    """One tiny quick-mode run in a subprocess: one scenario, three clients, 200 requests."""
+    """One tiny quick-mode run in a subprocess: one scenario, four clients, 200 requests."""
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aiohttp_resilient._cli",
-            "bench",
-            "--quick",
-            "--scenarios",
-            "fin-5%",
-            "--concurrency",
-            "8",
-            "--clients",
-            "raw,resilient,aiohttp-retry-defaults",
-            "--requests",
-            "200",
-            "--runs",
-            "1",
-            "--no-plot",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    proc = _bench(
+        out,
+        "--scenarios",
+        "fin-5%",
+        "--concurrency",
+        "8",
+        "--clients",
+        "raw,resilient,aiohttp-retry-defaults,stamina-tuned",
+        "--requests",
+        "200",
+        "--runs",
+        "1",
+        "--no-plot",
         timeout=50,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout, proc.stderr
@@ -91,11 +95,29 @@ def test_skipped_clients_are_named(quick_run: tuple[Path, str, str]) -> None:
     """A client whose library is not installed is skipped, and the extra that adds it named."""
     _, _, stderr = quick_run
     data = _results(quick_run[0])
-    if HAS_AIOHTTP_RETRY:
-        assert "aiohttp-retry-defaults" in {r["client"] for r in data["runs"]}
-    else:
-        assert data["skipped"] == {"aiohttp-retry-defaults": "aiohttp_retry"}
+    ran = {r["client"] for r in data["runs"]}
+    expected = {
+        name: module
+        for name, module, present in (
+            ("aiohttp-retry-defaults", "aiohttp_retry", HAS_AIOHTTP_RETRY),
+            ("stamina-tuned", "stamina", HAS_STAMINA),
+        )
+        if not present
+    }
+    assert data["skipped"] == expected
+    assert ran == {"raw", "resilient", "aiohttp-retry-defaults", "stamina-tuned"} - set(expected)
+    if expected:
         assert 'pip install "aiohttp-resilient[bench]"' in stderr
+
+
+@pytest.mark.skipif(not HAS_STAMINA, reason="stamina is in the bench extra")
+def test_stamina_retries_every_fault(quick_run: tuple[Path, str, str]) -> None:
+    """stamina-tuned retries the family: every request succeeds at 5% FIN, counted attempts
+    match what the server saw (its session keeps aiohttp's hidden retry)."""
+    data = _results(quick_run[0])
+    run = next(r for r in data["runs"] if r["client"] == "stamina-tuned")
+    assert run["success_rate"] == 1.0
+    assert run["library_attempts"] <= run["server"]["requests"]
 
 
 def test_plot(quick_run: tuple[Path, str, str], tmp_path: Path) -> None:
@@ -110,11 +132,204 @@ def test_help_lists_scenarios_and_clients(capsys: pytest.CaptureFixture[str]) ->
     """``bench --help`` works and names every scenario (percent signs and all) and client."""
     assert main(["bench", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "fin-20%" in out
+    for name in ("fin-20%", "overload-503-ra", "ratelimit-429", "brownout-rst", "restart"):
+        assert name in out
     assert "middleware-only" in out
+    assert "stamina-tuned" in out
+
+
+# -- host-health scenarios ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def health_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """overload-503 (200 requests) and the quick restart (timed, 2 s), three clients, 1 round."""
+    out = tmp_path_factory.mktemp("bench-health")
+    proc = _bench(
+        out,
+        "--scenarios",
+        "overload-503,restart",
+        "--clients",
+        "resilient,hand-loop",
+        "--requests",
+        "200",
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, proc.stdout
+
+
+def test_health_scenarios_run_at_their_own_concurrency(health_run: tuple[Path, str]) -> None:
+    """Each host-health cell runs once per client at the scenario's concurrency (64)."""
+    data = _results(health_run[0])
+    cells = {(r["scenario"], r["concurrency"], r["client"]) for r in data["runs"]}
+    assert cells == {
+        (scenario, 64, client)
+        for scenario in ("overload-503", "restart")
+        for client in ("raw", "resilient", "hand-loop")
+    }
+    assert data["scenario_params"]["overload-503"]["capacity"] == 16
+
+
+def test_overload_figures_come_from_the_server(health_run: tuple[Path, str]) -> None:
+    """Overload: the server shed requests over its capacity; attempts per success are its count
+    over the client's successes."""
+    data = _results(health_run[0])
+    for run in (r for r in data["runs"] if r["scenario"] == "overload-503"):
+        assert run["issued"] == 200
+        assert run["server"]["shed"].get("capacity", 0) > 0
+        assert run["server_attempts_per_success"] == pytest.approx(
+            run["server"]["requests"] / run["ok"]
+        )
+    raw = next(r for r in data["runs"] if r["scenario"] == "overload-503" and r["client"] == "raw")
+    assert raw["success_rate"] < 1.0  # no retries: every 503 is a failure
+
+
+def test_restart_counts_posts_and_lost_requests(health_run: tuple[Path, str]) -> None:
+    """Restart: the server went away twice; POSTs are counted per method and, server side, by
+    X-Request-Id; ours never sent a POST twice."""
+    data = _results(health_run[0])
+    restart = [r for r in data["runs"] if r["scenario"] == "restart"]
+    for run in restart:
+        assert len(run["server"]["downs"]) == 2
+        assert run["posts"] > 0
+        assert run["server"]["post_requests"] > 0
+        assert run["gets_failed"] + run["posts_failed"] == run["failed"]
+        assert len(run["series"]) == 20  # 2 s in 100 ms buckets
+        assert [round(end - start, 1) for start, end in run["events"]] == [0.5, 0.5]
+    ours = next(r for r in restart if r["client"] == "resilient")
+    assert ours["posts_twice"] == 0
+    raw = next(r for r in restart if r["client"] == "raw")
+    assert raw["gets_failed"] > 0  # refused connections while the server was away
+
+
+def test_health_tables_and_targets_name_the_new_figures(health_run: tuple[Path, str]) -> None:
+    """The tables carry the amplification and restart columns; the targets name each scenario."""
+    out, stdout = health_run
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "### overload-503, concurrency 64" in summary
+    assert "| client | goodput req/s | x raw | success | srv att/ok |" in summary
+    assert "GETs failed | POSTs failed | POSTs twice |" in summary
+    assert "1 round x 200 requests per run" in summary
+    assert "1 round, timed: 2 s per run" in summary
+    targets = {t["target"]: t for t in _results(out)["targets"]}
+    twice = "restart c=64: resilient sends 0 POSTs twice (server-side, all rounds)"
+    for name in (
+        "overload-503 c=64: resilient success >= 99.90%",
+        "overload-503 c=64: resilient server attempts per success <= 1.3",
+        "overload-503 c=64: resilient goodput >= 0.9 x the server's capacity (1,600 req/s)",
+        "overload-503 c=64: resilient goodput >= every alternative",
+        "restart c=64: resilient loses 0 idempotent requests (GETs failed, all rounds)",
+        twice,
+    ):
+        assert targets[name]["verdict"] in ("held", "NOT held"), name
+        assert f"| {name} |" in summary
+        assert name in stdout
+    assert targets[twice]["verdict"] == "held"
+
+
+def test_timeline_plot(health_run: tuple[Path, str], tmp_path: Path) -> None:
+    """timeline.png shows the timed runs (needs the bench extra's matplotlib)."""
+    pytest.importorskip("matplotlib")
+    assert (health_run[0] / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not write_timeline_plot(tmp_path / "none.png", {"runs": [], "config": {}})
+
+
+def test_quick_runs_small_health_cells_with_few_clients() -> None:
+    """--quick: every host-health scenario once, at its concurrency, with the quick clients;
+    the full mode runs them with every client, three rounds."""
+    quick = _config(build_parser().parse_args(["bench", "--quick"]))
+    full = _config(build_parser().parse_args(["bench"]))
+    health = [c for c in quick.cells if c.scenario.kind != "fin"]
+    assert {c.scenario.name for c in health} == {
+        "overload-503",
+        "overload-503-ra",
+        "overload-rst",
+        "ratelimit-429-ra",
+        "ratelimit-429",
+        "ratelimit-503",
+        "brownout-rst",
+        "brownout-503",
+        "restart",
+    }
+    for cell in health:
+        assert cell.runs == 1
+        assert set(cell.clients) == set(QUICK_HEALTH_CLIENTS)
+        assert cell.concurrency == (16 if cell.scenario.kind == "ratelimit" else 64)
+    by_name = {c.scenario.name: c for c in full.cells}
+    assert by_name["brownout-rst"].scenario.outage_seconds == 3.0
+    assert by_name["restart"].scenario.down_seconds == 1.5
+    assert by_name["overload-503"].runs == 3
+    assert "stamina-tuned" in by_name["overload-503"].clients
+
+
+# -- figures computed from timestamps, and targets from summaries ----------------------------
+
+
+def test_recovery_figures() -> None:
+    """Pre-outage rate, first success after recovery, first 100 ms bucket at 90% of that rate."""
+    healthy = [i / 100 for i in range(100)]  # 100/s for 1 s
+    back = [3.05, 3.15, *[3.2 + i / 100 for i in range(100)]]  # a trickle, then 100/s again
+    got = recovery_figures(healthy + back, t0=0.0, outage_start=1.0, outage_end=3.0, run_end=5.0)
+    assert got["pre_outage_rate"] == pytest.approx(100)
+    assert got["first_success_s"] == pytest.approx(0.05)
+    assert got["full_goodput_s"] == pytest.approx(0.3)  # the bucket [3.2, 3.3) has 10
+    never = recovery_figures(healthy, t0=0.0, outage_start=1.0, outage_end=3.0, run_end=5.0)
+    assert never["first_success_s"] is None
+    assert never["full_goodput_s"] is None
+
+
+def test_series_counts_per_bucket() -> None:
+    """Successes per 100 ms from t0."""
+    assert series([10.01, 10.05, 10.15, 10.35], t0=10.0, seconds=0.4) == [2, 1, 0, 1]
+
+
+def _summary(client: str, **figures: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"scenario": "brownout-rst", "concurrency": 64, "client": client}
+    base.update(figures)
+    return base
+
+
+def test_brownout_targets_from_summaries() -> None:
+    """Outage attempts are judged against the hand loop's; a client that never came back within
+    the run fails the recovery target with that said."""
+    stat = {"median": 0.02, "min": 0.01, "max": 0.03}
+    ours = _summary(
+        "resilient",
+        outage_attempts_vs_hand_loop=stat,
+        first_success_s=None,
+        no_first_success_runs=1,
+    )
+    params = {"brownout-rst": {"kind": "brownout"}}
+    targets = evaluate_targets([ours], params)
+    assert [(t["verdict"], t["measured"]) for t in targets] == [
+        ("held", "0.020 (0.010-0.030) x"),
+        ("NOT held", "none within the run (1 round(s))"),
+    ]
 
 
 def test_unknown_client_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """A misspelt client name fails before anything runs, naming the choices."""
     assert main(["bench", "--clients", "raw,requests"]) == 2
     assert "unknown client requests" in capsys.readouterr().err
+
+
+def test_ratelimit_target_counts_requests_the_cap_cut_off() -> None:
+    """A rate-limited run cut by its time cap did not make every request succeed, even with no
+    failure: the requests it never finished count against it."""
+    ours = {
+        "scenario": "ratelimit-429-ra",
+        "concurrency": 16,
+        "client": "resilient",
+        "planned": 300,
+        "requests": 120,
+        "successes": 104,
+        "failures": 0,
+        "goodput": {"median": 69.0, "min": 69.0, "max": 69.0},
+    }
+    params = {"ratelimit-429-ra": {"kind": "ratelimit", "rate_limit": 500}}
+    targets = evaluate_targets([ours], params)
+    assert [(t["verdict"], t["measured"]) for t in targets] == [
+        ("NOT held", "0 failed, 196 not finished when the time cap cut the run, of 300"),
+        ("NOT held", "69 req/s"),
+    ]

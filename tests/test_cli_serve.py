@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -17,25 +19,40 @@ from aiohttp_resilient.testing._faults import Fault, FaultSpecError, parse_fault
 WAIT = 15
 
 
-async def test_serve_subprocess_serves_counts_and_stops_on_sigterm() -> None:
-    """First line is the URL; requests get the drawn faults; SIGTERM prints a summary, exit 0."""
+@contextlib.asynccontextmanager
+async def serving(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """``aiohttp-resilient serve ARGS`` in a subprocess: yields it and its first line; killed on
+    the way out if it is still running."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "aiohttp_resilient._cli",
         "serve",
-        "--fault",
-        "503:retry-after=2=50%",
-        "--seed",
-        "1",
-        "--stats-interval",
-        "0.05",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
-        first = (await asyncio.wait_for(proc.stdout.readline(), WAIT)).decode()
+        yield proc, (await asyncio.wait_for(proc.stdout.readline(), WAIT)).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def terminate(proc: asyncio.subprocess.Process) -> list[str]:
+    """SIGTERM, then the rest of stdout as lines; the exit status must be 0."""
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode == 0, err.decode()
+    return out.decode().splitlines()
+
+
+async def test_serve_subprocess_serves_counts_and_stops_on_sigterm() -> None:
+    """First line is the URL; requests get the drawn faults; SIGTERM prints a summary, exit 0."""
+    args = ("--fault", "503:retry-after=2=50%", "--seed", "1", "--stats-interval", "0.05")
+    async with serving(*args) as (proc, first):
         match = re.fullmatch(r"serving on (http://127\.0\.0\.1:\d+)\n", first)
         assert match, first
         statuses = []
@@ -46,14 +63,7 @@ async def test_serve_subprocess_serves_counts_and_stops_on_sigterm() -> None:
                     if resp.status == 503:
                         assert resp.headers["Retry-After"] == "2"
         assert set(statuses) == {200, 503}
-        proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(proc.communicate(), WAIT)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
+        lines = await terminate(proc)
     assert lines[0] == "fault seed: 1"
     summary = lines[-1]
     assert summary.startswith("summary: ")
@@ -64,24 +74,8 @@ async def test_serve_subprocess_serves_counts_and_stops_on_sigterm() -> None:
 async def test_serve_outage_exempt_path_and_request_ids() -> None:
     """--outage from the start with a computed Retry-After; --exempt-path is served; ids that
     arrive twice are counted."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiohttp_resilient._cli",
-        "serve",
-        "--outage",
-        "0:30:503",
-        "--compute-retry-after",
-        "--exempt-path",
-        "/h",
-        "--request-id-header",
-        "X-Id",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        first = (await asyncio.wait_for(proc.stdout.readline(), WAIT)).decode()
+    args = ("--outage", "0:30:503", "--compute-retry-after", "--exempt-path", "/h")
+    async with serving(*args, "--request-id-header", "X-Id") as (proc, first):
         url = first.split()[-1]
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             async with session.get(url + "/x") as resp:
@@ -90,14 +84,7 @@ async def test_serve_outage_exempt_path_and_request_ids() -> None:
             for _ in range(2):
                 async with session.post(url + "/h", data=b"x", headers={"X-Id": "1"}) as resp:
                     assert resp.status == 200
-        proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(proc.communicate(), WAIT)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()
-    summary = out.decode().splitlines()[-1]
+        summary = (await terminate(proc))[-1]
     assert "requests=3 " in summary
     assert "shed:outage=1" in summary
     assert summary.endswith("ids_twice=1")

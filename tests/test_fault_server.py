@@ -33,6 +33,16 @@ def actions(server: FaultServer) -> list[str]:
     return [r.action for r in server.records]
 
 
+async def exchange(server: FaultServer, data: bytes) -> bytes:
+    """Write raw bytes on a fresh connection and read until the server closes it (5 s bound)."""
+    reader, writer = await asyncio.open_connection(server.url.host, server.url.port)
+    writer.write(data)
+    received = await asyncio.wait_for(reader.read(), 5)  # read() to EOF: the server closed
+    writer.close()
+    await writer.wait_closed()
+    return received
+
+
 def has_ipv6_loopback() -> bool:
     if not socket.has_ipv6:
         return False
@@ -372,11 +382,7 @@ async def test_stop_and_start_listening_on_the_same_port() -> None:
 async def test_client_connection_close_is_honoured() -> None:
     """A client's Connection: close gets the header back and a closed connection."""
     async with FaultServer() as server:
-        reader, writer = await asyncio.open_connection(server.url.host, server.url.port)
-        writer.write(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = await asyncio.wait_for(reader.read(), 5)  # read() to EOF: the server closed
-        writer.close()
-        await writer.wait_closed()
+        data = await exchange(server, b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"Connection: close\r\n" in data
     assert data.endswith(b"\r\n\r\nok")
@@ -386,14 +392,11 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
     """Two requests in one write, the first slow (drip): two responses, in order."""
     async with FaultServer() as server:
         server.script("/1", [Fault.drip(b"first", chunk=2, interval=0.01)])
-        reader, writer = await asyncio.open_connection(server.url.host, server.url.port)
-        writer.write(
+        data = await exchange(
+            server,
             b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"
+            b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
         )
-        data = await asyncio.wait_for(reader.read(), 5)
-        writer.close()
-        await writer.wait_closed()
     assert data.count(b"HTTP/1.1 200 OK") == 2
     assert data.index(b"first") < data.rindex(b"ok")
     assert [(r.path, r.seq_on_conn, r.body) for r in server.records] == [
@@ -405,11 +408,7 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
 async def test_malformed_request_gets_400() -> None:
     """Garbage instead of a request line: 400 and close."""
     async with FaultServer() as server:
-        reader, writer = await asyncio.open_connection(server.url.host, server.url.port)
-        writer.write(b"NONSENSE\r\n\r\n")
-        data = await asyncio.wait_for(reader.read(), 5)
-        writer.close()
-        await writer.wait_closed()
+        data = await exchange(server, b"NONSENSE\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert server.count() == 0
 
@@ -513,14 +512,11 @@ async def test_service_time_delays_ok_but_not_other_faults() -> None:
 async def test_held_response_keeps_pipelined_requests_in_order() -> None:
     """A request pipelined behind a held one is answered after it, on the same connection."""
     async with FaultServer(service_time=0.05) as server:
-        reader, writer = await asyncio.open_connection(server.url.host, server.url.port)
-        writer.write(
+        data = await exchange(
+            server,
             b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"GET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            b"GET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
-        data = await asyncio.wait_for(reader.read(), 5)
-        writer.close()
-        await writer.wait_closed()
     assert data.count(b"HTTP/1.1 200 OK") == 2
     assert [(r.path, r.action) for r in server.records] == [("/1", "ok"), ("/2", "ok")]
 

@@ -3,7 +3,8 @@
 Private: the command line is the interface. The server (a :class:`FaultServer` on loopback) runs in
 one process pinned to CPU 0, each client run in a fresh process pinned to CPU 1; the parent runs
 the clients interleaved in a shuffled order per round, repeats runs that lost CPU to steal, and
-writes ``results.json`` (every figure), ``summary.md`` and ``plot.png`` to ``--out``.
+writes ``results.json`` (every figure), ``summary.md``, ``plot.png`` and ``timeline.png`` to
+``--out``.
 """
 
 from __future__ import annotations
@@ -21,15 +22,30 @@ from ._report import (
     terminal_tables,
     write_json,
     write_plot,
+    write_timeline_plot,
 )
-from ._runner import BenchConfig, aggregate, available_clients, run_suite
-from ._scenarios import FULL_CELLS, QUICK_CELLS, SCENARIOS
+from ._runner import BenchConfig, Cell, aggregate, available_clients, run_suite
+from ._scenarios import (
+    FAULT_CELLS,
+    HEALTH_KINDS,
+    QUICK_FAULT_CELLS,
+    SCENARIOS,
+    Scenario,
+    scenarios,
+)
 
 __all__ = ["add_parser", "run"]
 
-#: (runs, requests per run, time cap per run in seconds) of each mode.
+#: (rounds, requests per run, time cap per run in seconds) of each mode, for the per-request
+#: fault scenarios; the host-health scenarios carry their own sizes (see ``_scenarios``).
 QUICK = (3, 1000, 1.0)
 FULL = (3, 3000, 4.0)
+#: ``--quick`` runs each host-health cell once, with these clients only: a timed run costs
+#: seconds, not milliseconds. Ours, the naive loop that retries at once, and the two backing-off
+#: alternatives whose waits differ most (backoff draws full jitter as ours does; stamina adds
+#: its jitter to the exponential wait).
+QUICK_HEALTH_RUNS = 1
+QUICK_HEALTH_CLIENTS = ("raw", "resilient", "hand-loop", "stamina-tuned", "backoff-tuned")
 
 
 def _positive_int(text: str) -> int:
@@ -69,18 +85,21 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``bench`` subcommand to the ``aiohttp-resilient`` parser."""
     bench = commands.add_parser(
         "bench",
-        help="benchmark aiohttp clients under injected disconnects, against the alternatives",
+        help="benchmark aiohttp clients under injected faults and sick hosts, against the "
+        "alternatives",
         description=(
             "Run raw aiohttp, aiohttp-resilient and the alternatives (aiohttp-retry, backoff, "
-            "tenacity, a hand-written loop) against the project's fault server on loopback, "
-            "interleaved, and write results.json, summary.md and plot.png to --out. "
-            "Server pinned to CPU 0, clients to CPU 1."
+            "tenacity, stamina, a hand-written loop) against the project's fault server on "
+            "loopback, interleaved, and write results.json, summary.md, plot.png and "
+            "timeline.png to --out. Server pinned to CPU 0, clients to CPU 1."
         ),
     )
     bench.add_argument(
         "--quick",
         action="store_true",
-        help=f"FIN 0%% and 20%% at concurrency 16 only, {QUICK[1]} requests x {QUICK[0]} rounds",
+        help=f"FIN 0%% and 20%% at concurrency 16, {QUICK[1]} requests x {QUICK[0]} rounds; "
+        f"small versions of the host-health scenarios, 1 round, clients "
+        f"{', '.join(QUICK_HEALTH_CLIENTS)} (unless --clients)",
     )
     bench.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="output folder (bench-results)"
@@ -96,7 +115,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--concurrency",
         type=lambda t: [_positive_int(x) for x in t.split(",")],
         metavar="N,M",
-        help="concurrencies for --scenarios (16,64,256 with --scenarios; else the mode's)",
+        help="concurrencies: with --scenarios, of every one named (default: a host-health "
+        "scenario's own, else 16,64,256); without, of the per-request fault cells",
     )
     bench.add_argument(
         "--clients",
@@ -104,35 +124,83 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="A,B",
         help=f"clients, comma-separated (all): {', '.join(c.name for c in CLIENTS)}",
     )
-    bench.add_argument("--runs", type=_positive_int, help="rounds per cell (3)")
-    bench.add_argument("--requests", type=_positive_int, help="logical requests per run")
     bench.add_argument(
-        "--time-cap", type=_positive_float, metavar="SECONDS", help="cancel a run after this long"
+        "--runs", type=_positive_int, help="rounds per cell (3; 1 for --quick's host-health cells)"
+    )
+    bench.add_argument(
+        "--requests",
+        type=_positive_int,
+        help="logical requests per run (count-based scenarios; brownout and restart are timed)",
+    )
+    bench.add_argument(
+        "--time-cap",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="cancel a count-based run after this long",
     )
     bench.add_argument("--seed", type=int, default=1, help="seed of faults and client order (1)")
-    bench.add_argument("--no-plot", action="store_true", help="do not write plot.png")
+    bench.add_argument(
+        "--no-plot", action="store_true", help="do not write plot.png and timeline.png"
+    )
     bench.set_defaults(parser=bench)
 
 
 def _config(args: argparse.Namespace) -> BenchConfig:
-    runs, requests, cap = QUICK if args.quick else FULL
+    quick: bool = args.quick
+    runs, requests, cap = QUICK if quick else FULL
+    table = scenarios(quick=quick)
+    pairs: list[tuple[str, int]]
     if args.scenarios:
-        concurrencies = args.concurrency or ([16] if args.quick else [16, 64, 256])
-        cells = tuple((s, c) for c in concurrencies for s in args.scenarios)
+        sweep = [16] if quick else [16, 64, 256]
+        pairs = []
+        for name in args.scenarios:
+            own = table[name].concurrency
+            chosen = args.concurrency or ([own] if own is not None else sweep)
+            pairs.extend((name, c) for c in chosen)
     else:
-        cells = QUICK_CELLS if args.quick else FULL_CELLS
+        pairs = list(QUICK_FAULT_CELLS if quick else FAULT_CELLS)
         if args.concurrency:
-            cells = tuple(dict.fromkeys((s, c) for s, _ in cells for c in args.concurrency))
-    clients = args.clients or [c.name for c in CLIENTS]
+            pairs = [(s, c) for s, _ in pairs for c in args.concurrency]
+        # Host-health scenarios are defined at their own concurrency: --concurrency leaves them.
+        pairs += [(s.name, s.concurrency or 64) for s in table.values() if s.kind in HEALTH_KINDS]
+    clients = list(args.clients or [c.name for c in CLIENTS])
     if "raw" not in clients:
         clients = ["raw", *clients]  # the baseline of every ratio
-    return BenchConfig(
-        cells=cells,
+    cells = [
+        _cell(table[name], c, clients, args, quick=quick, mode=(runs, requests, cap))
+        for name, c in dict.fromkeys(pairs)
+    ]
+    return BenchConfig(cells=tuple(cells), seed=args.seed, quick=quick)
+
+
+def _cell(
+    scenario: Scenario,
+    concurrency: int,
+    clients: list[str],
+    args: argparse.Namespace,
+    *,
+    quick: bool,
+    mode: tuple[int, int, float],
+) -> Cell:
+    runs, requests, cap = mode
+    health = scenario.kind in HEALTH_KINDS
+    if quick and health:
+        runs = QUICK_HEALTH_RUNS
+        if not args.clients:
+            clients = [name for name in clients if name in QUICK_HEALTH_CLIENTS]
+    if scenario.run_seconds is not None:
+        # Timed: the run lasts run_seconds; what is still in flight gets the grace time.
+        requests, cap = 0, scenario.run_seconds + scenario.grace
+    else:
+        requests = args.requests or scenario.requests or requests
+        cap = args.time_cap or scenario.time_cap or cap
+    return Cell(
+        scenario=scenario,
+        concurrency=concurrency,
         clients=tuple(clients),
         runs=args.runs or runs,
-        requests=args.requests or requests,
-        time_cap=args.time_cap or cap,
-        seed=args.seed,
+        requests=requests,
+        time_cap=cap,
     )
 
 
@@ -143,9 +211,11 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     err = sys.stderr
+    planned = sum(
+        cell.runs * sum(1 for name in cell.clients if name not in skipped) for cell in config.cells
+    )
     print(
-        f"aiohttp-resilient bench: {len(config.cells)} cell(s) x {config.runs} round(s) x "
-        f"{len(config.clients) - len(skipped)} client(s), {config.requests} requests per run; "
+        f"aiohttp-resilient bench: {len(config.cells)} cell(s), {planned} client run(s); "
         f"writing to {out}/",
         file=err,
         flush=True,
@@ -160,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         )
     raw = run_suite(config, lambda line: print(line, file=err, flush=True))
     summaries = aggregate(raw)
-    targets = evaluate_targets(summaries)
+    targets = evaluate_targets(summaries, raw["scenario_params"])
     write_json(out / "results.json", raw, summaries, targets)
     for failure in raw["failures"]:
         print(f"failed run: {failure['scenario']} c={failure['concurrency']}: {failure['error']}")
@@ -178,7 +248,10 @@ def run(args: argparse.Namespace) -> int:
             '(pip install "aiohttp-resilient[bench]")',
             file=err,
         )
-    elif write_plot(out / "plot.png", summaries):
-        written.append("plot.png")
+    else:
+        if write_plot(out / "plot.png", summaries):
+            written.append("plot.png")
+        if write_timeline_plot(out / "timeline.png", raw):
+            written.append("timeline.png")
     print(f"\nwrote {', '.join(str(out / name) for name in written)}")
     return 1 if raw["failures"] else 0

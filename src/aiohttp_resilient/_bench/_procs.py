@@ -3,6 +3,11 @@
 The server process lives for the whole suite and starts a fresh :class:`FaultServer` per run, so
 its counts are that run's alone. Each run gets a fresh client process, so that its peak memory
 is its own. Both talk to the parent over a :func:`multiprocessing.Pipe`.
+
+Timed scenarios (an outage, restarts) follow a timeline that starts when the client's measured
+run does: the client sends ``("started", t0)`` after its warm-up, the parent passes it on to the
+server as ``("go", t0)``, and the server schedules the events at ``t0 + offset``. ``t0`` is a
+:func:`time.monotonic` value, the same clock in every process on Linux.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
@@ -40,6 +47,8 @@ WARM_PATH: Final = "/w"
 WARMUP_REQUESTS: Final = 200
 #: The measured path.
 BENCH_PATH: Final = "/b"
+#: The header that carries each POST's unique id, counted by the server to find repeats.
+REQUEST_ID_HEADER: Final = "X-Request-Id"
 #: Clients whose ``on_retry`` hook counts retries only.
 _HOOK_COUNTED: Final = frozenset({"resilient", "middleware-only", "decorator"})
 
@@ -95,6 +104,68 @@ def _burst_script(scenario: Scenario, requests: int) -> list[Fault]:
     return cycle * (requests * 2 // scenario.burst_every + 1)
 
 
+def _make_server(scenario: Scenario, seed: int, requests: int) -> FaultServer:
+    """A fresh server for one run of ``scenario``; only the warm-up path is never faulted."""
+    options: dict[str, Any] = {}
+    if scenario.kind == "overload":
+        options.update(
+            capacity=scenario.capacity,
+            service_time=scenario.service_time,
+            over_capacity=scenario.refusal,
+        )
+    elif scenario.kind == "ratelimit":
+        options.update(rate_limit=scenario.rate_limit, over_rate=scenario.refusal)
+    elif scenario.service_time:
+        options.update(service_time=scenario.service_time)
+    server = FaultServer(
+        record=False,
+        max_requests_per_conn=scenario.max_requests_per_conn,
+        compute_retry_after=scenario.compute_retry_after,
+        exempt_paths=(WARM_PATH,),
+        request_id_header=REQUEST_ID_HEADER if scenario.post_every else None,
+        **options,
+    )
+    weights = _weights(scenario)
+    if weights:
+        server.random(BENCH_PATH, weights, seed=seed)
+    if scenario.burst:
+        server.script(BENCH_PATH, _burst_script(scenario, requests))
+    return server
+
+
+async def _timeline(
+    server: FaultServer, scenario: Scenario, t0: float, downs: list[list[float]]
+) -> None:
+    """The scenario's events, at their offsets from the client's ``t0``."""
+    if scenario.outage_seconds:
+        assert scenario.refusal is not None
+        server.outage(scenario.outage_seconds, scenario.refusal, at=t0 + scenario.outage_at)
+    for offset in scenario.restarts:
+        await asyncio.sleep(max(0.0, t0 + offset - time.monotonic()))
+        went = time.monotonic()
+        await server.restart(down=scenario.down_seconds)
+        downs.append([went, time.monotonic()])
+
+
+def _counts(server: FaultServer, downs: list[list[float]]) -> dict[str, Any]:
+    ids = server.duplicate_ids
+    return {
+        "requests": server.count(BENCH_PATH),
+        "warmup_requests": server.count(WARM_PATH),
+        "post_requests": server.count(BENCH_PATH, method="POST"),
+        "connections": server.connections_opened,
+        "actions": dict(server.action_counts),
+        "shed": dict(server.shed_counts),
+        "outages": [
+            {"start": o.start, "end": o.end, "requests": o.requests} for o in server.outages
+        ],
+        "downs": downs,
+        # Distinct POSTs that arrived more than once, and the extra arrivals they made.
+        "posts_twice": len(ids),
+        "post_repeats": sum(n - 1 for n in ids.values()),
+    }
+
+
 async def _serve(conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -107,37 +178,41 @@ async def _serve(conn: Connection) -> None:
 
     loop.add_reader(conn.fileno(), readable)
     server: FaultServer | None = None
+    scenario: Scenario | None = None
+    timeline: asyncio.Task[None] | None = None
+    downs: list[list[float]] = []
     try:
         while True:
             command = await inbox.get()
             if command[0] == "start":
-                scenario: Scenario = command[1]
-                server = FaultServer(
-                    record=False, max_requests_per_conn=scenario.max_requests_per_conn
-                )
-                weights = _weights(scenario)
-                if weights:
-                    server.random(BENCH_PATH, weights, seed=command[2])
-                if scenario.burst:
-                    server.script(BENCH_PATH, _burst_script(scenario, command[3]))
+                scenario = command[1]
+                server = _make_server(command[1], command[2], command[3])
+                downs = []
                 await server.start_listening()
                 conn.send(("url", str(server.url)))
+            elif command[0] == "go":
+                # No answer: the parent sends it while it waits for the client.
+                if server is not None and scenario is not None and timeline is None:
+                    timeline = asyncio.create_task(_timeline(server, scenario, command[1], downs))
             elif command[0] == "stop":
                 counts: dict[str, Any] = {}
+                if timeline is not None:
+                    timeline.cancel()  # a no-op when it has ended
+                    [outcome] = await asyncio.gather(timeline, return_exceptions=True)
+                    if isinstance(outcome, Exception):
+                        counts["error"] = f"the server's timeline failed: {outcome!r}"
+                    timeline = None
                 if server is not None:
                     await server.stop_listening()
-                    counts = {
-                        "requests": server.count(BENCH_PATH),
-                        "warmup_requests": server.count(WARM_PATH),
-                        "connections": server.connections_opened,
-                        "actions": dict(server.action_counts),
-                    }
+                    counts.update(_counts(server, downs))
                     server = None
                 conn.send(("counts", counts))
             else:
                 return
     finally:
         loop.remove_reader(conn.fileno())
+        if timeline is not None:
+            timeline.cancel()
         if server is not None:
             await server.stop_listening()
 
@@ -153,13 +228,26 @@ def server_main(conn: Connection) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """What one client process does."""
+    """What one client process does.
+
+    Attributes:
+        client: The client's name (see ``CLIENTS``).
+        url: The server's base URL.
+        concurrency: Workers, each with one logical request in flight at a time.
+        requests: Logical requests of a count-based run.
+        time_cap: Seconds after which requests still unfinished are cancelled.
+        run_seconds: A timed run: workers start requests for this long (``requests`` is not
+            used), and the time of each success is kept.
+        post_every: Every Nth logical request is a POST with a unique ``X-Request-Id`` (0: none).
+    """
 
     client: str
     url: str
     concurrency: int
     requests: int
     time_cap: float
+    run_seconds: float | None = None
+    post_every: int = 0
 
 
 def _reset_peak_rss() -> bool:
@@ -196,7 +284,7 @@ def _quantile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[index]
 
 
-async def _drive(spec: RunSpec) -> dict[str, Any]:
+async def _drive(spec: RunSpec, started: Callable[[float], None]) -> dict[str, Any]:
     client_spec = next(c for c in CLIENTS if c.name == spec.client)
     client = await client_spec.build(spec.concurrency)
     url = spec.url + BENCH_PATH
@@ -211,7 +299,7 @@ async def _drive(spec: RunSpec) -> dict[str, Any]:
             while warm_left > 0:
                 warm_left -= 1
                 with contextlib.suppress(Exception):
-                    await client.fetch(warm_url)
+                    await client.fetch(warm_url, "GET", None)
 
         await asyncio.gather(*(warm() for _ in range(spec.concurrency)))
         if client.attempts is not None:
@@ -219,21 +307,39 @@ async def _drive(spec: RunSpec) -> dict[str, Any]:
         gc.collect()
         peak_reset = _reset_peak_rss()
         issued = ok = failed = 0
+        posts = posts_failed = 0
         errors: dict[str, int] = {}
         latencies: list[float] = []
+        # Timed runs keep when each success completed (the recovery figures need them).
+        successes: list[float] = []
+        timed = spec.run_seconds is not None
+        limit = sys.maxsize if timed else spec.requests
+        post_every = spec.post_every
         fetch = client.fetch
-        clock = time.perf_counter
+        # monotonic, not perf_counter: the server's outage times are on this clock.
+        clock = time.monotonic
         last = start = clock()
+        # `last` is the latest completion: a worker stops starting requests once it passes this.
+        stop_at = start + spec.run_seconds if spec.run_seconds is not None else float("inf")
+        started(start)
 
         async def worker() -> None:
-            nonlocal issued, ok, failed, last
-            while issued < spec.requests:
+            nonlocal issued, ok, failed, last, posts, posts_failed
+            while issued < limit and last < stop_at:
                 issued += 1
+                method = "GET"
+                headers = None
+                if post_every and issued % post_every == 0:
+                    method = "POST"
+                    headers = {REQUEST_ID_HEADER: str(issued)}
+                    posts += 1
                 began = clock()
                 try:
-                    await fetch(url)
+                    await fetch(url, method, headers)
                 except Exception as exc:
                     failed += 1
+                    if method == "POST":
+                        posts_failed += 1
                     name = type(exc).__name__
                     errors[name] = errors.get(name, 0) + 1
                     last = clock()
@@ -241,6 +347,8 @@ async def _drive(spec: RunSpec) -> dict[str, Any]:
                     last = clock()
                     ok += 1
                     latencies.append(last - began)
+                    if timed:
+                        successes.append(last)
 
         cpu0 = time.process_time()
         tasks = [asyncio.create_task(worker()) for _ in range(spec.concurrency)]
@@ -250,7 +358,10 @@ async def _drive(spec: RunSpec) -> dict[str, Any]:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         cpu = time.process_time() - cpu0
-        elapsed = (start + spec.time_cap if capped else last) - start
+        if spec.run_seconds is not None:
+            elapsed = spec.run_seconds
+        else:
+            elapsed = (start + spec.time_cap if capped else last) - start
         library_attempts = client.attempts
     finally:
         await client.close()
@@ -258,7 +369,9 @@ async def _drive(spec: RunSpec) -> dict[str, Any]:
     completed = ok + failed
     if spec.client in _HOOK_COUNTED and library_attempts is not None:
         library_attempts += completed  # their hook counts the retries; add the first attempts
-    return {
+    result: dict[str, Any] = {
+        # Count-based runs: the requests the run was to make (a capped run issues fewer).
+        "planned": None if timed else spec.requests,
         "issued": issued,
         "ok": ok,
         "failed": failed,
@@ -273,18 +386,36 @@ async def _drive(spec: RunSpec) -> dict[str, Any]:
         "errors": errors,
         "peak_rss_mib": _peak_rss_mib(),
         "peak_rss_reset": peak_reset,
+        "t0": start,
     }
+    if timed:
+        # Goodput of a timed run: the successes within it (those in the grace time count for
+        # the success rate only).
+        result["ok_in_run"] = sum(1 for t in successes if t <= stop_at)
+        result["successes"] = successes
+    if post_every:
+        result["posts"] = posts
+        result["posts_failed"] = posts_failed
+        result["gets_failed"] = failed - posts_failed
+    return result
 
 
 def client_main(conn: Connection, spec: RunSpec) -> None:
-    """Entry of a client process: run ``spec``, send the figures (or the error) back."""
+    """Entry of a client process: run ``spec``, send the figures (or the error) back.
+
+    Before the measured run starts it sends ``("started", t0)``, so that the parent can start
+    the server's timeline.
+    """
     pin(CLIENT_CPU)
     # A forked child inherits the parent's filters (pytest's "error" among them); here a
     # third-party deprecation must not abort a measurement: show it once instead.
     warnings.resetwarnings()
     warnings.simplefilter("default")
+    # No client logs: the alternatives run without (backoff's logger=None, stamina's hooks
+    # off), and a sick host makes ours log a give-up per failed request to stderr.
+    logging.disable(logging.CRITICAL)
     try:
-        result: Any = ("ok", asyncio.run(_drive(spec)))
+        result: Any = ("ok", asyncio.run(_drive(spec, lambda t0: conn.send(("started", t0)))))
     except Exception as exc:  # reported by the parent, with the client's name
         result = ("error", f"{type(exc).__name__}: {exc}")
     conn.send(result)

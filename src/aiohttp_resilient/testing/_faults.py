@@ -48,13 +48,18 @@ def _check_headers(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], 
     return items
 
 
-def _check_number(field: str, value: float, *, minimum: float, integer: bool = False) -> None:
+def _check_number(
+    field: str, value: float, *, minimum: float, integer: bool = False, strict: bool = False
+) -> None:
+    """Raise ValueError naming ``field`` unless ``value`` is a finite number >= ``minimum``
+    (> with ``strict``). Also used by the server's options."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{field} must be a number, got {value!r}")
     if integer and not isinstance(value, int):
         raise ValueError(f"{field} must be an integer, got {value!r}")
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{field} must be a finite number >= {minimum}, got {value!r}")
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{field} must be a finite number {relation} {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

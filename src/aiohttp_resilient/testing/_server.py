@@ -30,7 +30,7 @@ from typing import Literal
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ._faults import Fault
+from ._faults import Fault, _check_number
 
 __all__ = ["FaultServer", "Outage", "RecordedRequest"]
 
@@ -117,19 +117,6 @@ class Outage:
     def seconds(self) -> float:
         """How long the outage lasts."""
         return self.end - self.start
-
-
-def _check_number(
-    field: str, value: float, *, minimum: float, strict: bool = False, integer: bool = False
-) -> None:
-    """Raise ValueError naming ``field`` unless ``value`` is a finite number >= (>) minimum."""
-    number = (
-        isinstance(value, int) if integer else isinstance(value, (int, float))
-    ) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        relation = ">" if strict else ">="
-        kind = "an integer" if integer else "a finite number"
-        raise ValueError(f"{field} must be {kind} {relation} {minimum:g}, got {value!r}")
 
 
 class _RandomRule:
@@ -314,9 +301,7 @@ class FaultServer:
         # admitted requests, and how far ahead of schedule the burst lets a client run.
         self._tat = 0.0
         self._interval = 0.0 if rate_limit is None else 1.0 / rate_limit
-        self._tolerance = 0.0
-        if rate_limit is not None and self.rate_burst is not None:
-            self._tolerance = (self.rate_burst - 1) * self._interval
+        self._tolerance = 0.0 if self.rate_burst is None else (self.rate_burst - 1) * self._interval
         # Faults with a computed Retry-After, made once per (fault, seconds).
         self._with_seconds: dict[tuple[Fault, int], Fault] = {}
         self._counts: dict[tuple[str, str], int] = {}
@@ -614,8 +599,8 @@ class FaultServer:
         """Close the listening socket and every open connection.
 
         New connection attempts are refused until :meth:`start_listening`. Responses in progress
-        (held for ``service_time``, hanging, dripping) are never finished: their requests are
-        recorded as ``"aborted"``.
+        (held for ``service_time``, hanging, dripping) are never finished; a request whose
+        response was still held is recorded as ``"aborted"``.
 
         Args:
             abort: Drop every connection at once, as the kernel does when the server process is
