@@ -37,9 +37,10 @@ class BreakerPolicy:
         min_failure_span: Those failures must have lasted this many seconds since the host's
             last success. A loaded host rejects bursts while it still serves others: that is the
             adaptive limit's to handle; a host that failed everything for 0.1 s is down.
-        failure_ratio: The share of failed calls in the window that opens it; ``None`` for no
-            ratio rule. High (0.9): a host that still serves one call in ten is slowed by the
-            budget and the adaptive limit, not cut off.
+        failure_ratio: The share of failed calls in the window that opens it, once calls came
+            in at least half the window (a sustained ratio, not a burst); ``None`` for no ratio
+            rule. High (0.9): a host that still serves one call in ten is slowed by the budget
+            and the adaptive limit, not cut off.
         minimum_calls: Calls the window must hold before the ratio counts (Polly: 100,
             resilience4j: 100; lower, for a crawler's few calls per host).
         window: Seconds of the ratio's window (Polly: 30; 10 here, as the retry budget).
@@ -183,7 +184,11 @@ class BreakerState:
         if ratio is None:
             return False
         calls = sum(self._calls)
-        return calls >= self._policy.minimum_calls and sum(self._failures) >= ratio * calls
+        if calls < self._policy.minimum_calls or sum(self._failures) < ratio * calls:
+            return False
+        # Sustained: calls in at least half the window's buckets. A burst of fast refusals
+        # from a host that is also serving (overload) fills a bucket in milliseconds.
+        return sum(1 for n in self._calls if n) >= BUCKETS // 2
 
     def _open(self, now: float, retry_after: float | None) -> CircuitState:
         policy = self._policy

@@ -115,6 +115,11 @@ class BudgetState:
         self._advance(now)
         return max(0.0, sum(self._spent))
 
+    def past_immediate(self, now: float) -> bool:
+        """Whether retries no longer go at once: failed retries have spent the immediate
+        share (the host's failures are not independent)."""
+        return self.spent(now) >= self._policy.immediate_share * self.allowance(now)
+
     def withdraw(self, now: float) -> Tier:
         """Charge a retry if the budget allows one, and say at which tier."""
         allowance = self.allowance(now)

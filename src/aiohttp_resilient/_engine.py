@@ -59,6 +59,7 @@ class RetryRun:
         "_url_source",
         "_waits",
         "circuit_since",
+        "stale_used",
     )
 
     def __init__(
@@ -88,6 +89,8 @@ class RetryRun:
         self._forgiven = 0
         #: When this call first waited for an open circuit (its patience counts from there).
         self.circuit_since: float | None = None
+        #: Whether a failure already passed for the stale keep-alive race.
+        self.stale_used = False
 
     @property
     def history(self) -> tuple[Attempt, ...]:
@@ -103,6 +106,17 @@ class RetryRun:
         if self._policy.deadline is None:
             return None
         return self._started + self._policy.deadline - self._clock()
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The policy this call follows."""
+        return self._policy
+
+    @property
+    def forgiven(self) -> int:
+        """Attempts that did not count against the policy's (circuit open, refused
+        connection, sent over a limit since cut)."""
+        return self._forgiven
 
     def attempts_left(self, number: int) -> bool:
         """Whether the policy allows an attempt after attempt ``number``."""

@@ -173,7 +173,18 @@ class HostClaim:
     probe, when it went. End it exactly once with :meth:`end` (then, for a response handed to
     the caller, :meth:`hand_over`) or :meth:`abandon`."""
 
-    __slots__ = ("_health", "_record", "charged", "in_flight", "key", "probe", "slot", "started")
+    __slots__ = (
+        "_health",
+        "_record",
+        "charged",
+        "cuts",
+        "epoch",
+        "in_flight",
+        "key",
+        "probe",
+        "slot",
+        "started",
+    )
 
     def __init__(
         self,
@@ -196,6 +207,16 @@ class HostClaim:
         self.charged = charged
         limiter = health.limiter
         self.in_flight = limiter.in_flight(key) if slot and limiter is not None else 0
+        limit = record.limit
+        self.epoch = 0 if limit is None else limit.epoch
+        self.cuts = 0 if limit is None else limit.cuts
+
+    def congested(self) -> bool:
+        """Whether the host's adaptive limit holds it below its cap (it was cut for
+        congestion), or was cut since this attempt went: a refusal then says the client sent
+        too much, and the attempt belongs back in the host's queue."""
+        limit = self._record.limit
+        return limit is not None and (limit.cuts != self.cuts or limit.limit < limit.ceiling)
 
     def is_stale_race(self, now: float) -> bool:
         """Whether a failure now, on a reused connection, came too early for the server to
@@ -509,6 +530,14 @@ class HostHealth:
             return Advice.NOW if may_go_at_once else Advice.BACKOFF
         tier = budget.withdraw(now)
         if tier is Tier.REFUSED:
+            limit = record.limit
+            if limit is not None and limit.limit > limit.min_limit:
+                # A spent budget with an adaptive limit to shape the host's load: its failing
+                # retries mark the host's drops as congestion, the limit comes down, and the
+                # retry backs off and queues under it instead of failing the call. Only where
+                # nothing is left to shape is the retry refused.
+                record.retries += 1
+                return Advice.BACKOFF
             record.refused += 1
             return Advice.REFUSED
         record.retries += 1
@@ -555,15 +584,20 @@ class HostHealth:
                     self._notify(key, record, old, new, retry_in)
                 elif new is CircuitState.OPEN:  # a failed probe: the break starts again
                     self._wake(record)
-        dropped = (
-            signal is Signal.DROPPED or signal is Signal.UNAVAILABLE or (signal is Signal.THROTTLED)
-        )
+        dropped = signal is Signal.DROPPED
+        throttled = signal is Signal.UNAVAILABLE or signal is Signal.THROTTLED
         limit = record.limit
         if (
             limit is not None
-            and (dropped or signal is Signal.SERVED)
+            and (dropped or throttled or signal is Signal.SERVED)
             and claim.slot
-            and limit.sample(dropped, claim.in_flight)
+            and limit.sample(
+                dropped,
+                throttled,
+                claim.in_flight,
+                claim.epoch,
+                dropped and record.budget is not None and record.budget.past_immediate(now),
+            )
         ):
             assert self.limiter is not None
             self.limiter.set_limit(key, limit.limit)

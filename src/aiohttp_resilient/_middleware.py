@@ -18,7 +18,15 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 from ._breaker import CircuitState
 from ._classify import Signal, Verdict, classify, signal_of_error, signal_of_status
 from ._connector import last_connection_reused
-from ._engine import REASON_STALE, Clock, RetryRun, Sleep, deadline_timer, logger, timer_expired
+from ._engine import (
+    REASON_STALE,
+    Clock,
+    RetryRun,
+    Sleep,
+    deadline_timer,
+    logger,
+    timer_expired,
+)
 from ._events import Attempt, RetryHook, describe_error
 from ._exceptions import BodyNotReplayableError, CircuitOpenError, RetriesExhaustedError
 from ._health import Advice, HealthPolicy, HostClaim, HostHealth, WaitExpiredError, format_host
@@ -42,6 +50,10 @@ _STALE_ERRORS: Final = (
     aiohttp.ClientOSError,
     aiohttp.ClientConnectionResetError,
 )
+
+# Answers that say "too many": under a congested host's lowered limit, their attempts are
+# queued again without counting.
+_CONGESTION_STATUSES: Final = frozenset({429, 503})
 
 _policy_override: ContextVar[RetryPolicy | None] = ContextVar(
     "aiohttp_resilient_policy_override", default=None
@@ -251,7 +263,13 @@ class RetryMiddleware:
                     if run is None:
                         run = self._new_run(policy, req, started)
                     delay, reason, charged = await self._decide(
-                        run, key, attempt, now, at_once=False, retry_after=retry_after
+                        run,
+                        key,
+                        attempt,
+                        now,
+                        at_once=False,
+                        requeue=status in _CONGESTION_STATUSES and claim.congested(),
+                        retry_after=retry_after,
                     )
                     if delay is None:
                         gave_up = await run.give_up(attempt, reason, retry_after=retry_after)
@@ -275,6 +293,9 @@ class RetryMiddleware:
                 and verdict is Verdict.MAYBE_SENT
                 and isinstance(error, _STALE_ERRORS)
                 and claim.is_stale_race(now)
+                # One free pass per call: a host that refuses requests at once on pooled
+                # connections (overload answered with RST) looks like the race every time.
+                and (run is None or not run.stale_used)
             )
             # The stale keep-alive race says nothing about the host.
             signal = Signal.LOCAL if stale else signal_of_error(error)
@@ -292,6 +313,7 @@ class RetryMiddleware:
             if run is None:
                 run = self._new_run(policy, req, started)
             if stale and policy.retry_stale_immediately:
+                run.stale_used = True
                 charged = False
                 delay, reason = run.decide(attempt, at_once=True, reason_at_once=REASON_STALE)
             else:
@@ -304,6 +326,7 @@ class RetryMiddleware:
                     now,
                     at_once=signal is Signal.DROPPED or signal is Signal.CUT,
                     unreachable=signal is Signal.UNREACHABLE,
+                    requeue=signal is Signal.DROPPED and claim.congested(),
                 )
             if delay is None:
                 raise await run.give_up(attempt, reason) from error
@@ -352,26 +375,43 @@ class RetryMiddleware:
         *,
         at_once: bool,
         unreachable: bool = False,
+        requeue: bool = False,
         retry_after: float | None = None,
     ) -> tuple[float | None, str, bool]:
         """What follows a failed attempt, as the policy and the host say: (delay or None to
-        give up, reason, whether the retry is charged to the host's budget)."""
+        give up, reason, whether the retry is charged to the host's budget).
+
+        ``requeue``: the attempt was refused (a drop, 429 or 503) by a host whose adaptive limit
+        is cut for congestion: the client sent too much, so the attempt goes back to the host's
+        queue after its backoff without counting (at most ``attempts`` times per call). Random
+        faults never cut
+        the limit, so they never get here.
+        """
         health = self._health
         forgiven = health.circuit_state(key) is not CircuitState.CLOSED
+        requeue = requeue and run.forgiven < run.policy.attempts
         # A refused connection sent nothing; while a breaker watches the host (it opens within
         # a few failures and bounds the wait), a restart must not use up the call's attempts.
-        uncounted = unreachable and health.policy.breaker is not None
+        uncounted = requeue or (unreachable and health.policy.breaker is not None)
         if not forgiven and not uncounted and not run.attempts_left(attempt.number):
             delay, reason = run.decide(attempt)  # records it and says the attempts are used
             return delay, reason, False
+        # A requeued attempt still waits its backoff (at once, the one attempt over the host's
+        # capacity would be refused again as fast as the network goes) and is charged to the
+        # budget (failed retries are what tells overload from random faults), never refused.
         advice = (
-            Advice.WAIT_FOR_PROBE if forgiven else health.advise(key, now, may_go_at_once=at_once)
+            Advice.WAIT_FOR_PROBE
+            if forgiven
+            else health.advise(key, now, may_go_at_once=at_once and not requeue)
         )
+        charged = advice is Advice.NOW or advice is Advice.BACKOFF
         if advice is Advice.REFUSED:
-            run.record(attempt)
-            allowance, spent = health.budget_figures(key)
-            error = await run.give_up(attempt, "", budget=(format_host(key), allowance, spent))
-            raise error from attempt.error
+            if not requeue:
+                run.record(attempt)
+                allowance, spent = health.budget_figures(key)
+                error = await run.give_up(attempt, "", budget=(format_host(key), allowance, spent))
+                raise error from attempt.error
+            advice = Advice.BACKOFF
         if advice is Advice.WAIT_FOR_PROBE and run.circuit_since is None:
             run.circuit_since = now
         delay, reason = run.decide(
@@ -381,7 +421,7 @@ class RetryMiddleware:
             uncounted=uncounted,
             retry_after=retry_after,
         )
-        return delay, reason, advice is Advice.NOW or advice is Advice.BACKOFF
+        return delay, reason, charged
 
     async def _send(
         self,
