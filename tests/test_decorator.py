@@ -8,9 +8,15 @@ import inspect
 import aiohttp
 import pytest
 
-from _helpers import EventLog, SleepRecorder, wait_until
+from _helpers import BACKOFF_ONLY, EventLog, SleepRecorder, wait_until
 from aiohttp_resilient import (
+    BreakerPolicy,
+    BudgetPolicy,
+    CircuitOpenError,
+    HealthPolicy,
+    HostHealth,
     RetriesExhaustedError,
+    RetryBudgetExhaustedError,
     RetryPolicy,
     resilient_session,
     retry_on_disconnect,
@@ -40,7 +46,11 @@ async def test_configured_decorator_gives_up(fault_server: FaultServer) -> None:
     sleeps, events = SleepRecorder(), EventLog()
 
     @retry_on_disconnect(
-        policy=RetryPolicy(jitter=None, backoff_base=0.5), attempts=3, sleep=sleeps, on_retry=events
+        policy=RetryPolicy(jitter=None, backoff_base=0.5),
+        attempts=3,
+        sleep=sleeps,
+        on_retry=events,
+        health=BACKOFF_ONLY,
     )
     async def send(session: aiohttp.ClientSession) -> None:
         await session.post(fault_server.url_for("/p"), data=b"x")
@@ -176,3 +186,56 @@ async def test_callable_object_with_async_call_is_accepted() -> None:
 
     fetcher = Fetcher()
     assert await retry_on_disconnect(policy=NO_WAIT)(fetcher)() == 2
+
+
+# Host health: the decorated function is one host ------------------------------------------------
+
+
+async def test_disconnect_is_retried_at_once_within_the_budget(fault_server: FaultServer) -> None:
+    """As in the middleware, a disconnect goes again at once while the budget has room."""
+    fault_server.script("/p", [Fault.fin(), Fault.ok()])
+    sleeps = SleepRecorder()
+
+    @retry_on_disconnect(sleep=sleeps)
+    async def send(session: aiohttp.ClientSession) -> int:
+        async with session.post(fault_server.url_for("/p"), data=b"x") as resp:
+            return resp.status
+
+    async with aiohttp.ClientSession() as session:
+        assert await send(session) == 200
+    assert fault_server.count("/p") == 2
+    assert sleeps.delays == []
+
+
+async def test_decorator_budget_refuses(fault_server: FaultServer) -> None:
+    """The function's retry budget refuses the retry once spent: the server sees 2 calls."""
+    fault_server.set_default("/p", Fault.rst())
+    budget = BudgetPolicy(ratio=0.0, min_per_second=0.1)
+
+    @retry_on_disconnect(health=HealthPolicy(budget=budget, breaker=None), sleep=SleepRecorder())
+    async def send(session: aiohttp.ClientSession) -> None:
+        await session.post(fault_server.url_for("/p"), data=b"x")
+
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(RetryBudgetExhaustedError) as info:
+            await send(session)
+    assert fault_server.count("/p") == 2
+    assert info.value.host.endswith("send")
+
+
+async def test_decorator_breaker_opens_and_fails_fast(fault_server: FaultServer) -> None:
+    """A run of failures opens the function's breaker; later calls send nothing."""
+    fault_server.set_default("/p", Fault.rst())
+    breaker = BreakerPolicy(consecutive_failures=3, min_failure_span=0.0, patience=0.0)
+    health = HostHealth(HealthPolicy(breaker=breaker))
+
+    @retry_on_disconnect(health=health, sleep=SleepRecorder())
+    async def send(session: aiohttp.ClientSession) -> None:
+        await session.post(fault_server.url_for("/p"), data=b"x")
+
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(CircuitOpenError):
+            await send(session)
+        with pytest.raises(CircuitOpenError):
+            await send(session)
+    assert fault_server.count("/p") == 3

@@ -353,3 +353,45 @@ async def test_overloaded_host_gets_its_capacity_and_loses_nothing(refusal: Faul
         assert limit is not None
         assert limit <= 6
         assert server.count("/b") <= 1.5 * 400  # refusals stay a fraction of the requests
+
+
+async def test_rate_limited_host_with_retry_after_is_paced_not_slept_on() -> None:
+    """A host admitting 200 requests/s answers the rest 429 with Retry-After: the client soon
+    sends at about the host's rate, so few requests are refused (counted by the server) and
+    all succeed."""
+    async with FaultServer(
+        record=False, rate_limit=200, over_rate=Fault.status(429), compute_retry_after=True
+    ) as server:
+        limiter = HostLimiter(limit_per_host=16)
+        health = HostHealth(limiter=limiter)
+        async with aiohttp.ClientSession(middlewares=[RetryMiddleware(health=health)]) as session:
+            left = 400
+
+            async def worker() -> int:
+                nonlocal left
+                done = 0
+                while left > 0:
+                    left -= 1
+                    async with session.get(server.url_for("/b")) as resp:
+                        done += resp.status == 200
+                return done
+
+            served = await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(16))), 30)
+        assert sum(served) == 400
+        rate = health.send_rate(key_of(server))
+        assert rate is not None
+        assert 100 < rate < 400
+        assert server.count("/b") <= 1.1 * 400
+
+
+async def test_an_outage_of_503s_leaves_the_send_rate_alone(fault_server: FaultServer) -> None:
+    """503s from a host that is down say nothing about a rate: no pacing after it recovers."""
+    fault_server.script("/d", [Fault.status(503)] * 30)
+    fault_server.set_default("/d", Fault.ok())
+    health = HostHealth(HealthPolicy(breaker=None))
+    policy = fast_policy(attempts=1, raise_on_status=False)
+    async with retry_session(policy, health=health) as session:
+        for _ in range(40):
+            async with session.get(fault_server.url_for("/d")) as resp:
+                await resp.read()
+    assert health.send_rate(key_of(fault_server)) is None

@@ -9,9 +9,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._classify import Verdict, classify
+from ._classify import Signal, Verdict, classify, signal_of_error
 from ._engine import Clock, RetryRun, Sleep, deadline_timer, timer_expired
 from ._events import Attempt, RetryHook
+from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
+from ._limiter import HostKey
 from ._middleware import HANDLED_ATTR
 from ._policy import RetryPolicy
 
@@ -39,6 +41,7 @@ def retry_on_disconnect(
     deadline: float | None = None,
     on_retry: RetryHook | None = None,
     on_giveup: RetryHook | None = None,
+    health: HostHealth | HealthPolicy | None = None,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
 ) -> Callable[[Callable[P, Awaitable[T]]], _Decorated[P, T]]: ...
@@ -55,6 +58,7 @@ def retry_on_disconnect(
     deadline: float | None = None,
     on_retry: RetryHook | None = None,
     on_giveup: RetryHook | None = None,
+    health: HostHealth | HealthPolicy | None = None,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
 ) -> _Decorated[P, T] | Callable[[Callable[P, Awaitable[T]]], _Decorated[P, T]]:
@@ -87,6 +91,12 @@ def retry_on_disconnect(
         deadline: Overrides ``policy.deadline``.
         on_retry: Hook called with a :class:`RetryEvent` before each wait.
         on_giveup: Hook called with a :class:`RetryEvent` on giving up.
+        health: The host-health state the calls share (:class:`HostHealth`), or the
+            :class:`HealthPolicy` of a new one per decorated function (the default: all
+            mechanisms). The decorated function counts as one host, keyed
+            ``("call", qualified name, None)``: its retry budget and circuit breaker work as a
+            host's do (disconnects retried at once within the budget, a breaker that opens on
+            a run of failures and makes calls wait for its probe).
         sleep: The wait function (inject a fake one in tests).
         clock: A monotonic clock in seconds (inject a fake one in tests).
 
@@ -109,53 +119,113 @@ def retry_on_disconnect(
     base = policy or RetryPolicy()
     resolved = base.replace(**changes) if changes else base
 
+    if isinstance(health, HostHealth):
+        shared: HostHealth | None = health
+    elif health is None or isinstance(health, HealthPolicy):
+        shared = None
+    else:
+        raise TypeError(f"health must be a HostHealth or HealthPolicy, got {type(health).__name__}")
+
     def decorate(function: Callable[P, Awaitable[T]]) -> _Decorated[P, T]:
         if not _is_coroutine_function(function):
             raise TypeError(
                 f"retry_on_disconnect decorates async def functions; {function!r} is not one"
             )
         name = getattr(function, "__qualname__", repr(function))
+        state = shared or HostHealth(
+            health if isinstance(health, HealthPolicy) else None, clock=clock, sleep=sleep
+        )
+
+        key: HostKey = ("call", name, None)
 
         @functools.wraps(function)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             started = clock()
+            wait_until = None if resolved.deadline is None else started + resolved.deadline
             run: RetryRun | None = None
             number = 0
+            charged = False
             while True:
                 number += 1
-                attempt_started = clock()
+                claim = state.try_claim(key, clock(), first=number == 1, charged=charged)
+                if claim is None:
+                    claim = await _claim(run, number, charged, wait_until)
                 timer = None
                 try:
                     if resolved.deadline is None:
-                        return await function(*args, **kwargs)
-                    timer = deadline_timer(started + resolved.deadline - clock())
-                    async with timer:
-                        return await function(*args, **kwargs)
+                        result = await function(*args, **kwargs)
+                    else:
+                        timer = deadline_timer(started + resolved.deadline - clock())
+                        async with timer:
+                            result = await function(*args, **kwargs)
                 except Exception as exc:
+                    now = clock()
                     expired = timer is not None and timer_expired(timer)
+                    signal = Signal.LOCAL if expired else signal_of_error(exc)
+                    claim.end(signal, now)
                     if not expired and not _retryable(exc):
                         raise
-                    attempt = Attempt(number=number, error=exc, elapsed=clock() - attempt_started)
+                    attempt = Attempt(number=number, error=exc, elapsed=now - claim.started)
                     if run is None:
-                        run = RetryRun(
-                            resolved,
-                            method=None,
-                            url=name,
-                            started=started,
-                            clock=clock,
-                            sleep=sleep,
-                            on_retry=on_retry,
-                            on_giveup=on_giveup,
-                        )
-                    delay, reason = run.decide(attempt)
+                        run = _new_run(started)
                     if expired:
-                        delay = None
+                        run.record(attempt)
                         reason = (
                             f"the deadline of {resolved.deadline:g}s passed during attempt {number}"
                         )
+                        raise await run.give_up(attempt, reason) from exc
+                    delay, reason, charged = await state.decide(
+                        run,
+                        key,
+                        attempt,
+                        now,
+                        at_once=signal is Signal.DROPPED or signal is Signal.CUT,
+                        unreachable=signal is Signal.UNREACHABLE,
+                    )
                     if delay is None:
                         raise await run.give_up(attempt, reason) from exc
                     await run.retry(attempt, delay, reason)
+                except BaseException:  # cancelled: free the claim, never retry or swallow
+                    claim.abandon(clock())
+                    raise
+                else:
+                    claim.end(Signal.SERVED, clock())
+                    return result
+
+        def _new_run(started: float) -> RetryRun:
+            return RetryRun(
+                resolved,
+                method=None,
+                url=name,
+                started=started,
+                clock=clock,
+                sleep=sleep,
+                on_retry=on_retry,
+                on_giveup=on_giveup,
+            )
+
+        async def _claim(
+            run: RetryRun | None, number: int, charged: bool, wait_until: float | None
+        ) -> HostClaim:
+            # The slow path: the breaker is open, or the rate paces the calls.
+            last = run.history[-1].error if run is not None and run.history else None
+            try:
+                return await state.claim(
+                    key,
+                    first=number == 1,
+                    charged=charged,
+                    wait_until=wait_until,
+                    patience_from=None if run is None else run.circuit_since,
+                    last_error=last,
+                )
+            except WaitExpiredError as expired:
+                if run is None:
+                    run = _new_run(clock())
+                reason = (
+                    f"the deadline of {resolved.deadline:g}s passed while attempt {number} "
+                    f"waited for {expired.waited_for}"
+                )
+                raise await run.give_up(None, reason) from last
 
         return wrapper
 

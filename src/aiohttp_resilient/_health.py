@@ -26,7 +26,8 @@ from ._aimd import AdaptiveLimitPolicy, LimitState
 from ._breaker import Admission, BreakerPolicy, BreakerState, CircuitState
 from ._budget import BudgetPolicy, BudgetState, Tier
 from ._classify import Signal
-from ._engine import Clock, Sleep, logger
+from ._engine import Clock, RetryRun, Sleep, logger
+from ._events import Attempt
 from ._exceptions import CircuitOpenError
 from ._limiter import IDLE_HOSTS_KEPT, HostKey, HostLimiter
 from ._rate import AdaptiveRatePolicy, RateState
@@ -543,6 +544,66 @@ class HostHealth:
         record.retries += 1
         return Advice.NOW if may_go_at_once and tier is Tier.IMMEDIATE else Advice.BACKOFF
 
+    async def decide(
+        self,
+        run: RetryRun,
+        key: HostKey,
+        attempt: Attempt,
+        now: float,
+        *,
+        at_once: bool,
+        unreachable: bool = False,
+        requeue: bool = False,
+        retry_after: float | None = None,
+    ) -> tuple[float | None, str, bool]:
+        """What follows a failed attempt of a call to ``key``, as its policy (``run``) and the
+        host say: (delay or None to give up, reason, whether the retry is charged to the
+        host's budget); raises :class:`RetryBudgetExhaustedError` when the budget refuses.
+
+        ``at_once``: a disconnect, which may go again at once within the budget.
+        ``unreachable``: the connection was refused (nothing was sent).
+
+        ``requeue``: the attempt was refused (a drop, 429 or 503) by a host whose adaptive limit
+        is cut for congestion: the client sent too much, so the attempt goes back to the host's
+        queue after its backoff without counting (at most ``attempts`` times per call). Random
+        faults never cut the limit, so they never get here.
+        """
+        health = self
+        forgiven = health.circuit_state(key) is not CircuitState.CLOSED
+        requeue = requeue and run.forgiven < run.policy.attempts
+        # A refused connection sent nothing; while a breaker watches the host (it opens within
+        # a few failures and bounds the wait), a restart must not use up the call's attempts.
+        uncounted = requeue or (unreachable and health.policy.breaker is not None)
+        if not forgiven and not uncounted and not run.attempts_left(attempt.number):
+            delay, reason = run.decide(attempt)  # records it and says the attempts are used
+            return delay, reason, False
+        # A requeued attempt still waits its backoff (at once, the one attempt over the host's
+        # capacity would be refused again as fast as the network goes) and is charged to the
+        # budget (failed retries are what tells overload from random faults), never refused.
+        advice = (
+            Advice.WAIT_FOR_PROBE
+            if forgiven
+            else health.advise(key, now, may_go_at_once=at_once and not requeue)
+        )
+        charged = advice is Advice.NOW or advice is Advice.BACKOFF
+        if advice is Advice.REFUSED:
+            if not requeue:
+                run.record(attempt)
+                allowance, spent = health.budget_figures(key)
+                error = await run.give_up(attempt, "", budget=(format_host(key), allowance, spent))
+                raise error from attempt.error
+            advice = Advice.BACKOFF
+        if advice is Advice.WAIT_FOR_PROBE and run.circuit_since is None:
+            run.circuit_since = now
+        delay, reason = run.decide(
+            attempt,
+            at_once=advice is Advice.NOW,
+            forgiven=advice is Advice.WAIT_FOR_PROBE,
+            uncounted=uncounted,
+            retry_after=retry_after,
+        )
+        return delay, reason, charged
+
     def budget_figures(self, key: HostKey) -> tuple[float, float]:
         """(allowance, spent) of ``key``'s budget now, for messages."""
         record = self._hosts.get(key)
@@ -605,10 +666,9 @@ class HostHealth:
                 logger.info("adaptive limit of %s is now %d", format_host(key), limit.limit)
         rate = record.rate
         if rate is not None:
-            if signal is Signal.THROTTLED or (
-                signal is Signal.UNAVAILABLE
-                and (limit is None or limit.limit <= limit._policy.min_limit)
-            ):
+            # 429 only: a 503 also comes from a host that is down, whose successful rate is
+            # then nothing, and a rate cut to that would outlast the outage by minutes.
+            if signal is Signal.THROTTLED:
                 if rate.throttle(now) and logger.isEnabledFor(logging.INFO):
                     logger.info("adaptive rate of %s is now %.3g/s", format_host(key), rate.rate)
             elif signal is Signal.SERVED or signal is Signal.ANSWERED:

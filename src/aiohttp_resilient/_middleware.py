@@ -15,7 +15,6 @@ from typing import Final
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
-from ._breaker import CircuitState
 from ._classify import Signal, Verdict, classify, signal_of_error, signal_of_status
 from ._connector import last_connection_reused
 from ._engine import (
@@ -29,7 +28,7 @@ from ._engine import (
 )
 from ._events import Attempt, RetryHook, describe_error
 from ._exceptions import BodyNotReplayableError, CircuitOpenError, RetriesExhaustedError
-from ._health import Advice, HealthPolicy, HostClaim, HostHealth, WaitExpiredError, format_host
+from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
 from ._limiter import HostKey, HostLimiter, host_key
 from ._policy import RetryPolicy, parse_retry_after
 from ._redact import redact_url
@@ -262,7 +261,7 @@ class RetryMiddleware:
                     )
                     if run is None:
                         run = self._new_run(policy, req, started)
-                    delay, reason, charged = await self._decide(
+                    delay, reason, charged = await self._health.decide(
                         run,
                         key,
                         attempt,
@@ -319,7 +318,7 @@ class RetryMiddleware:
             else:
                 # Disconnects go again at once while the budget has room; refused
                 # connections and other connect failures wait.
-                delay, reason, charged = await self._decide(
+                delay, reason, charged = await self._health.decide(
                     run,
                     key,
                     attempt,
@@ -365,63 +364,6 @@ class RetryMiddleware:
                 run = self._new_run(policy, req, started)
             await run.give_up(None, str(exc))
             raise
-
-    async def _decide(
-        self,
-        run: RetryRun,
-        key: HostKey,
-        attempt: Attempt,
-        now: float,
-        *,
-        at_once: bool,
-        unreachable: bool = False,
-        requeue: bool = False,
-        retry_after: float | None = None,
-    ) -> tuple[float | None, str, bool]:
-        """What follows a failed attempt, as the policy and the host say: (delay or None to
-        give up, reason, whether the retry is charged to the host's budget).
-
-        ``requeue``: the attempt was refused (a drop, 429 or 503) by a host whose adaptive limit
-        is cut for congestion: the client sent too much, so the attempt goes back to the host's
-        queue after its backoff without counting (at most ``attempts`` times per call). Random
-        faults never cut
-        the limit, so they never get here.
-        """
-        health = self._health
-        forgiven = health.circuit_state(key) is not CircuitState.CLOSED
-        requeue = requeue and run.forgiven < run.policy.attempts
-        # A refused connection sent nothing; while a breaker watches the host (it opens within
-        # a few failures and bounds the wait), a restart must not use up the call's attempts.
-        uncounted = requeue or (unreachable and health.policy.breaker is not None)
-        if not forgiven and not uncounted and not run.attempts_left(attempt.number):
-            delay, reason = run.decide(attempt)  # records it and says the attempts are used
-            return delay, reason, False
-        # A requeued attempt still waits its backoff (at once, the one attempt over the host's
-        # capacity would be refused again as fast as the network goes) and is charged to the
-        # budget (failed retries are what tells overload from random faults), never refused.
-        advice = (
-            Advice.WAIT_FOR_PROBE
-            if forgiven
-            else health.advise(key, now, may_go_at_once=at_once and not requeue)
-        )
-        charged = advice is Advice.NOW or advice is Advice.BACKOFF
-        if advice is Advice.REFUSED:
-            if not requeue:
-                run.record(attempt)
-                allowance, spent = health.budget_figures(key)
-                error = await run.give_up(attempt, "", budget=(format_host(key), allowance, spent))
-                raise error from attempt.error
-            advice = Advice.BACKOFF
-        if advice is Advice.WAIT_FOR_PROBE and run.circuit_since is None:
-            run.circuit_since = now
-        delay, reason = run.decide(
-            attempt,
-            at_once=advice is Advice.NOW,
-            forgiven=advice is Advice.WAIT_FOR_PROBE,
-            uncounted=uncounted,
-            retry_after=retry_after,
-        )
-        return delay, reason, charged
 
     async def _send(
         self,

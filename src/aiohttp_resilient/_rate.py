@@ -14,11 +14,13 @@ __all__ = ["AdaptiveRatePolicy", "RateState"]
 class AdaptiveRatePolicy:
     """How fast a throttled host is sent to.
 
-    Off for a host until it throttles (a 429, or a 503 when the concurrency limit is already at
-    its minimum, where fewer connections cannot help). Then requests go no faster than a token
-    bucket allows: its rate is cut to ``beta`` times the rate at which the host was answering
-    successfully, at most once per ``cooldown``, and grows back along
-    ``scale * (t - K)**3 + w_max`` (CUBIC), never above twice the measured rate. The constants
+    Off for a host until it throttles (a 429: a 503 is left to the adaptive concurrency limit
+    and the breaker, since a host that is down answers it too). Then requests go no faster
+    than a token bucket allows: its rate starts at ``beta`` times the rate at which the host
+    was answering (throttles included), is cut by ``beta`` on each later throttle, at most once
+    per ``cooldown``, and grows back along
+    ``scale * (t - K)**3 + w_max`` (CUBIC), growing no further than twice the measured rate.
+    The constants
     are botocore's, smithy's and the AWS SDK for Ruby's.
 
     Usage::
@@ -96,11 +98,15 @@ class RateState:
         return max(0.0, tat - self._policy.burst - now)
 
     def measured(self, now: float) -> float:
-        """Successful answers per second, smoothed."""
+        """Answers per second (throttles included: the rate the client was sending at, as
+        botocore's ``RateClocker`` measures it), smoothed."""
         self._measure(now)
         if self._measured == 0.0:  # no bucket closed yet: what the current one has seen
-            elapsed = now - (self._bucket_end - self._policy.bucket)
-            return self._bucket_count / elapsed if elapsed > 0 else 0.0
+            policy = self._policy
+            elapsed = now - (self._bucket_end - policy.bucket)
+            # Over a fifth of a bucket at least: a burst at start-up over a few milliseconds
+            # says nothing about a rate.
+            return self._bucket_count / max(elapsed, policy.bucket / 5)
         return self._measured
 
     def success(self, now: float) -> None:
@@ -111,15 +117,22 @@ class RateState:
             policy = self._policy
             t = now - self._last_throttle
             cubic = policy.scale * (t - self._k) ** 3 + self._w_max
-            self.rate = max(policy.min_rate, min(cubic, 2.0 * max(self.measured(now), 1.0)))
+            # Growth stops at twice the measured rate (botocore), but that bound never cuts:
+            # a client that slept on Retry-After measures little and has not been throttled.
+            ceiling = max(self.rate, 2.0 * self.measured(now))
+            self.rate = max(policy.min_rate, min(cubic, ceiling))
 
     def throttle(self, now: float) -> bool:
         """The host throttled; returns whether the rate was cut."""
         policy = self._policy
+        self._measure(now)
+        self._bucket_count += 1
         if now - self._last_throttle < policy.cooldown:
             return False
-        measured = self.measured(now)
-        w_max = measured if not self.enabled else min(measured, self.rate)
+        # The first throttle starts from the rate the client was sending at; later ones from
+        # the rate it was allowed (botocore takes the lower of the two, but a client that slept
+        # on Retry-After measures almost nothing and would cut itself to a crawl).
+        w_max = self.rate if self.enabled else self.measured(now)
         self._w_max = max(w_max, policy.min_rate)
         self._k = (self._w_max * (1.0 - policy.beta) / policy.scale) ** (1.0 / 3.0)
         self.rate = max(policy.min_rate, self._w_max * policy.beta)

@@ -1,0 +1,88 @@
+"""The adaptive send rate's rule (pure logic, a fake clock: no network, no sleeps)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiohttp_resilient import AdaptiveRatePolicy
+from aiohttp_resilient._rate import RateState
+
+POLICY = AdaptiveRatePolicy()
+
+
+def answered(state: RateState, per_second: float, start: float, seconds: float) -> float:
+    """Successful answers at ``per_second`` from ``start`` for ``seconds``; returns the end."""
+    step = 1.0 / per_second
+    now = start
+    while now < start + seconds:
+        state.success(now)
+        now += step
+    return now
+
+
+def test_off_until_the_host_throttles() -> None:
+    state = RateState(POLICY, 0.0)
+    answered(state, 400, 0.0, 2.0)
+    assert not state.enabled
+    assert state.reserve(2.0) == 0.0
+
+
+def test_first_throttle_starts_at_beta_times_the_measured_rate() -> None:
+    """400 answers/s measured, then a 429: 0.7 x 400."""
+    state = RateState(POLICY, 0.0)
+    end = answered(state, 400, 0.0, 2.0)
+    assert state.throttle(end)
+    assert state.rate == pytest.approx(280, rel=0.05)
+
+
+def test_throttles_within_the_cooldown_cut_once() -> None:
+    state = RateState(POLICY, 0.0)
+    end = answered(state, 400, 0.0, 2.0)
+    state.throttle(end)
+    rate = state.rate
+    assert not state.throttle(end + 0.1)
+    assert state.rate == rate
+    assert state.throttle(end + 0.6)
+    assert state.rate == pytest.approx(0.7 * rate)
+
+
+def test_rate_grows_back_along_the_cubic_curve() -> None:
+    """Back to the rate it was cut from after K seconds, K = cbrt(w_max (1 - beta) / C)."""
+    state = RateState(POLICY, 0.0)
+    end = answered(state, 400, 0.0, 2.0)
+    state.throttle(end)
+    w_max = state.rate / 0.7
+    k = (w_max * 0.3 / 0.4) ** (1 / 3)
+    answered(state, 400, end, k + 0.01)
+    assert state.rate == pytest.approx(w_max, rel=0.05)
+
+
+def test_a_quiet_spell_does_not_cut_the_rate() -> None:
+    """A client that slept on Retry-After measures few answers: that bounds growth, never
+    cuts what it was allowed."""
+    state = RateState(POLICY, 0.0)
+    end = answered(state, 400, 0.0, 2.0)
+    state.throttle(end)
+    rate = state.rate
+    answered(state, 2, end + 1.0, 3.0)  # two answers a second for three seconds
+    assert state.rate >= rate
+
+
+def test_bucket_paces_sends() -> None:
+    """At 100/s, the sends after the burst allowance wait 10 ms apart."""
+    state = RateState(AdaptiveRatePolicy(burst=0.0), 0.0)
+    answered(state, 143, 0.0, 2.0)
+    state.throttle(2.0)  # about 100/s
+    waits = [state.reserve(2.0) for _ in range(4)]
+    assert waits[0] == 0.0
+    assert waits[1] == pytest.approx(1 / state.rate)
+    assert waits[3] == pytest.approx(3 / state.rate)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("beta", 1.0), ("beta", 0), ("scale", 0), ("min_rate", -1), ("smoothing", 1.5), ("burst", -1)],
+)
+def test_bad_values_name_the_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        AdaptiveRatePolicy(**{field: value})  # type: ignore[arg-type]
