@@ -145,6 +145,14 @@ class BreakerState:
             return Admission.PROBE
         return Admission.WAIT
 
+    def succeeded(self, now: float) -> None:
+        """:meth:`record` of a success that was not the probe (the hot path)."""
+        if now >= self._bucket_end:
+            self._advance(now)
+        self._calls[self._bucket] += 1
+        self.consecutive = 0
+        self.last_success = now
+
     def record(
         self, now: float, failed: bool, *, probe: bool, retry_after: float | None = None
     ) -> CircuitState | None:

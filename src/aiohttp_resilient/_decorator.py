@@ -147,7 +147,7 @@ def retry_on_disconnect(
             charged = False
             while True:
                 number += 1
-                claim = state.try_claim(key, clock(), first=number == 1, charged=charged)
+                claim = state.try_claim(key, clock(), number == 1, charged)
                 if claim is None:
                     claim = await _claim(run, number, charged, wait_until)
                 timer = None

@@ -193,11 +193,11 @@ class HostClaim:
         record: _Record,
         key: HostKey,
         started: float,
-        *,
         probe: bool,
         slot: bool,
         charged: bool,
     ) -> None:
+        # Positional: one is made per attempt.
         self._health = health
         self._record = record
         self.key = key
@@ -206,11 +206,13 @@ class HostClaim:
         self.slot = slot
         #: A retry charged to the budget: given back if it succeeds.
         self.charged = charged
-        limiter = health.limiter
-        self.in_flight = limiter.in_flight(key) if slot and limiter is not None else 0
         limit = record.limit
-        self.epoch = 0 if limit is None else limit.epoch
-        self.cuts = 0 if limit is None else limit.cuts
+        if limit is None:
+            self.in_flight = self.epoch = self.cuts = 0
+        else:  # the adaptive limit's sample needs them (and it exists only with a limiter)
+            self.in_flight = health.limiter.in_flight(key)  # type: ignore[union-attr]
+            self.epoch = limit.epoch
+            self.cuts = limit.cuts
 
     def congested(self) -> bool:
         """Whether the host's adaptive limit holds it below its cap (it was cut for
@@ -243,6 +245,33 @@ class HostClaim:
                 self.slot = False
                 assert health.limiter is not None
                 health.limiter.release(self.key)
+
+    def served(self, now: float, *, keep_slot: bool = False) -> None:
+        """:meth:`end` for an answer below 400 (the hot path: the host is fine, nothing to
+        decide unless this was the probe or a charged retry)."""
+        record = self._record
+        if self.probe or self.charged:
+            self.end(Signal.SERVED, now, keep_slot=keep_slot)
+            return
+        elapsed = now - self.started
+        if elapsed < record.fastest:
+            record.fastest = elapsed
+        breaker = record.breaker
+        if breaker is not None:
+            breaker.succeeded(now)
+        limit = record.limit
+        if (
+            limit is not None
+            and self.slot
+            and limit.sample(False, False, self.in_flight, self.epoch)
+        ):
+            self._health._limit_changed(self.key, limit)
+        rate = record.rate
+        if rate is not None:
+            rate.success(now)
+        if self.slot and not keep_slot:
+            self.slot = False
+            self._health.limiter.release(self.key)  # type: ignore[union-attr]
 
     def release_slot(self) -> None:
         """Free the slot kept by ``end(keep_slot=True)``."""
@@ -358,7 +387,7 @@ class HostHealth:
     # -- claiming --------------------------------------------------------------------------------
 
     def try_claim(
-        self, key: HostKey, now: float, *, first: bool, charged: bool = False
+        self, key: HostKey, now: float, first: bool, charged: bool = False
     ) -> HostClaim | None:
         """Claim ``key`` for an attempt if that needs no wait (the hot path); else ``None``,
         and :meth:`claim` waits."""
@@ -378,9 +407,7 @@ class HostHealth:
             record.requests += 1
             if record.budget is not None:
                 record.budget.deposit(now)
-        return HostClaim(
-            self, record, key, now, probe=False, slot=limiter is not None, charged=charged
-        )
+        return HostClaim(self, record, key, now, False, limiter is not None, charged)
 
     async def claim(
         self,
@@ -422,9 +449,7 @@ class HostHealth:
             if probe and record.breaker is not None:
                 self._probe_abandoned(key, record)
             raise
-        return HostClaim(
-            self, record, key, clock(), probe=probe, slot=self.limiter is not None, charged=charged
-        )
+        return HostClaim(self, record, key, clock(), probe, self.limiter is not None, charged)
 
     async def _admit(
         self,
@@ -660,10 +685,7 @@ class HostHealth:
                 dropped and record.budget is not None and record.budget.past_immediate(now),
             )
         ):
-            assert self.limiter is not None
-            self.limiter.set_limit(key, limit.limit)
-            if logger.isEnabledFor(logging.INFO):
-                logger.info("adaptive limit of %s is now %d", format_host(key), limit.limit)
+            self._limit_changed(key, limit)
         rate = record.rate
         if rate is not None:
             # 429 only: a 503 also comes from a host that is down, whose successful rate is
@@ -673,6 +695,12 @@ class HostHealth:
                     logger.info("adaptive rate of %s is now %.3g/s", format_host(key), rate.rate)
             elif signal is Signal.SERVED or signal is Signal.ANSWERED:
                 rate.success(now)
+
+    def _limit_changed(self, key: HostKey, limit: LimitState) -> None:
+        assert self.limiter is not None
+        self.limiter.set_limit(key, limit.limit)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("adaptive limit of %s is now %d", format_host(key), limit.limit)
 
     def _probe_abandoned(self, key: HostKey, record: _Record) -> None:
         breaker = record.breaker

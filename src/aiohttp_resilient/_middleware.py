@@ -29,7 +29,7 @@ from ._engine import (
 from ._events import Attempt, RetryHook, describe_error
 from ._exceptions import BodyNotReplayableError, CircuitOpenError, RetriesExhaustedError
 from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
-from ._limiter import HostKey, HostLimiter, host_key
+from ._limiter import HostKey, HostLimiter
 from ._policy import RetryPolicy, parse_retry_after
 from ._redact import redact_url
 
@@ -199,7 +199,8 @@ class RetryMiddleware:
         if getattr(session, "_retry_connection", False):
             session._retry_connection = False
         health = self._health
-        key = host_key(req.url)
+        url = req.url
+        key = (url.scheme, url.host, url.port)  # host_key(), inlined: it runs per request
         buffer = idempotent and policy.buffer_body
         deadline = policy.deadline
         clock = self._clock
@@ -210,9 +211,7 @@ class RetryMiddleware:
         charged = False  # the next attempt is a retry charged to the host's budget
         while True:
             number += 1
-            claim = health.try_claim(
-                key, started if number == 1 else clock(), first=number == 1, charged=charged
-            )
+            claim = health.try_claim(key, started if number == 1 else clock(), number == 1, charged)
             if claim is None:
                 claim = await self._claim(
                     req, policy, key, run, number, started, wait_until, charged
@@ -243,7 +242,16 @@ class RetryMiddleware:
             else:
                 status = resp.status
                 if not (status in policy.statuses and (idempotent or status == 429)):
-                    _hand_over(claim, resp, signal_of_status(status), clock())
+                    # The slot stays taken while the caller streams the body: it is freed
+                    # with the connection (None: the body arrived whole, it is back already).
+                    connection = resp.connection
+                    keep = connection is not None and claim.slot
+                    if status < 400:
+                        claim.served(clock(), keep_slot=keep)
+                    else:
+                        claim.end(signal_of_status(status), clock(), keep_slot=keep)
+                    if keep:
+                        connection.add_callback(claim.release_slot)  # type: ignore[union-attr]
                     return resp
                 # A retryable status. Until it is handed back or thrown away, the response and
                 # its claim must be freed on any way out (a cancelled hook, say).
@@ -518,16 +526,6 @@ class RetryMiddleware:
         else:  # Python 3.10: PEP 678's attribute, as the exceptiongroup backport sets it
             error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
         return error
-
-
-def _hand_over(claim: HostClaim, resp: ClientResponse, signal: Signal, now: float) -> None:
-    # The slot stays taken while the caller streams the body: free it with the connection.
-    connection = resp.connection
-    if connection is None or not claim.slot:  # the body arrived whole, the connection is back
-        claim.end(signal, now)
-    else:
-        claim.end(signal, now, keep_slot=True)
-        connection.add_callback(claim.release_slot)
 
 
 async def _buffer_body(resp: ClientResponse, cap: int) -> None:

@@ -111,7 +111,8 @@ class RateState:
 
     def success(self, now: float) -> None:
         """An answer that was not a throttle."""
-        self._measure(now)
+        if now >= self._bucket_end:
+            self._measure(now)
         self._bucket_count += 1
         if self.enabled:
             policy = self._policy
