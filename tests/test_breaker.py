@@ -74,7 +74,7 @@ def test_probe_outcome_closes_or_reopens_longer() -> None:
 
 
 def test_break_is_never_shorter_than_retry_after_and_capped() -> None:
-    state = BreakerState(BreakerPolicy(break_jitter=0.0, max_break=2.0), 0.0)
+    state = BreakerState(BreakerPolicy(break_jitter=0.0, max_break=10.0), 0.0)
     fail(state, 0.2, 4, step=0.05)
     state.record(0.5, True, probe=False, retry_after=7.0)
     assert state.open_until == pytest.approx(7.5)
@@ -82,7 +82,7 @@ def test_break_is_never_shorter_than_retry_after_and_capped() -> None:
         state.admit(state.open_until)
         start = state.open_until
         state.record(start, True, probe=True)
-    assert state.open_until - start == pytest.approx(2.0)
+    assert state.open_until - start == pytest.approx(10.0)
 
 
 def test_jitter_only_lengthens_the_break() -> None:
@@ -128,3 +128,31 @@ def test_late_answers_do_not_lengthen_the_break() -> None:
 def test_bad_values_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         BreakerPolicy(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_host_down_for_days_never_overflows_the_break() -> None:
+    """Breaks stop growing at max_break, however many probes fail (2.0 ** 1100 overflows)."""
+    state = BreakerState(BreakerPolicy(break_jitter=0.0, break_multiplier=2.0), 0.0)
+    now = fail(state, 0.2, 5, step=0.05)
+    for _ in range(5000):
+        now = state.open_until
+        state.admit(now)
+        state.record(now, True, probe=True)
+    assert state.open_until - now == pytest.approx(30.0)
+
+
+def test_retry_after_lengthens_the_break_only_up_to_max_break() -> None:
+    """A 503 with Retry-After: 86400 does not keep the circuit open for a day."""
+    state = BreakerState(BreakerPolicy(break_jitter=0.0, max_break=30.0), 0.0)
+    fail(state, 0.2, 4, step=0.05)
+    state.record(0.5, True, probe=False, retry_after=86400.0)
+    assert state.open_until == pytest.approx(30.5)
+
+
+def test_the_reason_says_which_rule_opened_it() -> None:
+    state = BreakerState(POLICY, 0.0)
+    fail(state, 0.2, 5, step=0.05)
+    assert state.reason.startswith("5 failures in a row over")
+    state.admit(state.open_until)
+    state.record(state.open_until, True, probe=True)
+    assert state.reason == "the probe failed"

@@ -29,7 +29,7 @@ def test_a_successful_retry_gives_its_charge_back() -> None:
     state = BudgetState(BudgetPolicy(ratio=0.0, min_per_second=0.1), 0.0)
     assert state.withdraw(1.0) is not Tier.REFUSED
     assert state.withdraw(1.0) is Tier.REFUSED
-    state.refund(1.0)
+    state.refund(1.0, 1.0)
     assert state.withdraw(1.0) is not Tier.REFUSED
 
 
@@ -62,3 +62,24 @@ def test_bad_values_name_the_field(field: str, value: float) -> None:
 def test_a_budget_that_allows_nothing_is_refused() -> None:
     with pytest.raises(ValueError, match="ratio and min_per_second"):
         BudgetPolicy(ratio=0, min_per_second=0)
+
+
+def test_a_refund_goes_to_the_slot_of_its_charge() -> None:
+    """A charge that expired before its retry succeeded is not given back twice."""
+    state = BudgetState(BudgetPolicy(ratio=0.0, min_per_second=0.1, ttl=10.0), 0.0)
+    state.withdraw(0.5)
+    state.refund(12.0, 0.5)  # the charge expired at 10.5
+    assert state.spent(12.0) == 0.0
+    assert state.withdraw(12.0) is not Tier.REFUSED
+    assert state.withdraw(12.0) is Tier.REFUSED  # the late refund made no room
+
+
+def test_a_refund_in_a_later_slot_frees_the_charge() -> None:
+    state = BudgetState(BudgetPolicy(ratio=0.0, min_per_second=0.1, ttl=10.0), 0.0)
+    state.withdraw(0.5)
+    state.refund(3.5, 0.5)
+    assert state.spent(3.5) == 0.0
+    assert state.withdraw(9.0) is not Tier.REFUSED
+    # At 11.0 the first charge and its refund have expired together; the charge made at 9.0
+    # still counts (a refund booked in its own slot, 3.5, would have cancelled it by now).
+    assert state.spent(11.0) == 1.0

@@ -308,7 +308,8 @@ async def test_health_state_changes_are_logged(
         with pytest.raises(CircuitOpenError):
             await session.get(fault_server.url_for("/down"))
     assert any(
-        "circuit for http://127.0.0.1" in r.getMessage() and "opened" in r.getMessage()
+        "circuit for http://127.0.0.1" in r.getMessage()
+        and "is open (2 failures in a row" in r.getMessage()
         for r in caplog.records
     )
 
@@ -395,3 +396,61 @@ async def test_an_outage_of_503s_leaves_the_send_rate_alone(fault_server: FaultS
             async with session.get(fault_server.url_for("/d")) as resp:
                 await resp.read()
     assert health.send_rate(key_of(fault_server)) is None
+
+
+def test_min_limit_above_the_cap_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_limit"):
+        HostHealth(
+            HealthPolicy(adaptive_limit=AdaptiveLimitPolicy(min_limit=8)),
+            limiter=HostLimiter(limit_per_host=4),
+        )
+
+
+def test_hosts_not_claimed_for_ten_minutes_are_forgotten() -> None:
+    """A crawler's dead hosts do not pile up: idle ones go in the sweep past 1024 hosts."""
+    now = [0.0]
+    health = HostHealth(clock=lambda: now[0])
+    for n in range(1024):
+        assert health.try_claim(("http", f"h{n}", 80), now[0], True) is not None
+    now[0] = 601.0
+    health.try_claim(("http", "new", 80), now[0], True)
+    assert repr(health).startswith("<HostHealth hosts=1 ")
+
+
+async def test_probe_answered_429_closes_the_breaker(fault_server: FaultServer) -> None:
+    """A host that answers its probe with 429 is up (busy): the circuit closes instead of
+    probing again at once."""
+    fault_server.script("/s", [Fault.rst(), Fault.rst(), Fault.status(429), Fault.ok()])
+    breaker = BreakerPolicy(
+        consecutive_failures=2, min_failure_span=0.0, break_duration=0.05, break_jitter=0.0
+    )
+    events: list[CircuitEvent] = []
+    health = HostHealth(HealthPolicy(breaker=breaker, budget=None), on_circuit_change=events.append)
+    async with retry_session(fast_policy(), health=health) as session:
+        async with session.get(fault_server.url_for("/s")) as resp:
+            assert resp.status == 200
+    assert fault_server.count("/s") == 4
+    assert [e.new for e in events] == [
+        CircuitState.OPEN,
+        CircuitState.HALF_OPEN,
+        CircuitState.CLOSED,  # on the 429: no second probe
+    ]
+
+
+async def test_returned_retryable_answer_keeps_its_slot(fault_server: FaultServer) -> None:
+    """raise_on_status=False hands the last 503 over: its slot stays taken until it is
+    released, as for any streamed response."""
+    # A body that is still arriving: its connection is not back in the pool yet.
+    fault_server.set_default(
+        "/busy", Fault("drip", code=503, body=b"x" * 20, chunk=1, interval=0.01)
+    )
+    limiter = HostLimiter(limit_per_host=4)
+    health = HostHealth(HealthPolicy(breaker=None, budget=None), limiter=limiter)
+    policy = fast_policy(attempts=1, raise_on_status=False, buffer_body=False)
+    async with retry_session(policy, health=health) as session:
+        resp = await session.get(fault_server.url_for("/busy"))
+        assert resp.status == 503
+        assert limiter.in_flight(key_of(fault_server)) == 1
+        await resp.read()
+        resp.release()
+        assert limiter.in_flight(key_of(fault_server)) == 0

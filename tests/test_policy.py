@@ -121,3 +121,12 @@ def test_parse_retry_after_http_date() -> None:
     past = email.utils.formatdate(now - 90, usegmt=True)
     assert parse_retry_after(future, now=now) == pytest.approx(90.0)
     assert parse_retry_after(past, now=now) == 0.0
+
+
+def test_an_absurd_retry_after_is_finite() -> None:
+    """A Retry-After of 400 digits is a finite number past every cap, not inf."""
+    from aiohttp_resilient import parse_retry_after
+
+    value = parse_retry_after("9" * 400)
+    assert value is not None
+    assert value == 1e9

@@ -24,7 +24,7 @@ def test_off_until_the_host_throttles() -> None:
     state = RateState(POLICY, 0.0)
     answered(state, 400, 0.0, 2.0)
     assert not state.enabled
-    assert state.reserve(2.0) == 0.0
+    assert state.reserve(2.0) == (0.0, 0.0)
 
 
 def test_first_throttle_starts_at_beta_times_the_measured_rate() -> None:
@@ -73,7 +73,7 @@ def test_bucket_paces_sends() -> None:
     state = RateState(AdaptiveRatePolicy(burst=0.0), 0.0)
     answered(state, 143, 0.0, 2.0)
     state.throttle(2.0)  # about 100/s
-    waits = [state.reserve(2.0) for _ in range(4)]
+    waits = [state.reserve(2.0)[0] for _ in range(4)]
     assert waits[0] == 0.0
     assert waits[1] == pytest.approx(1 / state.rate)
     assert waits[3] == pytest.approx(3 / state.rate)
@@ -86,3 +86,15 @@ def test_bucket_paces_sends() -> None:
 def test_bad_values_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         AdaptiveRatePolicy(**{field: value})  # type: ignore[arg-type]
+
+
+def test_an_unused_send_slot_is_given_back() -> None:
+    """A caller that gives up waiting does not push every later caller further out."""
+    state = RateState(AdaptiveRatePolicy(burst=0.0), 0.0)
+    answered(state, 143, 0.0, 2.0)
+    state.throttle(2.0)
+    state.reserve(2.0)
+    before = state.wait(2.0)
+    _, token = state.reserve(2.0)
+    state.unreserve(token)
+    assert state.wait(2.0) == pytest.approx(before)

@@ -52,7 +52,8 @@ class BreakerPolicy:
             a quarter of the outage late (a 3 s outage: within 0.8 s).
         max_break: No break is longer (Envoy's ``max_ejection_time``: 300 s).
         break_jitter: Breaks are lengthened by up to this share, so clients told the same do
-            not probe together.
+            not probe together. A break is never shorter than a ``Retry-After`` the host sent
+            with the failure that opened it, up to ``max_break``.
         patience: Seconds a call may wait for the probe while the breaker is open, within its
             deadline; ``0`` fails at once with :class:`CircuitOpenError`, ``None`` waits as
             long as the deadline (or the session's timeout) allows.
@@ -117,6 +118,7 @@ class BreakerState:
         "last_success",
         "open_until",
         "openings",
+        "reason",
         "state",
     )
 
@@ -130,6 +132,8 @@ class BreakerState:
         self.open_until = 0.0
         #: Consecutive openings: each break is longer (reset when a probe succeeds).
         self.openings = 0
+        #: Why it last opened, in words (for logs, hooks and CircuitOpenError).
+        self.reason = ""
         self._calls = [0] * BUCKETS
         self._failures = [0] * BUCKETS
         self._bucket = 0
@@ -161,7 +165,7 @@ class BreakerState:
             self._advance(now)
         if probe:
             if failed:
-                return self._open(now, retry_after)
+                return self._open(now, retry_after, "the probe failed")
             self._close(now)
             return CircuitState.CLOSED
         index = self._bucket
@@ -178,8 +182,15 @@ class BreakerState:
         if (
             self.consecutive >= policy.consecutive_failures
             and now - self.last_success >= policy.min_failure_span
-        ) or self._ratio_exceeded():
-            return self._open(now, retry_after)
+        ):
+            span = now - self.last_success
+            return self._open(
+                now, retry_after, f"{self.consecutive} failures in a row over {span:.3g}s"
+            )
+        if self._ratio_exceeded():
+            calls = sum(self._calls)
+            share = sum(self._failures) / calls
+            return self._open(now, retry_after, f"{share:.0%} of {calls} calls failed")
         return None
 
     def probe_abandoned(self, now: float) -> None:
@@ -200,15 +211,20 @@ class BreakerState:
         # from a host that is also serving (overload) fills a bucket in milliseconds.
         return sum(1 for n in self._calls if n) >= BUCKETS // 2
 
-    def _open(self, now: float, retry_after: float | None) -> CircuitState:
+    def _open(self, now: float, retry_after: float | None, reason: str) -> CircuitState:
         policy = self._policy
-        base = min(policy.max_break, policy.break_duration * policy.break_multiplier**self.openings)
+        base = policy.break_duration * policy.break_multiplier**self.openings
+        if base >= policy.max_break:
+            base = policy.max_break  # and the openings stop counting: no float overflow
+        else:
+            self.openings += 1
         pause = base * (1.0 + policy.break_jitter * self._rng.random())
         if retry_after is not None and retry_after > pause:
-            pause = retry_after  # never probe before the host said it would be back
-        self.openings += 1
+            # Never probe before the host said it would be back, within max_break.
+            pause = min(retry_after, max(policy.max_break, pause))
         self.state = CircuitState.OPEN
         self.open_until = now + pause
+        self.reason = reason
         return CircuitState.OPEN
 
     def _close(self, now: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -131,7 +132,11 @@ class BudgetState:
             return Tier.IMMEDIATE
         return Tier.BACKOFF
 
-    def refund(self, now: float) -> None:
-        """A retry succeeded: give its charge back."""
+    def refund(self, now: float, charged_at: float) -> None:
+        """Give back the charge made at ``charged_at`` (its retry succeeded, or was not made),
+        in the slot it was made in; a charge that has expired is gone already."""
         self._advance(now)
-        self._spent[self._slot] -= 1.0
+        width = self._policy.ttl / SLOTS
+        age = math.ceil((self._slot_end - charged_at) / width) - 1  # 0: the current slot
+        if 0 <= age < SLOTS:
+            self._spent[(self._slot - age) % SLOTS] -= 1.0

@@ -10,14 +10,19 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._classify import Signal, Verdict, classify, signal_of_error
+from ._decision import next_step
 from ._engine import Clock, RetryRun, Sleep, deadline_timer, timer_expired
 from ._events import Attempt, RetryHook
+from ._exceptions import CircuitOpenError
 from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
 from ._limiter import HostKey
 from ._middleware import HANDLED_ATTR
 from ._policy import RetryPolicy
 
 __all__ = ["retry_on_disconnect"]
+
+#: The decorator's default host health: the retry budget alone (see ``health=``).
+DECORATOR_HEALTH = HealthPolicy(breaker=None, adaptive_limit=None, adaptive_rate=None)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -92,11 +97,13 @@ def retry_on_disconnect(
         on_retry: Hook called with a :class:`RetryEvent` before each wait.
         on_giveup: Hook called with a :class:`RetryEvent` on giving up.
         health: The host-health state the calls share (:class:`HostHealth`), or the
-            :class:`HealthPolicy` of a new one per decorated function (the default: all
-            mechanisms). The decorated function counts as one host, keyed
-            ``("call", qualified name, None)``: its retry budget and circuit breaker work as a
-            host's do (disconnects retried at once within the budget, a breaker that opens on
-            a run of failures and makes calls wait for its probe).
+            :class:`HealthPolicy` of a new one per decorated function. The decorated function
+            counts as one host, keyed ``("call", qualified name, None)``. By default it has a
+            retry budget only (:data:`DECORATOR_HEALTH`): disconnects go again at once while
+            retries mostly succeed, and retries that keep failing are refused. No breaker by
+            default: one function may call many hosts, and one dead host must not stop its
+            calls to the others; pass ``HealthPolicy(...)`` with a breaker for a function
+            that calls one host.
         sleep: The wait function (inject a fake one in tests).
         clock: A monotonic clock in seconds (inject a fake one in tests).
 
@@ -133,7 +140,9 @@ def retry_on_disconnect(
             )
         name = getattr(function, "__qualname__", repr(function))
         state = shared or HostHealth(
-            health if isinstance(health, HealthPolicy) else None, clock=clock, sleep=sleep
+            health if isinstance(health, HealthPolicy) else DECORATOR_HEALTH,
+            clock=clock,
+            sleep=sleep,
         )
 
         key: HostKey = ("call", name, None)
@@ -144,12 +153,12 @@ def retry_on_disconnect(
             wait_until = None if resolved.deadline is None else started + resolved.deadline
             run: RetryRun | None = None
             number = 0
-            charged = False
+            charged_at: float | None = None
             while True:
                 number += 1
-                claim = state.try_claim(key, clock(), number == 1, charged)
+                claim = state.try_claim(key, clock(), number == 1, charged_at)
                 if claim is None:
-                    claim = await _claim(run, number, charged, wait_until)
+                    claim = await _claim(run, number, charged_at, wait_until)
                 timer = None
                 try:
                     if resolved.deadline is None:
@@ -174,7 +183,8 @@ def retry_on_disconnect(
                             f"the deadline of {resolved.deadline:g}s passed during attempt {number}"
                         )
                         raise await run.give_up(attempt, reason) from exc
-                    delay, reason, charged = await state.decide(
+                    delay, reason, charged_at = await next_step(
+                        state,
                         run,
                         key,
                         attempt,
@@ -205,7 +215,7 @@ def retry_on_disconnect(
             )
 
         async def _claim(
-            run: RetryRun | None, number: int, charged: bool, wait_until: float | None
+            run: RetryRun | None, number: int, charged_at: float | None, wait_until: float | None
         ) -> HostClaim:
             # The slow path: the breaker is open, or the rate paces the calls.
             last = run.history[-1].error if run is not None and run.history else None
@@ -213,7 +223,7 @@ def retry_on_disconnect(
                 return await state.claim(
                     key,
                     first=number == 1,
-                    charged=charged,
+                    charged_at=charged_at,
                     wait_until=wait_until,
                     patience_from=None if run is None else run.circuit_since,
                     last_error=last,
@@ -226,6 +236,9 @@ def retry_on_disconnect(
                     f"waited for {expired.waited_for}"
                 )
                 raise await run.give_up(None, reason) from last
+            except CircuitOpenError as exc:
+                await (run or _new_run(clock())).give_up(None, str(exc))  # told like any give-up
+                raise
 
         return wrapper
 

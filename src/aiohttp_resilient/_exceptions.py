@@ -126,21 +126,21 @@ class CircuitOpenError(ResilientError):
     is off).
 
     Attributes:
-        host: ``scheme://host:port``.
+        host: ``scheme://host:port`` (``call://name`` for a decorated function).
         retry_in: Seconds until the next probe goes (0 when one is out now).
-        failures: Consecutive failures the host had when this was raised.
-        waited: Seconds this call waited before giving up.
+        reason: Why the breaker opened, in words.
+        waited: Seconds this call waited for the probe before giving up.
     """
 
-    def __init__(self, *, host: str, retry_in: float, failures: int, waited: float) -> None:
+    def __init__(self, *, host: str, retry_in: float, reason: str, waited: float) -> None:
         self.host = host
         self.retry_in = retry_in
-        self.failures = failures
+        self.reason = reason
         self.waited = waited
         when = f"the next probe goes in {retry_in:.3g}s" if retry_in > 0 else "a probe is out"
         super().__init__(
-            f"circuit open for {host} after {failures} consecutive failures: {when}; waited "
-            f"{waited:.3g}s (BreakerPolicy.patience and the deadline bound the wait)"
+            f"circuit open for {host} ({reason}): {when}; this call waited {waited:.3g}s "
+            "(BreakerPolicy.patience and the deadline bound the wait)"
         )
 
 

@@ -1,10 +1,11 @@
 """HostHealth: what the library knows about each host, and each attempt's claim on its host.
 
 One record per (scheme, host, port) holds the host's retry budget, circuit breaker, adaptive
-concurrency limit, adaptive rate and counters; a :class:`HostLimiter` holds its slots. An attempt
-takes a :class:`HostClaim` before it is sent (breaker admission, rate, slot) and says how it
-ended; the claim turns that into the host's bookkeeping and gives everything back on every way
-out, cancellation included. The request path only reads the advice (:meth:`HostHealth.advise`).
+concurrency limit and adaptive rate; a :class:`HostLimiter` holds its slots. An attempt takes a
+:class:`HostClaim` before it is sent (breaker admission, rate, slot) and says how it ended; the
+claim turns that into the host's bookkeeping and gives everything back on every way out,
+cancellation included. What to do next is decided in ``_decision.py`` from
+:meth:`HostHealth.advise`.
 
 Every piece of a record is a few numbers changed by one operation at a time (deposit, admit,
 record, withdraw, sample, reserve), so a shared store can hold the same state and run each
@@ -26,8 +27,7 @@ from ._aimd import AdaptiveLimitPolicy, LimitState
 from ._breaker import Admission, BreakerPolicy, BreakerState, CircuitState
 from ._budget import BudgetPolicy, BudgetState, Tier
 from ._classify import Signal
-from ._engine import Clock, RetryRun, Sleep, logger
-from ._events import Attempt
+from ._engine import Clock, Sleep, deadline_timer, logger, timer_expired
 from ._exceptions import CircuitOpenError
 from ._limiter import IDLE_HOSTS_KEPT, HostKey, HostLimiter
 from ._rate import AdaptiveRatePolicy, RateState
@@ -47,6 +47,9 @@ __all__ = [
 #: the server could have been working on the request: within this many seconds, or twice the
 #: host's fastest answer, whichever is longer.
 STALE_RACE_WINDOW: Final = 0.05
+#: A host not claimed for this many seconds is forgotten at the next sweep (its breaker, limit
+#: and rate start afresh): a crawler's dead and throttling hosts do not pile up.
+FORGET_AFTER: Final = 600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,14 +103,15 @@ class CircuitEvent:
         host: ``scheme://host:port``.
         old: The state before.
         new: The state now.
-        failures: Consecutive failures when it changed.
+        reason: Why it last opened (``"5 failures in a row over 0.12s"``, ``"92% of 60 calls
+            failed"``, ``"the probe failed"``).
         retry_in: Seconds until the next probe when it opened, else ``None``.
     """
 
     host: str
     old: CircuitState
     new: CircuitState
-    failures: int
+    reason: str
     retry_in: float | None
 
 
@@ -133,18 +137,7 @@ def format_host(key: HostKey) -> str:
 class _Record:
     """One host's state."""
 
-    __slots__ = (
-        "breaker",
-        "budget",
-        "changed",
-        "fastest",
-        "limit",
-        "probe_out",
-        "rate",
-        "refused",
-        "requests",
-        "retries",
-    )
+    __slots__ = ("breaker", "budget", "changed", "fastest", "limit", "rate", "touched")
 
     def __init__(self, health: HostHealth, now: float) -> None:
         policy = health.policy
@@ -161,23 +154,21 @@ class _Record:
         self.rate = None if policy.adaptive_rate is None else RateState(policy.adaptive_rate, now)
         #: Woken when the breaker changes state (process-local: the futures of waiting calls).
         self.changed: asyncio.Future[None] | None = None
-        self.probe_out = False
         #: The fastest answer seen, in seconds (for the stale-race window).
         self.fastest = float("inf")
-        self.requests = 0
-        self.retries = 0
-        self.refused = 0
+        #: When an attempt last claimed the host (idle hosts are forgotten).
+        self.touched = now
 
 
 class HostClaim:
     """An attempt's hold on its host: its slot (if there is a cap), whether it is the breaker's
-    probe, when it went. End it exactly once with :meth:`end` (then, for a response handed to
-    the caller, :meth:`hand_over`) or :meth:`abandon`."""
+    probe, when it went, and when its budget charge was made. End it exactly once with
+    :meth:`served`, :meth:`end` or :meth:`abandon`."""
 
     __slots__ = (
         "_health",
         "_record",
-        "charged",
+        "charged_at",
         "cuts",
         "epoch",
         "in_flight",
@@ -195,7 +186,7 @@ class HostClaim:
         started: float,
         probe: bool,
         slot: bool,
-        charged: bool,
+        charged_at: float | None,
     ) -> None:
         # Positional: one is made per attempt.
         self._health = health
@@ -204,8 +195,8 @@ class HostClaim:
         self.started = started
         self.probe = probe
         self.slot = slot
-        #: A retry charged to the budget: given back if it succeeds.
-        self.charged = charged
+        #: When this retry was charged to the budget (its charge is given back if it succeeds).
+        self.charged_at = charged_at
         limit = record.limit
         if limit is None:
             self.in_flight = self.epoch = self.cuts = 0
@@ -226,6 +217,35 @@ class HostClaim:
         have been working on the request."""
         return now - self.started <= max(STALE_RACE_WINDOW, 2 * self._record.fastest)
 
+    def served(self, now: float, *, keep_slot: bool = False) -> None:
+        """The attempt got an answer below 400 (the hot path); the slot is freed unless
+        ``keep_slot`` (the caller streams the body: :meth:`release_slot` frees it)."""
+        record = self._record
+        try:
+            elapsed = now - self.started
+            if elapsed < record.fastest:
+                record.fastest = elapsed
+            if self.charged_at is not None and record.budget is not None:
+                record.budget.refund(now, self.charged_at)
+            breaker = record.breaker
+            if breaker is not None:
+                if self.probe:
+                    self._health._breaker_outcome(self.key, record, now, False, None, True)
+                else:
+                    breaker.succeeded(now)
+            limit = record.limit
+            if (
+                limit is not None
+                and self.slot
+                and limit.sample(False, False, self.in_flight, self.epoch)
+            ):
+                self._health._limit_changed(self.key, limit)
+            rate = record.rate
+            if rate is not None:
+                rate.success(now)
+        finally:
+            self._finish(keep_slot)
+
     def end(
         self,
         signal: Signal,
@@ -234,63 +254,50 @@ class HostClaim:
         retry_after: float | None = None,
         keep_slot: bool = False,
     ) -> None:
-        """Record how the attempt ended; free the slot unless ``keep_slot`` (the caller streams
-        the body: :meth:`hand_over` frees it with the connection)."""
-        health = self._health
-        record = self._record
-        try:
-            health._record_outcome(self, record, signal, now, retry_after)
-        finally:
-            if self.slot and not keep_slot:
-                self.slot = False
-                assert health.limiter is not None
-                health.limiter.release(self.key)
-
-    def served(self, now: float, *, keep_slot: bool = False) -> None:
-        """:meth:`end` for an answer below 400 (the hot path: the host is fine, nothing to
-        decide unless this was the probe or a charged retry)."""
-        record = self._record
-        if self.probe or self.charged:
-            self.end(Signal.SERVED, now, keep_slot=keep_slot)
+        """Record how the attempt ended (see :meth:`served` for ``keep_slot``)."""
+        if signal is Signal.SERVED:
+            self.served(now, keep_slot=keep_slot)
             return
-        elapsed = now - self.started
-        if elapsed < record.fastest:
-            record.fastest = elapsed
-        breaker = record.breaker
-        if breaker is not None:
-            breaker.succeeded(now)
-        limit = record.limit
-        if (
-            limit is not None
-            and self.slot
-            and limit.sample(False, False, self.in_flight, self.epoch)
-        ):
-            self._health._limit_changed(self.key, limit)
-        rate = record.rate
-        if rate is not None:
-            rate.success(now)
-        if self.slot and not keep_slot:
+        try:
+            self._health._record_outcome(self, signal, now, retry_after)
+        finally:
+            self._finish(keep_slot)
+
+    def abandon(self, now: float) -> None:
+        """The attempt ended with no news of the host (cancelled, the deadline): free all, and
+        let the next call probe at once if this was the probe."""
+        try:
+            if self.probe:
+                self._health._probe_abandoned(self.key, self._record, now)
+        finally:
+            self._finish(False)
+
+    def release_slot(self) -> None:
+        """Free the slot kept by ``keep_slot=True``."""
+        if self.slot:
             self.slot = False
             self._health.limiter.release(self.key)  # type: ignore[union-attr]
 
-    def release_slot(self) -> None:
-        """Free the slot kept by ``end(keep_slot=True)``."""
-        if self.slot:
+    def _finish(self, keep_slot: bool) -> None:
+        # On every way out: a probe that left no outcome (an error while recording) must not
+        # leave the breaker half-open for good; a slot is given back unless kept.
+        if self.probe:
+            self.probe = False
+            breaker = self._record.breaker
+            if breaker is not None and breaker.state is CircuitState.HALF_OPEN:
+                self._health._probe_abandoned(self.key, self._record, self._health._clock())
+        if self.slot and not keep_slot:
             self.slot = False
-            assert self._health.limiter is not None
-            self._health.limiter.release(self.key)
-
-    def abandon(self, now: float) -> None:
-        """The attempt ended with no news of the host (cancelled, the deadline): free all."""
-        self.end(Signal.LOCAL, now)
+            self._health.limiter.release(self.key)  # type: ignore[union-attr]
 
 
 class HostHealth:
     """Every host's health, in this process's memory.
 
     Shared by every request of a :class:`RetryMiddleware` (and so of a session), and by any
-    middleware or decorator given the same instance. Idle hosts are forgotten once more than
-    1024 are known (a crawler stays small); a forgotten host starts afresh.
+    middleware or decorator given the same instance. Once more than 1024 hosts are known,
+    hosts not claimed for 10 minutes are forgotten (a crawler stays small); a forgotten host
+    starts afresh.
 
     Usage::
 
@@ -304,10 +311,14 @@ class HostHealth:
         clock: A monotonic clock in seconds (inject a fake one in tests).
         sleep: The wait function (inject a fake one in tests).
         seed: Seeds the breaks' jitter (tests).
+
+    Raises:
+        ValueError: A bad argument (named), or an adaptive ``min_limit`` above the limiter's cap.
     """
 
     __slots__ = (
         "_clock",
+        "_hook_tasks",
         "_hosts",
         "_on_change",
         "_rng",
@@ -334,6 +345,16 @@ class HostHealth:
         if on_circuit_change is not None and not callable(on_circuit_change):
             raise ValueError(f"on_circuit_change must be callable, got {on_circuit_change!r}")
         self.policy = HealthPolicy() if policy is None else policy
+        adaptive = self.policy.adaptive_limit
+        if (
+            adaptive is not None
+            and limiter is not None
+            and adaptive.min_limit > limiter.limit_per_host
+        ):
+            raise ValueError(
+                f"adaptive_limit.min_limit ({adaptive.min_limit}) must not exceed the "
+                f"limiter's limit_per_host ({limiter.limit_per_host})"
+            )
         self.limiter = limiter
         self._on_change = on_circuit_change
         self._clock = clock
@@ -341,6 +362,8 @@ class HostHealth:
         self._rng = random.Random(seed)
         self._hosts: dict[HostKey, _Record] = {}
         self._sweep_at = IDLE_HOSTS_KEPT
+        # Tasks of async on_circuit_change hooks, kept until done (the loop holds weak refs).
+        self._hook_tasks: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         open_hosts = sum(
@@ -360,7 +383,7 @@ class HostHealth:
         return record.breaker.state
 
     def live_limit(self, key: HostKey) -> int | None:
-        """``key``'s adaptive concurrency limit, or ``None`` without one."""
+        """``key``'s adaptive concurrency limit (the cap without one), or ``None`` uncapped."""
         record = self._hosts.get(key)
         if record is None or record.limit is None:
             return None if self.limiter is None else self.limiter.limit_per_host
@@ -375,19 +398,27 @@ class HostHealth:
 
     def budget_left(self, key: HostKey) -> float | None:
         """Retries ``key``'s budget still allows now, or ``None`` without a budget."""
-        record = self._hosts.get(key)
-        if self.policy.budget is None:
+        policy = self.policy.budget
+        if policy is None:
             return None
+        record = self._hosts.get(key)
         if record is None or record.budget is None:
-            policy = self.policy.budget
             return policy.min_per_second * policy.ttl
+        allowance, spent = self.budget_figures(key)
+        return allowance - spent
+
+    def budget_figures(self, key: HostKey) -> tuple[float, float]:
+        """(allowance, spent) of ``key``'s budget now, for messages."""
+        record = self._hosts.get(key)
+        if record is None or record.budget is None:
+            return 0.0, 0.0
         now = self._clock()
-        return record.budget.allowance(now) - record.budget.spent(now)
+        return record.budget.allowance(now), record.budget.spent(now)
 
     # -- claiming --------------------------------------------------------------------------------
 
     def try_claim(
-        self, key: HostKey, now: float, first: bool, charged: bool = False
+        self, key: HostKey, now: float, first: bool, charged_at: float | None = None
     ) -> HostClaim | None:
         """Claim ``key`` for an attempt if that needs no wait (the hot path); else ``None``,
         and :meth:`claim` waits."""
@@ -403,41 +434,39 @@ class HostHealth:
         limiter = self.limiter
         if limiter is not None and not limiter.try_acquire(key):
             return None
-        if first:
-            record.requests += 1
-            if record.budget is not None:
-                record.budget.deposit(now)
-        return HostClaim(self, record, key, now, False, limiter is not None, charged)
+        record.touched = now
+        if first and record.budget is not None:
+            record.budget.deposit(now)
+        return HostClaim(self, record, key, now, False, limiter is not None, charged_at)
 
     async def claim(
         self,
         key: HostKey,
         *,
         first: bool,
-        charged: bool = False,
+        charged_at: float | None = None,
         wait_until: float | None = None,
         patience_from: float | None = None,
         last_error: BaseException | None = None,
     ) -> HostClaim:
         """Claim ``key`` for an attempt, waiting as its breaker, rate and slots require.
 
+        ``patience_from``: when the call first waited for this host's open circuit (its
+        patience counts from there), ``None`` for now.
+
         Raises:
             CircuitOpenError: The breaker is open and the probe would come after the call's
                 patience or ``wait_until``.
             WaitExpiredError: A slot or the rate would come after ``wait_until``.
-
-        ``patience_from``: when the call first waited for this host's open circuit (its
-        patience counts from there), ``None`` for now.
         """
         clock = self._clock
         now = clock()
         record = self._hosts.get(key)
         if record is None:
             record = self._new_record(key, now)
-        if first:
-            record.requests += 1
-            if record.budget is not None:
-                record.budget.deposit(now)
+        record.touched = now
+        if first and record.budget is not None:
+            record.budget.deposit(now)
         probe = await self._admit(key, record, wait_until, patience_from, last_error)
         try:
             if record.rate is not None and record.rate.enabled:
@@ -446,10 +475,10 @@ class HostHealth:
             if limiter is not None and not limiter.try_acquire(key):
                 await self._wait_for_slot(limiter, key, wait_until)
         except BaseException:
-            if probe and record.breaker is not None:
-                self._probe_abandoned(key, record)
+            if probe:
+                self._probe_abandoned(key, record, clock())
             raise
-        return HostClaim(self, record, key, clock(), probe, self.limiter is not None, charged)
+        return HostClaim(self, record, key, clock(), probe, self.limiter is not None, charged_at)
 
     async def _admit(
         self,
@@ -473,23 +502,32 @@ class HostHealth:
             if wait_until is None
             else (wait_until if patience_end is None else min(wait_until, patience_end))
         )
+        waited = patience_from is not None  # a call that waited before has used its patience
         while True:
             now = clock()
-            admission = breaker.admit(now)
-            if admission is Admission.GO:
+            if breaker.state is CircuitState.CLOSED:
                 return False
-            if admission is Admission.PROBE:
-                record.probe_out = True
-                self._notify(key, record, CircuitState.OPEN, CircuitState.HALF_OPEN, None)
-                return True
-            # Open (the probe goes at open_until) or half-open (the probe is out).
+            # Open (the probe goes at open_until) or half-open (the probe is out). A call past
+            # its patience neither waits nor probes: probes are bounded by patience too (a call
+            # with no patience still probes when the probe is due, since that needs no wait).
             probe_at = breaker.open_until if breaker.state is CircuitState.OPEN else now
-            if limit is not None and (probe_at > limit or now >= limit):
+            if limit is not None and (probe_at > limit or (now > limit and waited)):
                 raise CircuitOpenError(
                     host=format_host(key),
                     retry_in=max(0.0, breaker.open_until - now),
-                    failures=breaker.consecutive,
-                    waited=now - started,
+                    reason=breaker.reason,
+                    waited=now - since,
+                ) from last_error
+            if breaker.admit(now) is Admission.PROBE:
+                self._notify(key, record, CircuitState.OPEN, CircuitState.HALF_OPEN, None)
+                return True
+            waited = True
+            if limit is not None and now >= limit:
+                raise CircuitOpenError(
+                    host=format_host(key),
+                    retry_in=max(0.0, breaker.open_until - now),
+                    reason=breaker.reason,
+                    waited=now - since,
                 ) from last_error
             await self._wait_for_change(record, breaker, now, limit)
 
@@ -515,12 +553,16 @@ class HostHealth:
 
     async def _wait_for_rate(self, rate: RateState, wait_until: float | None) -> None:
         now = self._clock()
-        delay = rate.reserve(now)
+        if wait_until is not None and now + rate.wait(now) > wait_until:
+            raise WaitExpiredError("the host's adaptive rate")  # nothing reserved
+        delay, token = rate.reserve(now)
         if delay <= 0:
             return
-        if wait_until is not None and now + delay > wait_until:
-            raise WaitExpiredError("the host's adaptive rate")
-        await self._sleep(delay)
+        try:
+            await self._sleep(delay)
+        except BaseException:
+            rate.unreserve(token)  # a cancelled caller does not keep its send slot
+            raise
 
     async def _wait_for_slot(
         self, limiter: HostLimiter, key: HostKey, wait_until: float | None
@@ -531,151 +573,80 @@ class HostHealth:
         remaining = wait_until - self._clock()
         if remaining <= 0:
             raise WaitExpiredError("a per-host slot")
+        # Not asyncio.wait_for: below Python 3.12 it can swallow a cancellation that arrives
+        # as the slot is handed over (gh-86296), and the request would go anyway.
+        timer = deadline_timer(remaining)
         try:
-            await asyncio.wait_for(limiter.acquire(key), remaining)
-        except asyncio.TimeoutError as exc:
+            async with timer:
+                await limiter.acquire(key)
+        except asyncio.TimeoutError as exc:  # not the builtin TimeoutError on Python 3.10
+            if not timer_expired(timer):
+                raise
             raise WaitExpiredError("a per-host slot") from exc
 
     # -- advice ----------------------------------------------------------------------------------
 
-    def advise(self, key: HostKey, now: float, *, may_go_at_once: bool) -> Advice:
-        """How the next retry of a call to ``key`` should go; charges the budget when it goes.
+    def advise(
+        self, key: HostKey, now: float, *, may_go_at_once: bool, congestion: bool = False
+    ) -> tuple[Advice, float | None]:
+        """How the next retry of a call to ``key`` should go, and when the budget was charged
+        for it (``None``: not charged).
 
-        ``may_go_at_once``: the failure was a disconnect, which is retried at once while the
-        budget has room (statuses and refused connections always wait).
+        ``may_go_at_once``: the failure was a disconnect, which goes again at once while the
+        budget is under its immediate share. ``congestion``: the failure was a refusal (429,
+        503, a reset or disconnect): with a spent budget and an adaptive limit to shape the
+        host's load, such a retry backs off and queues under the limit (uncharged) instead of
+        being refused, since the limit comes down on exactly these. Other failures (500s, cut
+        bodies) are refused.
         """
         record = self._hosts.get(key)
         if record is None:
-            return Advice.NOW if may_go_at_once else Advice.BACKOFF
+            return (Advice.NOW if may_go_at_once else Advice.BACKOFF), None
         breaker = record.breaker
         if breaker is not None and breaker.state is not CircuitState.CLOSED:
-            return Advice.WAIT_FOR_PROBE
-        budget = record.budget
-        if budget is None:
-            record.retries += 1
-            return Advice.NOW if may_go_at_once else Advice.BACKOFF
-        tier = budget.withdraw(now)
+            return Advice.WAIT_FOR_PROBE, None
+        if record.budget is None:
+            return (Advice.NOW if may_go_at_once else Advice.BACKOFF), None
+        tier = record.budget.withdraw(now)
         if tier is Tier.REFUSED:
-            limit = record.limit
-            if limit is not None and limit.limit > limit.min_limit:
-                # A spent budget with an adaptive limit to shape the host's load: its failing
-                # retries mark the host's drops as congestion, the limit comes down, and the
-                # retry backs off and queues under it instead of failing the call. Only where
-                # nothing is left to shape is the retry refused.
-                record.retries += 1
-                return Advice.BACKOFF
-            record.refused += 1
-            return Advice.REFUSED
-        record.retries += 1
-        return Advice.NOW if may_go_at_once and tier is Tier.IMMEDIATE else Advice.BACKOFF
+            shaped = congestion and record.limit is not None
+            return (Advice.BACKOFF if shaped else Advice.REFUSED), None
+        if may_go_at_once and tier is Tier.IMMEDIATE:
+            return Advice.NOW, now
+        return Advice.BACKOFF, now
 
-    async def decide(
-        self,
-        run: RetryRun,
-        key: HostKey,
-        attempt: Attempt,
-        now: float,
-        *,
-        at_once: bool,
-        unreachable: bool = False,
-        requeue: bool = False,
-        retry_after: float | None = None,
-    ) -> tuple[float | None, str, bool]:
-        """What follows a failed attempt of a call to ``key``, as its policy (``run``) and the
-        host say: (delay or None to give up, reason, whether the retry is charged to the
-        host's budget); raises :class:`RetryBudgetExhaustedError` when the budget refuses.
-
-        ``at_once``: a disconnect, which may go again at once within the budget.
-        ``unreachable``: the connection was refused (nothing was sent).
-
-        ``requeue``: the attempt was refused (a drop, 429 or 503) by a host whose adaptive limit
-        is cut for congestion: the client sent too much, so the attempt goes back to the host's
-        queue after its backoff without counting (at most ``attempts`` times per call). Random
-        faults never cut the limit, so they never get here.
-        """
-        health = self
-        forgiven = health.circuit_state(key) is not CircuitState.CLOSED
-        requeue = requeue and run.forgiven < run.policy.attempts
-        # A refused connection sent nothing; while a breaker watches the host (it opens within
-        # a few failures and bounds the wait), a restart must not use up the call's attempts.
-        uncounted = requeue or (unreachable and health.policy.breaker is not None)
-        if not forgiven and not uncounted and not run.attempts_left(attempt.number):
-            delay, reason = run.decide(attempt)  # records it and says the attempts are used
-            return delay, reason, False
-        # A requeued attempt still waits its backoff (at once, the one attempt over the host's
-        # capacity would be refused again as fast as the network goes) and is charged to the
-        # budget (failed retries are what tells overload from random faults), never refused.
-        advice = (
-            Advice.WAIT_FOR_PROBE
-            if forgiven
-            else health.advise(key, now, may_go_at_once=at_once and not requeue)
-        )
-        charged = advice is Advice.NOW or advice is Advice.BACKOFF
-        if advice is Advice.REFUSED:
-            if not requeue:
-                run.record(attempt)
-                allowance, spent = health.budget_figures(key)
-                error = await run.give_up(attempt, "", budget=(format_host(key), allowance, spent))
-                raise error from attempt.error
-            advice = Advice.BACKOFF
-        if advice is Advice.WAIT_FOR_PROBE and run.circuit_since is None:
-            run.circuit_since = now
-        delay, reason = run.decide(
-            attempt,
-            at_once=advice is Advice.NOW,
-            forgiven=advice is Advice.WAIT_FOR_PROBE,
-            uncounted=uncounted,
-            retry_after=retry_after,
-        )
-        return delay, reason, charged
-
-    def budget_figures(self, key: HostKey) -> tuple[float, float]:
-        """(allowance, spent) of ``key``'s budget now, for messages."""
+    def refund(self, key: HostKey, now: float, charged_at: float) -> None:
+        """Give back a charge for a retry that was not made after all."""
         record = self._hosts.get(key)
-        if record is None or record.budget is None:
-            return 0.0, 0.0
-        now = self._clock()
-        return record.budget.allowance(now), record.budget.spent(now)
+        if record is not None and record.budget is not None:
+            record.budget.refund(now, charged_at)
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
     def _record_outcome(
-        self,
-        claim: HostClaim,
-        record: _Record,
-        signal: Signal,
-        now: float,
-        retry_after: float | None,
+        self, claim: HostClaim, signal: Signal, now: float, retry_after: float | None
     ) -> None:
+        # Every outcome but SERVED (HostClaim.served).
+        record = claim._record
         key = claim.key
-        if signal is Signal.SERVED:
-            elapsed = now - claim.started
-            if elapsed < record.fastest:
-                record.fastest = elapsed
-            if claim.charged and record.budget is not None:
-                record.budget.refund(now)
-        breaker = record.breaker
-        if breaker is not None:
-            if signal is Signal.LOCAL or signal is Signal.THROTTLED:
+        if record.breaker is not None:
+            if signal is Signal.ANSWERED or signal is Signal.THROTTLED:
+                # The host answered: up. A 429 is the rate's to handle, not a failure; as the
+                # probe's answer it closes the breaker (the host is back, if busy).
                 if claim.probe:
-                    self._probe_abandoned(key, record)
-            else:
-                failed = signal is not Signal.SERVED and signal is not Signal.ANSWERED
-                old = breaker.state
-                new = breaker.record(now, failed, probe=claim.probe, retry_after=retry_after)
-                if claim.probe:
-                    record.probe_out = False
-                if new is not None and new is not old:
-                    retry_in = breaker.open_until - now if new is CircuitState.OPEN else None
-                    self._notify(key, record, old, new, retry_in)
-                elif new is CircuitState.OPEN:  # a failed probe: the break starts again
-                    self._wake(record)
+                    self._breaker_outcome(key, record, now, False, None, True)
+                elif signal is Signal.ANSWERED:
+                    record.breaker.succeeded(now)
+            elif signal is not Signal.LOCAL or claim.probe:
+                # A probe that ended in a local error (a connect timeout to a dead host) is a
+                # failed probe: a longer break, not another probe at once.
+                self._breaker_outcome(key, record, now, True, retry_after, claim.probe)
         dropped = signal is Signal.DROPPED
         throttled = signal is Signal.UNAVAILABLE or signal is Signal.THROTTLED
         limit = record.limit
         if (
             limit is not None
-            and (dropped or throttled or signal is Signal.SERVED)
+            and (dropped or throttled)
             and claim.slot
             and limit.sample(
                 dropped,
@@ -693,8 +664,27 @@ class HostHealth:
             if signal is Signal.THROTTLED:
                 if rate.throttle(now) and logger.isEnabledFor(logging.INFO):
                     logger.info("adaptive rate of %s is now %.3g/s", format_host(key), rate.rate)
-            elif signal is Signal.SERVED or signal is Signal.ANSWERED:
+            elif signal is Signal.ANSWERED:
                 rate.success(now)
+
+    def _breaker_outcome(
+        self,
+        key: HostKey,
+        record: _Record,
+        now: float,
+        failed: bool,
+        retry_after: float | None,
+        probe: bool,
+    ) -> None:
+        breaker = record.breaker
+        assert breaker is not None
+        old = breaker.state
+        new = breaker.record(now, failed, probe=probe, retry_after=retry_after)
+        if new is not None and new is not old:
+            retry_in = breaker.open_until - now if new is CircuitState.OPEN else None
+            self._notify(key, record, old, new, retry_in)
+        elif new is CircuitState.OPEN:  # a failed probe: the break starts again
+            self._wake(record)
 
     def _limit_changed(self, key: HostKey, limit: LimitState) -> None:
         assert self.limiter is not None
@@ -702,12 +692,13 @@ class HostHealth:
         if logger.isEnabledFor(logging.INFO):
             logger.info("adaptive limit of %s is now %d", format_host(key), limit.limit)
 
-    def _probe_abandoned(self, key: HostKey, record: _Record) -> None:
+    def _probe_abandoned(self, key: HostKey, record: _Record, now: float) -> None:
+        # The probe ended with no news of the host (cancelled, the caller's deadline): the
+        # next call probes at once.
         breaker = record.breaker
-        assert breaker is not None
-        record.probe_out = False
-        breaker.probe_abandoned(self._clock())
-        self._wake(record)  # the next waiter probes at once
+        if breaker is not None and breaker.state is CircuitState.HALF_OPEN:
+            breaker.probe_abandoned(now)
+            self._notify(key, record, CircuitState.HALF_OPEN, CircuitState.OPEN, 0.0)
 
     def _notify(
         self,
@@ -723,14 +714,14 @@ class HostHealth:
             host=format_host(key),
             old=old,
             new=new,
-            failures=breaker.consecutive,
+            reason=breaker.reason,
             retry_in=retry_in,
         )
         if new is CircuitState.OPEN:
             logger.warning(
-                "circuit for %s opened after %d consecutive failures: next probe in %.3gs",
+                "circuit for %s is open (%s): next probe in %.3gs",
                 event.host,
-                event.failures,
+                event.reason,
                 retry_in or 0.0,
             )
         else:
@@ -742,9 +733,17 @@ class HostHealth:
                 result = hook(event)
                 if asyncio.iscoroutine(result):
                     task = asyncio.ensure_future(result)
-                    task.add_done_callback(_log_hook_failure)
+                    self._hook_tasks.add(task)
+                    task.add_done_callback(self._hook_done)
             except Exception:
                 logger.exception("the on_circuit_change hook raised; nothing changes")
+
+    def _hook_done(self, task: asyncio.Future[None]) -> None:
+        self._hook_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "the on_circuit_change hook raised; nothing changes", exc_info=task.exception()
+            )
 
     @staticmethod
     def _wake(record: _Record) -> None:
@@ -755,25 +754,19 @@ class HostHealth:
 
     def _new_record(self, key: HostKey, now: float) -> _Record:
         if len(self._hosts) >= self._sweep_at:
-            self._sweep()
+            self._sweep(now)
         record = self._hosts[key] = _Record(self, now)
         return record
 
-    def _sweep(self) -> None:
+    def _sweep(self, now: float) -> None:
+        # Forget hosts nobody claimed lately (and that hold no slot or waiter); sweep again
+        # only once the table has doubled, so a crawler with more busy hosts than
+        # IDLE_HOSTS_KEPT does not sweep on every new one (amortised O(1)).
         limiter = self.limiter
         self._hosts = {
             k: r
             for k, r in self._hosts.items()
-            if (r.breaker is not None and r.breaker.state is not CircuitState.CLOSED)
+            if now - r.touched < FORGET_AFTER
             or (limiter is not None and (limiter.in_flight(k) or limiter.waiting(k)))
-            or (r.limit is not None and r.limit.limit < r.limit.ceiling)
-            or (r.rate is not None and r.rate.enabled)
         }
         self._sweep_at = max(IDLE_HOSTS_KEPT, 2 * len(self._hosts))
-
-
-def _log_hook_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error(
-            "the on_circuit_change hook raised; nothing changes", exc_info=task.exception()
-        )

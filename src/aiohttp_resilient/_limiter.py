@@ -123,11 +123,6 @@ class HostLimiter:
         while host.held < host.limit and self._hand_over(host):
             host.held += 1
 
-    def limit(self, key: HostKey) -> int:
-        """``key``'s live limit."""
-        host = self._hosts.get(key)
-        return self._limit if host is None else host.limit
-
     def waiting(self, key: HostKey) -> int:
         """How many attempts wait for a slot of ``key``'s host."""
         host = self._hosts.get(key)
@@ -151,7 +146,11 @@ class HostLimiter:
     def _sweep(self) -> None:
         # Drop idle hosts; sweep again only once the table has doubled, so that a crawler with
         # more busy hosts than IDLE_HOSTS_KEPT does not sweep on every new one (amortised O(1)).
-        self._hosts = {k: h for k, h in self._hosts.items() if h.held or h.waiters}
+        # A host whose live limit is cut keeps its entry: forgetting it would reset the limit.
+        limit = self._limit
+        self._hosts = {
+            k: h for k, h in self._hosts.items() if h.held or h.waiters or h.limit < limit
+        }
         self._sweep_at = max(IDLE_HOSTS_KEPT, 2 * len(self._hosts))
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
 from ._classify import Signal, Verdict, classify, signal_of_error, signal_of_status
 from ._connector import last_connection_reused
+from ._decision import next_step
 from ._engine import (
     REASON_STALE,
     Clock,
@@ -27,7 +28,12 @@ from ._engine import (
     timer_expired,
 )
 from ._events import Attempt, RetryHook, describe_error
-from ._exceptions import BodyNotReplayableError, CircuitOpenError, RetriesExhaustedError
+from ._exceptions import (
+    BodyNotReplayableError,
+    CircuitOpenError,
+    RetriesExhaustedError,
+    RetryBudgetExhaustedError,
+)
 from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
 from ._limiter import HostKey, HostLimiter
 from ._policy import RetryPolicy, parse_retry_after
@@ -208,13 +214,15 @@ class RetryMiddleware:
         wait_until = None if deadline is None else started + deadline
         run: RetryRun | None = None
         number = 0
-        charged = False  # the next attempt is a retry charged to the host's budget
+        charged_at: float | None = None  # when the next attempt was charged to the budget
         while True:
             number += 1
-            claim = health.try_claim(key, started if number == 1 else clock(), number == 1, charged)
+            claim = health.try_claim(
+                key, started if number == 1 else clock(), number == 1, charged_at
+            )
             if claim is None:
                 claim = await self._claim(
-                    req, policy, key, run, number, started, wait_until, charged
+                    req, policy, key, run, number, started, wait_until, charged_at
                 )
             try:
                 if deadline is None:  # the hot path: _send() inlined, a coroutine frame less
@@ -254,13 +262,16 @@ class RetryMiddleware:
                         connection.add_callback(claim.release_slot)  # type: ignore[union-attr]
                     return resp
                 # A retryable status. Until it is handed back or thrown away, the response and
-                # its claim must be freed on any way out (a cancelled hook, say).
+                # its slot must be freed on any way out (a cancelled hook, say).
                 try:
                     retry_after = None
                     if policy.respect_retry_after:
                         retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
                     now = clock()
-                    claim.end(signal_of_status(status), now, retry_after=retry_after)
+                    # The slot stays until it is known whether the caller gets the response.
+                    claim.end(
+                        signal_of_status(status), now, retry_after=retry_after, keep_slot=True
+                    )
                     attempt = Attempt(
                         number=number,
                         status=status,
@@ -269,23 +280,34 @@ class RetryMiddleware:
                     )
                     if run is None:
                         run = self._new_run(policy, req, started)
-                    delay, reason, charged = await self._health.decide(
-                        run,
-                        key,
-                        attempt,
-                        now,
-                        at_once=False,
-                        requeue=status in _CONGESTION_STATUSES and claim.congested(),
-                        retry_after=retry_after,
-                    )
+                    try:
+                        delay, reason, charged_at = await next_step(
+                            health,
+                            run,
+                            key,
+                            attempt,
+                            now,
+                            at_once=False,
+                            congestion=status in _CONGESTION_STATUSES,
+                            requeue=status in _CONGESTION_STATUSES and claim.congested(),
+                            retry_after=retry_after,
+                        )
+                    except RetryBudgetExhaustedError:
+                        if policy.raise_on_status:
+                            raise
+                        _hold_slot_while_streaming(claim, resp)
+                        return resp  # the give-up is told; the caller gets the answer
                     if delay is None:
                         gave_up = await run.give_up(attempt, reason, retry_after=retry_after)
                         if not policy.raise_on_status:
+                            _hold_slot_while_streaming(claim, resp)
                             return resp
                 except BaseException:
                     resp.release()
+                    claim.release_slot()
                     raise
                 resp.release()
+                claim.release_slot()
                 if delay is None:
                     raise gave_up
                 await self._before_resend(req, run, attempt, delay, reason, number, cause=None)
@@ -319,20 +341,23 @@ class RetryMiddleware:
             )
             if run is None:
                 run = self._new_run(policy, req, started)
-            if stale and policy.retry_stale_immediately:
+            if stale:
                 run.stale_used = True
-                charged = False
+            if stale and policy.retry_stale_immediately:
+                charged_at = None
                 delay, reason = run.decide(attempt, at_once=True, reason_at_once=REASON_STALE)
             else:
                 # Disconnects go again at once while the budget has room; refused
                 # connections and other connect failures wait.
-                delay, reason, charged = await self._health.decide(
+                delay, reason, charged_at = await next_step(
+                    health,
                     run,
                     key,
                     attempt,
                     now,
                     at_once=signal is Signal.DROPPED or signal is Signal.CUT,
                     unreachable=signal is Signal.UNREACHABLE,
+                    congestion=signal is Signal.DROPPED,
                     requeue=signal is Signal.DROPPED and claim.congested(),
                 )
             if delay is None:
@@ -348,7 +373,7 @@ class RetryMiddleware:
         number: int,
         started: float,
         wait_until: float | None,
-        charged: bool,
+        charged_at: float | None,
     ) -> HostClaim:
         # The slow path of a claim: the breaker, the rate or the slots make the attempt wait.
         health = self._health
@@ -357,7 +382,7 @@ class RetryMiddleware:
             return await health.claim(
                 key,
                 first=number == 1,
-                charged=charged,
+                charged_at=charged_at,
                 wait_until=wait_until,
                 patience_from=circuit_since,
                 last_error=_last_error(run),
@@ -526,6 +551,15 @@ class RetryMiddleware:
         else:  # Python 3.10: PEP 678's attribute, as the exceptiongroup backport sets it
             error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
         return error
+
+
+def _hold_slot_while_streaming(claim: HostClaim, resp: ClientResponse) -> None:
+    # A response handed to the caller keeps its slot until its connection is released.
+    connection = resp.connection
+    if connection is None:  # the body arrived whole: the connection is back in the pool
+        claim.release_slot()
+    else:
+        connection.add_callback(claim.release_slot)
 
 
 async def _buffer_body(resp: ClientResponse, cap: int) -> None:

@@ -57,6 +57,10 @@ DEFAULT_RETRY_AFTER_JITTER = 0.2
 #: disconnect mid-body is retried; larger ones are handed over unbuffered.
 DEFAULT_MAX_BUFFER_SIZE = 8 * 1024 * 1024
 
+#: Longer Retry-After values are read as this many seconds (about 31 years): finite, and past
+#: every cap.
+RETRY_AFTER_CEILING = 1e9
+
 Jitter = Callable[[float], float]
 
 
@@ -215,7 +219,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # str.isdigit() alone admits "²" and "١٢"
-        return float(value)
+        return min(float(value), RETRY_AFTER_CEILING)  # "9" * 400 would be inf
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -240,7 +244,7 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
 
 def _check_number(name: str, value: object, *, minimum: float, inclusive: bool = True) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+        raise ValueError(f"{name} must be a number, got {value!r}")
     if math.isinf(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if value < minimum or (not inclusive and value == minimum):

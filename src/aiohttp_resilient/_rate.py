@@ -88,14 +88,26 @@ class RateState:
         self._k = 0.0
         self._last_throttle = -1e18
 
-    def reserve(self, now: float) -> float:
-        """Take the next send slot; returns the seconds to wait before sending (0: at once)."""
+    def wait(self, now: float) -> float:
+        """Seconds the next send would wait, without taking its slot."""
         if not self.enabled:
             return 0.0
-        interval = 1.0 / self.rate
+        return max(0.0, max(self._tat, now) - self._policy.burst - now)
+
+    def reserve(self, now: float) -> tuple[float, float]:
+        """Take the next send slot: (seconds to wait before sending, a token for
+        :meth:`unreserve`)."""
+        if not self.enabled:
+            return 0.0, 0.0
         tat = max(self._tat, now)
-        self._tat = tat + interval
-        return max(0.0, tat - self._policy.burst - now)
+        self._tat = tat + 1.0 / self.rate
+        return max(0.0, tat - self._policy.burst - now), self._tat
+
+    def unreserve(self, token: float) -> None:
+        """Give back the slot :meth:`reserve` took (its caller will not send), if it is still
+        the last one taken."""
+        if self.enabled and self._tat == token:
+            self._tat -= 1.0 / self.rate
 
     def measured(self, now: float) -> float:
         """Answers per second (throttles included: the rate the client was sending at, as
