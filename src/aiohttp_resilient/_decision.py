@@ -8,12 +8,38 @@ retried" and "Host health" say them in words).
 from __future__ import annotations
 
 from ._breaker import CircuitState
+from ._classify import Signal
 from ._engine import RetryRun
 from ._events import Attempt
-from ._health import Advice, HostHealth, format_host
+from ._health import Advice, HostClaim, HostHealth, format_host
 from ._limiter import HostKey
 
-__all__ = ["next_step"]
+__all__ = ["next_step", "next_step_after_error"]
+
+
+async def next_step_after_error(
+    health: HostHealth,
+    run: RetryRun,
+    claim: HostClaim,
+    attempt: Attempt,
+    now: float,
+    signal: Signal,
+) -> tuple[float | None, str, float | None]:
+    """:func:`next_step` for an attempt that raised, with what its ``signal`` implies:
+    disconnects go again at once within the budget, refused connections wait and cost
+    nothing while a breaker watches, drops under a cut limit queue again."""
+    dropped = signal is Signal.DROPPED
+    return await next_step(
+        health,
+        run,
+        claim.key,
+        attempt,
+        now,
+        at_once=dropped or signal is Signal.CUT,
+        unreachable=signal is Signal.UNREACHABLE,
+        congestion=dropped,
+        requeue=dropped and claim.congested(),
+    )
 
 
 async def next_step(

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._classify import Signal, Verdict, classify, signal_of_error
-from ._decision import next_step
+from ._decision import next_step_after_error
 from ._engine import Clock, RetryRun, Sleep, deadline_timer, timer_expired
 from ._events import Attempt, RetryHook
 from ._exceptions import CircuitOpenError
@@ -183,14 +183,8 @@ def retry_on_disconnect(
                             f"the deadline of {resolved.deadline:g}s passed during attempt {number}"
                         )
                         raise await run.give_up(attempt, reason) from exc
-                    delay, reason, charged_at = await next_step(
-                        state,
-                        run,
-                        key,
-                        attempt,
-                        now,
-                        at_once=signal is Signal.DROPPED or signal is Signal.CUT,
-                        unreachable=signal is Signal.UNREACHABLE,
+                    delay, reason, charged_at = await next_step_after_error(
+                        state, run, claim, attempt, now, signal
                     )
                     if delay is None:
                         raise await run.give_up(attempt, reason) from exc

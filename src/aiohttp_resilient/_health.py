@@ -510,8 +510,9 @@ class HostHealth:
             # Open (the probe goes at open_until) or half-open (the probe is out). A call past
             # its patience neither waits nor probes: probes are bounded by patience too (a call
             # with no patience still probes when the probe is due, since that needs no wait).
+            due = breaker.state is CircuitState.OPEN and now >= breaker.open_until
             probe_at = breaker.open_until if breaker.state is CircuitState.OPEN else now
-            if limit is not None and (probe_at > limit or (now > limit and waited)):
+            if limit is not None and (probe_at > limit or (now > limit and (waited or not due))):
                 raise CircuitOpenError(
                     host=format_host(key),
                     retry_in=max(0.0, breaker.open_until - now),
@@ -522,13 +523,6 @@ class HostHealth:
                 self._notify(key, record, CircuitState.OPEN, CircuitState.HALF_OPEN, None)
                 return True
             waited = True
-            if limit is not None and now >= limit:
-                raise CircuitOpenError(
-                    host=format_host(key),
-                    retry_in=max(0.0, breaker.open_until - now),
-                    reason=breaker.reason,
-                    waited=now - since,
-                ) from last_error
             await self._wait_for_change(record, breaker, now, limit)
 
     async def _wait_for_change(

@@ -17,7 +17,7 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
 from ._classify import Signal, Verdict, classify, signal_of_error, signal_of_status
 from ._connector import last_connection_reused
-from ._decision import next_step
+from ._decision import next_step, next_step_after_error
 from ._engine import (
     REASON_STALE,
     Clock,
@@ -347,18 +347,8 @@ class RetryMiddleware:
                 charged_at = None
                 delay, reason = run.decide(attempt, at_once=True, reason_at_once=REASON_STALE)
             else:
-                # Disconnects go again at once while the budget has room; refused
-                # connections and other connect failures wait.
-                delay, reason, charged_at = await next_step(
-                    health,
-                    run,
-                    key,
-                    attempt,
-                    now,
-                    at_once=signal is Signal.DROPPED or signal is Signal.CUT,
-                    unreachable=signal is Signal.UNREACHABLE,
-                    congestion=signal is Signal.DROPPED,
-                    requeue=signal is Signal.DROPPED and claim.congested(),
+                delay, reason, charged_at = await next_step_after_error(
+                    health, run, claim, attempt, now, signal
                 )
             if delay is None:
                 raise await run.give_up(attempt, reason) from error
