@@ -58,15 +58,16 @@ class AdaptiveLimitPolicy:
     def __post_init__(self) -> None:
         _check_int("min_limit", self.min_limit, minimum=1)
         _check_int("window_samples", self.window_samples, minimum=1)
-        _check_number("drop_ratio", self.drop_ratio, minimum=0.0, inclusive=False)
-        if self.drop_ratio > 1.0:
-            raise ValueError(f"drop_ratio must be <= 1, got {self.drop_ratio!r}")
-        _check_number("throttle_ratio", self.throttle_ratio, minimum=0.0, inclusive=False)
-        if self.throttle_ratio > 1.0:
-            raise ValueError(f"throttle_ratio must be <= 1, got {self.throttle_ratio!r}")
-        _check_number("decrease", self.decrease, minimum=0.0, inclusive=False)
-        if self.decrease >= 1.0:
-            raise ValueError(f"decrease must be < 1, got {self.decrease!r}")
+        for name in ("drop_ratio", "throttle_ratio"):
+            _check_number(name, getattr(self, name), minimum=0.0, inclusive=False, maximum=1.0)
+        _check_number(
+            "decrease",
+            self.decrease,
+            minimum=0.0,
+            inclusive=False,
+            maximum=1.0,
+            max_inclusive=False,
+        )
 
 
 class LimitState:

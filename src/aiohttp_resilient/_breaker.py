@@ -74,9 +74,9 @@ class BreakerPolicy:
         _check_int("consecutive_failures", self.consecutive_failures, minimum=1)
         _check_number("min_failure_span", self.min_failure_span, minimum=0.0)
         if self.failure_ratio is not None:
-            _check_number("failure_ratio", self.failure_ratio, minimum=0.0, inclusive=False)
-            if self.failure_ratio > 1.0:
-                raise ValueError(f"failure_ratio must be <= 1, got {self.failure_ratio!r}")
+            _check_number(
+                "failure_ratio", self.failure_ratio, minimum=0.0, inclusive=False, maximum=1.0
+            )
         _check_int("minimum_calls", self.minimum_calls, minimum=1)
         _check_number("window", self.window, minimum=0.0, inclusive=False)
         _check_number("break_duration", self.break_duration, minimum=0.0, inclusive=False)

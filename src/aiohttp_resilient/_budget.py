@@ -50,12 +50,8 @@ class BudgetPolicy:
     def __post_init__(self) -> None:
         _check_number("ratio", self.ratio, minimum=0.0)
         _check_number("min_per_second", self.min_per_second, minimum=0.0)
-        _check_number("ttl", self.ttl, minimum=1.0)
-        if self.ttl > 60.0:
-            raise ValueError(f"ttl must be <= 60, got {self.ttl!r}")
-        _check_number("immediate_share", self.immediate_share, minimum=0.0)
-        if self.immediate_share > 1.0:
-            raise ValueError(f"immediate_share must be <= 1, got {self.immediate_share!r}")
+        _check_number("ttl", self.ttl, minimum=1.0, maximum=60.0)
+        _check_number("immediate_share", self.immediate_share, minimum=0.0, maximum=1.0)
         if self.ratio == 0 and self.min_per_second == 0:
             raise ValueError("ratio and min_per_second are both 0: no retry could ever go")
 

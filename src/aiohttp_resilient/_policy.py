@@ -242,7 +242,15 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
-def _check_number(name: str, value: object, *, minimum: float, inclusive: bool = True) -> None:
+def _check_number(
+    name: str,
+    value: object,
+    *,
+    minimum: float,
+    inclusive: bool = True,
+    maximum: float | None = None,
+    max_inclusive: bool = True,
+) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"{name} must be a number, got {value!r}")
     if math.isinf(value):
@@ -250,3 +258,6 @@ def _check_number(name: str, value: object, *, minimum: float, inclusive: bool =
     if value < minimum or (not inclusive and value == minimum):
         relation = ">=" if inclusive else ">"
         raise ValueError(f"{name} must be {relation} {minimum}, got {value!r}")
+    if maximum is not None and (value > maximum or (not max_inclusive and value == maximum)):
+        relation = "<=" if max_inclusive else "<"
+        raise ValueError(f"{name} must be {relation} {maximum:g}, got {value!r}")

@@ -47,13 +47,10 @@ class AdaptiveRatePolicy:
     burst: float = 0.05
 
     def __post_init__(self) -> None:
-        for name in ("beta", "smoothing"):
-            value = getattr(self, name)
-            _check_number(name, value, minimum=0.0, inclusive=False)
-            if value >= 1.0 and name == "beta":
-                raise ValueError(f"beta must be < 1, got {value!r}")
-            if value > 1.0:
-                raise ValueError(f"{name} must be <= 1, got {value!r}")
+        _check_number(
+            "beta", self.beta, minimum=0.0, inclusive=False, maximum=1.0, max_inclusive=False
+        )
+        _check_number("smoothing", self.smoothing, minimum=0.0, inclusive=False, maximum=1.0)
         for name in ("scale", "min_rate", "bucket"):
             _check_number(name, getattr(self, name), minimum=0.0, inclusive=False)
         _check_number("cooldown", self.cooldown, minimum=0.0)
