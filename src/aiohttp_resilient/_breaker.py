@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._policy import _check_int, _check_number
+from ._window import rotate
 
 __all__ = ["Admission", "BreakerPolicy", "BreakerState", "CircuitState"]
 
@@ -236,10 +237,10 @@ class BreakerState:
         self._failures = [0] * BUCKETS
 
     def _advance(self, now: float) -> None:
-        width = self._policy.window / BUCKETS
-        passed = int((now - self._bucket_end) // width) + 1
-        for _ in range(min(BUCKETS, passed)):
-            self._bucket = (self._bucket + 1) % BUCKETS
-            self._calls[self._bucket] = 0
-            self._failures[self._bucket] = 0
-        self._bucket_end += width * passed
+        self._bucket, self._bucket_end = rotate(
+            (self._calls, self._failures),
+            self._bucket,
+            self._bucket_end,
+            self._policy.window / BUCKETS,
+            now,
+        )

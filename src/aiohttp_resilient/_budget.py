@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._policy import _check_number
+from ._window import rotate
 
 __all__ = ["BudgetPolicy", "BudgetState", "Tier"]
 
@@ -87,13 +88,9 @@ class BudgetState:
     def _advance(self, now: float) -> None:
         if now < self._slot_end:
             return
-        width = self._policy.ttl / SLOTS
-        passed = int((now - self._slot_end) // width) + 1
-        for _ in range(min(SLOTS, passed)):
-            self._slot = (self._slot + 1) % SLOTS
-            self._requests[self._slot] = 0.0
-            self._spent[self._slot] = 0.0
-        self._slot_end += width * passed
+        self._slot, self._slot_end = rotate(
+            (self._requests, self._spent), self._slot, self._slot_end, self._policy.ttl / SLOTS, now
+        )
 
     def deposit(self, now: float) -> None:
         """A new logical request to the host."""
