@@ -8,6 +8,7 @@ import logging
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from _helpers import SleepRecorder, fast_policy, retry_session, wait_until
 from aiohttp_resilient import (
@@ -28,6 +29,25 @@ from aiohttp_resilient.testing import Fault, FaultServer
 
 #: A budget of exactly one retry in its window (no traffic-based share).
 ONE_RETRY = BudgetPolicy(ratio=0.0, min_per_second=0.1, ttl=10.0)
+
+
+async def get_many(session: aiohttp.ClientSession, url: URL, *, requests: int, workers: int) -> int:
+    """GET ``url`` ``requests`` times from ``workers`` concurrent tasks, reading each body;
+    returns how many answered 200 (bounded: 30 s)."""
+    left = requests
+
+    async def worker() -> int:
+        nonlocal left
+        done = 0
+        while left > 0:
+            left -= 1
+            async with session.get(url) as resp:
+                await resp.read()
+                done += resp.status == 200
+        return done
+
+    served = await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(workers))), 30)
+    return sum(served)
 
 
 def key_of(server: FaultServer) -> tuple[str, str, int]:
@@ -336,20 +356,8 @@ async def test_overloaded_host_gets_its_capacity_and_loses_nothing(refusal: Faul
         )
         middleware = RetryMiddleware(health=health)  # real waits: the backoff spreads retries
         async with aiohttp.ClientSession(middlewares=[middleware]) as session:
-            left = 400
-
-            async def worker() -> int:
-                nonlocal left
-                done = 0
-                while left > 0:
-                    left -= 1
-                    async with session.get(server.url_for("/b")) as resp:
-                        await resp.read()
-                        done += resp.status == 200
-                return done
-
-            served = await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(16))), 30)
-        assert sum(served) == 400
+            served = await get_many(session, server.url_for("/b"), requests=400, workers=16)
+        assert served == 400
         limit = health.live_limit(key_of(server))
         assert limit is not None
         assert limit <= 6
@@ -366,19 +374,8 @@ async def test_rate_limited_host_with_retry_after_is_paced_not_slept_on() -> Non
         limiter = HostLimiter(limit_per_host=16)
         health = HostHealth(limiter=limiter)
         async with aiohttp.ClientSession(middlewares=[RetryMiddleware(health=health)]) as session:
-            left = 400
-
-            async def worker() -> int:
-                nonlocal left
-                done = 0
-                while left > 0:
-                    left -= 1
-                    async with session.get(server.url_for("/b")) as resp:
-                        done += resp.status == 200
-                return done
-
-            served = await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(16))), 30)
-        assert sum(served) == 400
+            served = await get_many(session, server.url_for("/b"), requests=400, workers=16)
+        assert served == 400
         rate = health.send_rate(key_of(server))
         assert rate is not None
         assert 100 < rate < 400
