@@ -24,6 +24,7 @@ from ._exceptions import (
     RetryBudgetExhaustedError,
 )
 from ._health import CircuitEvent, CircuitHook, HealthPolicy, HostClaim, HostHealth
+from ._keepalive import KeepAliveEstimate
 from ._limiter import HostLimiter
 from ._middleware import RetryMiddleware, use_policy
 from ._policy import (
@@ -78,6 +79,7 @@ __all__ = [
     "HostClaim",
     "HostHealth",
     "HostLimiter",
+    "KeepAliveEstimate",
     "ResilientError",
     "RetriesExhaustedError",
     "RetryBudgetExhaustedError",

@@ -1,20 +1,29 @@
-"""A TCPConnector that tells the retry middleware whether an attempt got a reused connection."""
+"""A TCPConnector that tells the retry middleware whether an attempt got a reused connection, and
+that stops reusing a host's idle connections before the host closes them (see ``_keepalive``)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import math
 import weakref
 from contextvars import ContextVar
+from time import monotonic
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
+from yarl import URL
+
+from ._keepalive import KeepAliveEstimate, KeepAliveTable, parse_keep_alive_timeout
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientTimeout
-    from aiohttp.client_proto import ResponseHandler
-    from aiohttp.connector import Connection
+    from aiohttp.client_reqrep import ConnectionKey
     from aiohttp.tracing import Trace
 
-__all__ = ["TrackingConnector", "last_connection_reused"]
+__all__ = ["RACE_SAFE_METHODS", "TrackingConnector", "last_connection_reused"]
 
 #: Whether the connection the current task's latest attempt got had carried a request before.
 #: A ContextVar, not an attribute on aiohttp's objects: storing a foreign attribute on the request
@@ -24,38 +33,178 @@ last_connection_reused: Final[ContextVar[bool | None]] = ContextVar(
     "aiohttp_resilient_last_connection_reused", default=None
 )
 
+#: Methods whose request can be sent again after the stale keep-alive race: they may reuse a
+#: connection up to the pool's idle time. Others only up to the host's safe idle limit.
+RACE_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+# Whether the connection being looked for is for a request the race would lose (the pool's
+# _get() does not see the request; the task's context carries it there).
+_race_unsafe: Final[ContextVar[bool]] = ContextVar("aiohttp_resilient_race_unsafe", default=False)
+
+
+class _PooledHandler(ResponseHandler):
+    """aiohttp's protocol, telling its connector's keep-alive table when the server closed it
+    while it sat idle in the pool, or when it outlived an idle time."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        connector: weakref.ReferenceType[TrackingConnector],
+    ) -> None:
+        super().__init__(loop)
+        self.pool_key: ConnectionKey | None = None  # set when first handed out
+        self._owner = connector
+        self._told = False
+
+    def eof_received(self) -> None:
+        self._peer_closed()
+        super().eof_received()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if exc is not None and self.transport is not None:  # a reset from the peer
+            self._peer_closed()
+        super().connection_lost(exc)
+
+    def close(self) -> None:
+        if not self._told and self.is_connected():
+            # Closed by its own pool (expired, or the session closing) while still open.
+            self._tell(peer=False)
+        super().close()
+
+    def _peer_closed(self) -> None:
+        if not self._told:
+            self._tell(peer=True)
+
+    def _tell(self, *, peer: bool) -> None:
+        self._told = True
+        connector = self._owner()
+        key = self.pool_key
+        if connector is None or key is None or (table := connector._keep_alive) is None:
+            return
+        idle = connector._idle_time(key, self)
+        if idle is None:  # in use: not an idle close
+            return
+        if peer:
+            table.closed_idle(key, idle, monotonic())
+        else:
+            table.survived_idle(key, idle)
+
 
 class TrackingConnector(aiohttp.TCPConnector):
     """A :class:`aiohttp.TCPConnector` that notes whether each request's connection was reused
-    from the keep-alive pool.
+    from the keep-alive pool, and learns each host's keep-alive idle timeout.
 
     A disconnect on a reused connection before any response is the stale keep-alive race (the
     server closed the idle connection as it was reused), which :class:`RetryMiddleware` retries at
-    once instead of backing off. aiohttp's trace hooks tell the same, at a cost on every request;
-    this costs a set lookup.
+    once instead of backing off.
+
+    Keep-alive learning, per pool key: a server's ``Keep-Alive: timeout=N`` (the middleware passes
+    it on), and the idle time after which the server was seen closing pooled connections, set how
+    long an idle connection may be reused; non-idempotent requests (which the race would lose)
+    reuse a connection to a host whose timeout is unknown only within 1 s of idleness. The pool
+    hands out its most recently used connection first. :attr:`keep_alive_estimate` tells what was
+    learned. The rule in full is in the README ("Keep-alive").
 
     Usage::
 
         session = aiohttp.ClientSession(connector=TrackingConnector(), middlewares=[retry])
     """
 
-    # Made on first use, so that TrackingConnector keeps TCPConnector's own typed __init__.
-    _served: weakref.WeakSet[ResponseHandler]
+    # Made on the first connect, so that TrackingConnector keeps TCPConnector's own typed __init__.
+    _keep_alive: KeepAliveTable | None = None
+
+    def keep_alive_estimate(self, url: str | URL) -> KeepAliveEstimate:
+        """What was learned of the idle timeout of the host that ``url`` is on (any pool to it:
+        direct or through a proxy)."""
+        target = URL(url)
+        req_key = (target.raw_host or "", target.port, target.scheme in ("https", "wss"))
+        table = self._table()
+        for key in table.pool_keys():
+            if (key.host, key.port, key.is_ssl) == req_key:  # type: ignore[attr-defined]
+                return table.estimate(key)
+        return table.estimate(req_key)
+
+    def note_keep_alive(self, key: ConnectionKey, header: str) -> None:
+        """Take a response's ``Keep-Alive`` header for ``key``'s pool."""
+        timeout = parse_keep_alive_timeout(header)
+        if timeout is not None:
+            self._table().announced(key, timeout)
+
+    def _table(self) -> KeepAliveTable:
+        table = self._keep_alive
+        if table is None:
+            pool_idle = self._keepalive_timeout  # None: aiohttp keeps idle connections forever
+            table = self._keep_alive = KeepAliveTable(math.inf if pool_idle is None else pool_idle)
+            # A subclass of the protocol aiohttp makes: partial[] is invariant to mypy.
+            self._factory = functools.partial(  # type: ignore[assignment]
+                _PooledHandler, loop=self._loop, connector=weakref.ref(self)
+            )
+        return table
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
     ) -> Connection:
         """Get a connection as aiohttp does, and note whether it had served before."""
+        if self._keep_alive is None:
+            self._table()
+        _race_unsafe.set(req.method not in RACE_SAFE_METHODS)
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol
-        if protocol is not None:
-            try:
-                served = self._served
-            except AttributeError:
-                served = self._served = weakref.WeakSet()
-            if protocol in served:
-                last_connection_reused.set(True)
-            else:
-                served.add(protocol)
+        if isinstance(protocol, _PooledHandler):
+            if protocol.pool_key is None:
+                protocol.pool_key = req.connection_key
                 last_connection_reused.set(False)
+            else:
+                last_connection_reused.set(True)
         return connection
+
+    async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
+        # aiohttp 3.14's _get(), with two changes: the most recently released connection goes
+        # first (the least likely to have been closed by the server), and none idle longer than
+        # the host's reuse limit goes out (those stay pooled, as observations, until the pool's
+        # keepalive_timeout ends them).
+        if (conns := self._conns.get(key)) is None:
+            return None
+        table = self._keep_alive
+        if table is None:
+            return await super()._get(key, traces)
+        safe, unsafe = table.limits(key)
+        limit = unsafe if _race_unsafe.get() else safe
+        now = monotonic()
+        while conns:
+            proto, released = conns[-1]
+            if not proto.is_connected():
+                conns.pop()
+                transport = proto.transport
+                proto.close()
+                if not self._cleanup_closed_disabled and key.is_ssl:
+                    self._cleanup_closed_transports.append(transport)
+                continue
+            if now - released > limit:
+                return None  # it and every older one stay in the pool
+            conns.pop()
+            if not conns:
+                del self._conns[key]
+            self._acquired.add(proto)
+            if self._limit_per_host:
+                self._acquired_per_host[key].add(proto)
+            if traces:
+                for trace in traces:
+                    try:
+                        await trace.send_connection_reuseconn()
+                    except BaseException:  # noqa: PERF203 - as aiohttp's own _get()
+                        self._release_acquired(key, proto)
+                        raise
+            return Connection(self, key, proto, self._loop)
+        del self._conns[key]
+        return None
+
+    def _idle_time(self, key: ConnectionKey, proto: ResponseHandler) -> float | None:
+        # How long ``proto`` has sat idle in ``key``'s pool, or None when it is not in the pool
+        # (in use). A scan: it runs when a connection closes, not per request.
+        if (conns := self._conns.get(key)) is None:
+            return None
+        for pooled, released in conns:
+            if pooled is proto:
+                return monotonic() - released
+        return None

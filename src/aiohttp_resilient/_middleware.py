@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
 from ._classify import Signal, Verdict, classify, signal_of_error, signal_of_status
-from ._connector import last_connection_reused
+from ._connector import TrackingConnector, last_connection_reused
 from ._decision import next_step, next_step_after_error
 from ._engine import (
     REASON_STALE,
@@ -249,6 +249,8 @@ class RetryMiddleware:
                 raise
             else:
                 status = resp.status
+                if (hint := resp.headers.get(hdrs.KEEP_ALIVE)) is not None:
+                    _note_keep_alive(req, hint)
                 if not (status in policy.statuses and (idempotent or status == 429)):
                     # The slot stays taken while the caller streams the body: it is freed
                     # with the connection (None: the body arrived whole, it is back already).
@@ -541,6 +543,13 @@ class RetryMiddleware:
         else:  # Python 3.10: PEP 678's attribute, as the exceptiongroup backport sets it
             error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
         return error
+
+
+def _note_keep_alive(req: ClientRequest, header: str) -> None:
+    # The server announced its idle timeout: the connector keeps its pooled connections below it.
+    connector = req.session.connector
+    if isinstance(connector, TrackingConnector):
+        connector.note_keep_alive(req.connection_key, header)
 
 
 def _hold_slot_while_streaming(claim: HostClaim, resp: ClientResponse) -> None:

@@ -219,6 +219,7 @@ class FaultServer:
         port: int = 0,
         default: Fault = Fault.ok(),  # noqa: B008 - Fault is immutable, sharing it is safe
         idle_close: float | None = None,
+        keep_alive_header: str | None = None,
         max_requests_per_conn: int | None = None,
         max_body: int | None = None,
         max_body_action: Literal["413", "rst"] = "413",
@@ -244,6 +245,10 @@ class FaultServer:
             raise ValueError(f"max_body must be >= 0, got {max_body!r}")
         if max_body_action not in ("413", "rst"):
             raise ValueError(f"max_body_action must be '413' or 'rst', got {max_body_action!r}")
+        if keep_alive_header is not None and (
+            not isinstance(keep_alive_header, str) or not keep_alive_header.strip()
+        ):
+            raise ValueError(f"keep_alive_header must be a header value, got {keep_alive_header!r}")
         if require_header is not None and not require_header.strip():
             raise ValueError("require_header must be a header name")
         if capacity is not None:
@@ -269,6 +274,7 @@ class FaultServer:
         self.port = port
         self.default = default
         self.idle_close = idle_close
+        self.keep_alive_header = keep_alive_header
         self.max_requests_per_conn = max_requests_per_conn
         self.max_body = max_body
         self.max_body_action = max_body_action
@@ -538,6 +544,8 @@ class FaultServer:
             parts.append(b"Retry-After: " + retry_after + b"\r\n")
         if close:
             parts.append(b"Connection: close\r\n")
+        elif self.keep_alive_header is not None:
+            parts.append(b"Keep-Alive: " + self.keep_alive_header.encode("latin-1") + b"\r\n")
         parts.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers)
         parts.append(b"\r\n")
         return b"".join(parts)
