@@ -168,7 +168,7 @@ def test_mistakes_fail_at_decoration_time() -> None:
         retry_on_disconnect(sync)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="attempts"):
         retry_on_disconnect(attempts=0)
-    with pytest.raises(TypeError, match="policy"):
+    with pytest.raises(ValueError, match="policy"):
         retry_on_disconnect(policy=3)  # type: ignore[call-overload]
 
 

@@ -820,13 +820,13 @@ async def test_async_hooks_are_awaited(fault_server: FaultServer) -> None:
 
 def test_middleware_rejects_bad_arguments() -> None:
     """Wrong types are refused where they are passed."""
-    with pytest.raises(TypeError, match="policy"):
+    with pytest.raises(ValueError, match="policy"):
         RetryMiddleware(policy={"attempts": 3})  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="limiter"):
+    with pytest.raises(ValueError, match="limiter"):
         RetryMiddleware(limiter=4)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="on_retry"):
+    with pytest.raises(ValueError, match="on_retry"):
         RetryMiddleware(on_retry="print")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="RetryPolicy"):
+    with pytest.raises(ValueError, match="RetryPolicy"):
         with use_policy({"attempts": 1}):  # type: ignore[arg-type]
             pass
 

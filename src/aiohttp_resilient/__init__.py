@@ -44,6 +44,7 @@ from ._policy import (
 )
 from ._rate import AdaptiveRatePolicy
 from ._redact import redact_headers, redact_text, redact_url
+from ._response import ResilientResponse
 from ._session import (
     PRESETS,
     SessionPreset,
@@ -81,6 +82,7 @@ __all__ = [
     "HostLimiter",
     "KeepAliveEstimate",
     "ResilientError",
+    "ResilientResponse",
     "RetriesExhaustedError",
     "RetryBudgetExhaustedError",
     "RetryEvent",

@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from ._classify import Signal, Verdict, classify, signal_of_error
 from ._decision import next_step_after_error
 from ._engine import Clock, RetryRun, Sleep, deadline_timer, timer_expired
-from ._events import Attempt, RetryHook
+from ._events import Attempt, RetryHook, check_hooks
 from ._exceptions import CircuitOpenError
 from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
 from ._limiter import HostKey
@@ -109,10 +109,11 @@ def retry_on_disconnect(
 
     Raises:
         TypeError: ``func`` is not a coroutine function.
-        ValueError: A policy field is invalid (named in the message).
+        ValueError: An argument or a policy field is invalid (named in the message).
     """
     if policy is not None and not isinstance(policy, RetryPolicy):
-        raise TypeError(f"policy must be a RetryPolicy, got {type(policy).__name__}")
+        raise ValueError(f"policy must be a RetryPolicy, got {type(policy).__name__}")
+    check_hooks(on_retry=on_retry, on_giveup=on_giveup)
     changes = {
         name: value
         for name, value in (
@@ -131,7 +132,9 @@ def retry_on_disconnect(
     elif health is None or isinstance(health, HealthPolicy):
         shared = None
     else:
-        raise TypeError(f"health must be a HostHealth or HealthPolicy, got {type(health).__name__}")
+        raise ValueError(
+            f"health must be a HostHealth or HealthPolicy, got {type(health).__name__}"
+        )
 
     def decorate(function: Callable[P, Awaitable[T]]) -> _Decorated[P, T]:
         if not _is_coroutine_function(function):

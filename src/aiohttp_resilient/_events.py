@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ._redact import redact_text
 
-__all__ = ["Attempt", "RetryEvent", "RetryHook", "describe_error"]
+__all__ = ["Attempt", "RetryEvent", "RetryHook", "check_hooks", "describe_error"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +66,13 @@ class RetryEvent:
 
 #: A hook takes the event; it may be a plain function or a coroutine function.
 RetryHook = Callable[[RetryEvent], Awaitable[None] | None]
+
+
+def check_hooks(**hooks: object) -> None:
+    """Raise ``ValueError`` naming the first hook that is neither ``None`` nor callable."""
+    for name, hook in hooks.items():
+        if hook is not None and not callable(hook):
+            raise ValueError(f"{name} must be callable, got {hook!r}")
 
 
 def describe_error(error: BaseException) -> str:

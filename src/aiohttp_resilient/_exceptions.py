@@ -50,6 +50,8 @@ class RetriesExhaustedError(ResilientError):
         attempts: How many attempts were made (the server saw at most this many).
         history: One :class:`Attempt` per attempt, oldest first.
         reason: Why no further attempt was made, in words.
+        last_failure: What the last attempt failed with (``"HTTP 503"``, or the error's class
+            and redacted message), or ``None`` when no attempt was made.
         status: The HTTP status of the last attempt, if it got a response.
         retry_after: The server's ``Retry-After`` in seconds, when that is what ended the retries.
     """
@@ -72,9 +74,15 @@ class RetriesExhaustedError(ResilientError):
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
+        self.last_failure = history[-1].outcome if history else None
         target = f"{method} {url}: " if method is not None else ""
         plural = "" if attempts == 1 else "s"
-        super().__init__(f"{target}gave up after {attempts} attempt{plural}: {reason}")
+        message = f"{target}gave up after {attempts} attempt{plural}: {reason}"
+        if self.last_failure is not None:
+            message += f"; last failure: {self.last_failure}"
+            if len(history) > 1:
+                message += f"; attempts: {count_outcomes(history)}"
+        super().__init__(message)
 
 
 class RetryBudgetExhaustedError(RetriesExhaustedError):
@@ -156,15 +164,43 @@ class BodyNotReplayableError(ResilientError):
         url: The URL with credentials redacted.
         body_type: The type name of the payload that cannot be replayed.
         attempts: How many attempts were made before this one was refused.
+        status: The status the last attempt got, when it got one (the error is then raised
+            without a ``__cause__``: the status is what failed).
+        last_failure: What the last attempt failed with: ``"HTTP 503"``, or the error's class
+            and redacted message.
     """
 
-    def __init__(self, *, method: str, url: str, body_type: str, attempts: int) -> None:
+    def __init__(
+        self,
+        *,
+        method: str,
+        url: str,
+        body_type: str,
+        attempts: int,
+        status: int | None = None,
+        last_failure: str | None = None,
+    ) -> None:
         self.method = method
         self.url = url
         self.body_type = body_type
         self.attempts = attempts
+        self.status = status
+        self.last_failure = last_failure
+        failed = f" failed with {last_failure}" if last_failure is not None else ""
         super().__init__(
-            f"{method} {url}: cannot retry after attempt {attempts}: the request body "
-            f"({body_type}) was consumed by the first attempt and would be re-sent empty; "
+            f"{method} {url}: attempt {attempts}{failed}, and cannot be retried: the request "
+            f"body ({body_type}) was consumed by the first attempt and would be re-sent empty; "
             "use bytes, a seekable file, json= or FormData for a retryable body"
         )
+
+
+def count_outcomes(history: tuple[Attempt, ...]) -> str:
+    """``"3x HTTP 503, 2x ServerDisconnectedError"``: each kind of failure, most frequent first."""
+    counts: dict[str, int] = {}
+    for attempt in history:
+        kind = (
+            type(attempt.error).__name__ if attempt.error is not None else f"HTTP {attempt.status}"
+        )
+        counts[kind] = counts.get(kind, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])  # stable: first seen first on ties
+    return ", ".join(f"{count}x {kind}" for kind, count in ranked)

@@ -27,7 +27,7 @@ from ._engine import (
     logger,
     timer_expired,
 )
-from ._events import Attempt, RetryHook, describe_error
+from ._events import Attempt, RetryHook, check_hooks, describe_error
 from ._exceptions import (
     BodyNotReplayableError,
     CircuitOpenError,
@@ -36,6 +36,7 @@ from ._exceptions import (
 )
 from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
 from ._limiter import HostKey, HostLimiter
+from ._notes import add_note
 from ._policy import RetryPolicy, parse_retry_after
 from ._redact import redact_url
 
@@ -76,7 +77,7 @@ def use_policy(policy: RetryPolicy) -> Iterator[RetryPolicy]:
             async with session.post(url, data=payload) as resp: ...
     """
     if not isinstance(policy, RetryPolicy):
-        raise TypeError(f"use_policy() takes a RetryPolicy, got {type(policy).__name__}")
+        raise ValueError(f"use_policy() takes a RetryPolicy, got {type(policy).__name__}")
     token = _policy_override.set(policy)
     try:
         yield policy
@@ -154,12 +155,10 @@ class RetryMiddleware:
         clock: Clock = time.monotonic,
     ) -> None:
         if policy is not None and not isinstance(policy, RetryPolicy):
-            raise TypeError(f"policy must be a RetryPolicy, got {type(policy).__name__}")
+            raise ValueError(f"policy must be a RetryPolicy, got {type(policy).__name__}")
         if limiter is not None and not isinstance(limiter, HostLimiter):
-            raise TypeError(f"limiter must be a HostLimiter, got {type(limiter).__name__}")
-        for name, hook in (("on_retry", on_retry), ("on_giveup", on_giveup)):
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{name} must be callable, got {hook!r}")
+            raise ValueError(f"limiter must be a HostLimiter, got {type(limiter).__name__}")
+        check_hooks(on_retry=on_retry, on_giveup=on_giveup)
         if isinstance(health, HostHealth):
             if limiter is not None and health.limiter is not limiter:
                 raise ValueError(
@@ -168,7 +167,7 @@ class RetryMiddleware:
         elif health is None or isinstance(health, HealthPolicy):
             health = HostHealth(health, limiter=limiter, clock=clock, sleep=sleep)
         else:
-            raise TypeError(
+            raise ValueError(
                 f"health must be a HostHealth or HealthPolicy, got {type(health).__name__}"
             )
         self.policy = RetryPolicy() if policy is None else policy
@@ -490,6 +489,8 @@ class RetryMiddleware:
                 url=redact_url(req.url),
                 body_type=type(body).__name__,
                 attempts=number,
+                status=attempt.status,
+                last_failure=attempt.outcome,
             )
             logger.warning("not retrying: %s", error)
             raise error from cause
@@ -537,11 +538,7 @@ class RetryMiddleware:
             return wrapped
         with contextlib.suppress(AttributeError):
             setattr(error, HANDLED_ATTR, True)
-        note = f"aiohttp-resilient did not retry: {why}"
-        if hasattr(error, "add_note"):
-            error.add_note(note)
-        else:  # Python 3.10: PEP 678's attribute, as the exceptiongroup backport sets it
-            error.__notes__ = [*getattr(error, "__notes__", ()), note]  # type: ignore[attr-defined]
+        add_note(error, f"aiohttp-resilient did not retry: {why}")
         return error
 
 
@@ -574,7 +571,8 @@ async def _buffer_body(resp: ClientResponse, cap: int) -> None:
     if length is None or length > cap or resp.status < 200:
         return
     if hdrs.CONTENT_ENCODING not in resp.headers:
-        await resp.read()  # the caller's read() then returns these bytes
+        # aiohttp's own read(), not ResilientResponse's: a cut here is retried, not explained.
+        await ClientResponse.read(resp)  # the caller's read() then returns these bytes
         return
     # Compressed: Content-Length counts the compressed bytes, the cap applies to what would be
     # held in memory. Read under the cap, then put back what was read, so that the caller can
@@ -593,4 +591,4 @@ async def _buffer_body(resp: ClientResponse, cap: int) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         content.unread_data(b"".join(chunks))
     if size <= cap:
-        await resp.read()
+        await ClientResponse.read(resp)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import importlib.metadata
+import os
 import platform
 import ssl as ssl_module
 from collections.abc import Mapping
@@ -22,7 +24,8 @@ from ._events import RetryHook
 from ._health import HealthPolicy, HostHealth
 from ._limiter import HostLimiter
 from ._middleware import RetryMiddleware
-from ._policy import RetryPolicy
+from ._policy import RetryPolicy, _check_bool, _check_int, _check_number
+from ._response import ResilientResponse
 
 __all__ = [
     "PRESETS",
@@ -151,7 +154,9 @@ def resilient_session(
         preset: ``"default"``, ``"crawler"`` (many hosts, polite per host) or ``"api"`` (one host,
             high concurrency): see :data:`PRESETS`.
         limit: Connections in all.
-        limit_per_host: Attempts in flight per (scheme, host, port).
+        limit_per_host: Attempts in flight per (scheme, host, port). With ``connector=``, the
+            cap is the connector's own ``limit_per_host`` (none when it has none) unless this
+            is given.
         ttl_dns_cache: Seconds DNS answers are cached; the preset's when ``None``.
         keepalive_timeout: Seconds an idle pooled connection is kept.
         force_close: Send ``Connection: close`` and use each connection once.
@@ -167,11 +172,14 @@ def resilient_session(
             once per attempt), ``connector`` (then without the connector options above), ...
 
     Raises:
-        ValueError: An unknown preset, a bad option value, or options that contradict.
+        ValueError: An unknown preset, a bad option value, or options that contradict (the
+            message names the option, and the preset when the other value was the preset's).
+        RuntimeError: Called outside a running event loop.
     """
+    _check_running_loop()
     try:
         tuning = PRESETS[preset]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(
             f"preset must be one of {', '.join(map(repr, PRESETS))}, got {preset!r}"
         ) from None
@@ -185,24 +193,53 @@ def resilient_session(
         )
         if value is not None
     }
+    _check_options(changes, force_close, ca_bundle, ssl_context)
     tuning = dataclasses.replace(tuning, **changes)
     if policy is None:
         policy = tuning.policy
     elif not isinstance(policy, RetryPolicy):
         raise ValueError(f"policy must be a RetryPolicy, got {type(policy).__name__}")
-    _check_positive_int("limit", tuning.limit)
-    _check_positive_int("limit_per_host", tuning.limit_per_host)
-    if tuning.limit_per_host > tuning.limit:
-        raise ValueError(
-            f"limit_per_host ({tuning.limit_per_host}) must not exceed limit ({tuning.limit})"
-        )
-    if isinstance(tuning.keepalive_timeout, bool) or tuning.keepalive_timeout <= 0:
-        raise ValueError(f"keepalive_timeout must be > 0, got {tuning.keepalive_timeout!r}")
 
     connector = session_options.pop("connector", None)
     if connector is None:
+        if tuning.limit_per_host > tuning.limit:
+            raise ValueError(_limits_contradict(tuning, preset, changes))
         if ssl_context is not None and ca_bundle is not None:
             raise ValueError("pass ssl_context or ca_bundle, not both")
+        cap: int | None = tuning.limit_per_host
+    elif not isinstance(connector, aiohttp.BaseConnector):
+        raise ValueError(f"connector must be an aiohttp connector, got {type(connector).__name__}")
+    elif any(v is not None for v in (limit, ttl_dns_cache, keepalive_timeout, ca_bundle)) or (
+        force_close or ssl_context is not None
+    ):
+        raise ValueError(
+            "connector= was given together with connector options "
+            "(limit, ttl_dns_cache, keepalive_timeout, force_close, ca_bundle, ssl_context): "
+            "configure the connector you pass instead"
+        )
+    else:
+        # A connector you pass is yours: the per-host cap is its limit_per_host (0: none),
+        # unless limit_per_host= sets one for the retry layer too.
+        cap = limit_per_host if limit_per_host is not None else connector.limit_per_host or None
+    if health is not None and not isinstance(health, HealthPolicy):
+        raise ValueError(f"health must be a HealthPolicy, got {type(health).__name__}")
+    retry = RetryMiddleware(
+        policy,
+        health=HostHealth(health, limiter=None if cap is None else HostLimiter(cap)),
+        on_retry=on_retry,
+        on_giveup=on_giveup,
+    )
+    headers = _merge_headers(
+        {
+            hdrs.USER_AGENT: default_user_agent(),
+            hdrs.ACCEPT_ENCODING: aiohttp.ClientRequest.DEFAULT_HEADERS.get(
+                hdrs.ACCEPT_ENCODING, "gzip, deflate"
+            ),
+        },
+        session_options.pop("headers", None),
+    )
+    # Everything is checked: only now is a connector made (an error leaves nothing to close).
+    if connector is None:
         connector = TrackingConnector(
             limit=tuning.limit,
             limit_per_host=tuning.limit_per_host,
@@ -213,34 +250,11 @@ def resilient_session(
             # Only where it works: elsewhere aiohttp ignores it with a DeprecationWarning.
             enable_cleanup_closed=bool(aiohttp.connector.NEEDS_CLEANUP_CLOSED),
         )
-    elif any(v is not None for v in (limit, ttl_dns_cache, keepalive_timeout, ca_bundle)) or (
-        force_close or ssl_context is not None
-    ):
-        raise ValueError(
-            "connector= was given together with connector options "
-            "(limit, ttl_dns_cache, keepalive_timeout, force_close, ca_bundle, ssl_context): "
-            "configure the connector you pass instead"
-        )
-
-    if health is not None and not isinstance(health, HealthPolicy):
-        raise ValueError(f"health must be a HealthPolicy, got {type(health).__name__}")
-    retry = RetryMiddleware(
-        policy,
-        health=HostHealth(health, limiter=HostLimiter(tuning.limit_per_host)),
-        on_retry=on_retry,
-        on_giveup=on_giveup,
-    )
-    headers: dict[str, str] = {
-        hdrs.USER_AGENT: default_user_agent(),
-        hdrs.ACCEPT_ENCODING: aiohttp.ClientRequest.DEFAULT_HEADERS.get(
-            hdrs.ACCEPT_ENCODING, "gzip, deflate"
-        ),
-    }
-    user_headers = session_options.pop("headers", None)
     session_options.setdefault("timeout", tuning.timeout)
+    session_options.setdefault("response_class", ResilientResponse)
     session = aiohttp.ClientSession(
         connector=connector,
-        headers=_merge_headers(headers, user_headers),
+        headers=headers,
         middlewares=(retry, *session_options.pop("middlewares", ())),
         **session_options,
     )
@@ -279,12 +293,62 @@ def _merge_headers(defaults: dict[str, str], user: Any) -> Any:
     if user is None:
         return defaults
     merged: CIMultiDict[str] = CIMultiDict(defaults)
-    items = user.items() if hasattr(user, "items") else user
-    for name, value in items:
-        merged[name] = value  # the user's value wins over ours
+    try:
+        for name, value in user.items() if hasattr(user, "items") else user:
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError  # noqa: TRY301 - one message for every malformed shape
+            merged[name] = value  # the user's value wins over ours
+    except (TypeError, ValueError):
+        # Not the value itself in the message: headers carry credentials.
+        raise ValueError(
+            "headers must be a mapping or (name, value) pairs of strings, got "
+            f"{type(user).__name__}"
+        ) from None
     return merged
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+def _check_running_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "resilient_session() must be called inside a running event loop: from an "
+            "async def function run by asyncio.run() (or another running loop), since aiohttp "
+            "binds the session and its connector to the loop they are made in. For example: "
+            "async def main(): async with resilient_session() as session: ...; asyncio.run(main())"
+        ) from None
+
+
+def _check_options(
+    changes: Mapping[str, Any],
+    force_close: object,
+    ca_bundle: object,
+    ssl_context: object,
+) -> None:
+    for name in ("limit", "limit_per_host"):
+        if name in changes:
+            _check_int(name, changes[name], minimum=1)
+    if "ttl_dns_cache" in changes:
+        _check_int("ttl_dns_cache", changes["ttl_dns_cache"], minimum=0)
+    if "keepalive_timeout" in changes:
+        _check_number("keepalive_timeout", changes["keepalive_timeout"], minimum=0, inclusive=False)
+    _check_bool("force_close", force_close)
+    if ca_bundle is not None:
+        if not isinstance(ca_bundle, (str, PathLike)):
+            raise ValueError(f"ca_bundle must be a path to a PEM file, got {ca_bundle!r}")
+        if not os.path.isfile(ca_bundle):
+            raise ValueError(f"ca_bundle: no such file: {os.fspath(ca_bundle)!r}")
+    if ssl_context is not None and not isinstance(ssl_context, ssl_module.SSLContext):
+        raise ValueError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
+
+
+def _limits_contradict(tuning: SessionPreset, preset: str, changes: Mapping[str, Any]) -> str:
+    # Say which value came from where: a preset's value the caller never typed is a surprise.
+    def origin(name: str) -> str:
+        return "" if name in changes else f", the {preset!r} preset's"
+
+    return (
+        f"limit_per_host ({tuning.limit_per_host}{origin('limit_per_host')}) must not exceed "
+        f"limit ({tuning.limit}{origin('limit')}): pass limit_per_host={tuning.limit} or "
+        f"less, or limit={tuning.limit_per_host} or more"
+    )
