@@ -15,6 +15,7 @@ from ._budget import BudgetPolicy
 from ._classify import VERDICTS, Signal, Verdict, classify
 from ._connector import TrackingConnector
 from ._decorator import retry_on_disconnect
+from ._download import DownloadError, DownloadResult, ProgressHook, download
 from ._events import Attempt, RetryEvent, RetryHook
 from ._exceptions import (
     BodyNotReplayableError,
@@ -74,10 +75,13 @@ __all__ = [
     "CircuitHook",
     "CircuitOpenError",
     "CircuitState",
+    "DownloadError",
+    "DownloadResult",
     "HealthPolicy",
     "HostClaim",
     "HostHealth",
     "HostLimiter",
+    "ProgressHook",
     "ResilientError",
     "RetriesExhaustedError",
     "RetryBudgetExhaustedError",
@@ -92,6 +96,7 @@ __all__ = [
     "classify",
     "compute_delay",
     "default_user_agent",
+    "download",
     "parse_retry_after",
     "redact_headers",
     "redact_text",
