@@ -26,7 +26,7 @@ from ._exceptions import (
 )
 from ._health import CircuitEvent, CircuitHook, HealthPolicy, HostClaim, HostHealth
 from ._limiter import HostLimiter
-from ._middleware import RetryMiddleware, use_policy
+from ._middleware import RetryMiddleware, session_policy, use_policy
 from ._policy import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BACKOFF_BASE,
@@ -51,6 +51,7 @@ from ._session import (
     resilient_session,
     session_health,
 )
+from ._upload import FailedBatch, UploadReport, upload_batches
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -77,6 +78,7 @@ __all__ = [
     "CircuitState",
     "DownloadError",
     "DownloadResult",
+    "FailedBatch",
     "HealthPolicy",
     "HostClaim",
     "HostHealth",
@@ -92,6 +94,7 @@ __all__ = [
     "SessionPreset",
     "Signal",
     "TrackingConnector",
+    "UploadReport",
     "Verdict",
     "classify",
     "compute_delay",
@@ -104,5 +107,7 @@ __all__ = [
     "resilient_session",
     "retry_on_disconnect",
     "session_health",
+    "session_policy",
+    "upload_batches",
     "use_policy",
 ]

@@ -25,8 +25,8 @@ from aiohttp import hdrs
 from yarl import URL
 
 from ._exceptions import ResilientError
-from ._middleware import RetryMiddleware, _policy_override, use_policy
-from ._policy import RetryPolicy, compute_delay
+from ._middleware import session_policy, use_policy
+from ._policy import compute_delay
 from ._redact import redact_url
 
 __all__ = ["DownloadError", "DownloadResult", "ProgressHook", "download"]
@@ -118,15 +118,6 @@ def _validator(resp: aiohttp.ClientResponse) -> str | None:
     return resp.headers.get(hdrs.LAST_MODIFIED)
 
 
-def _stream_policy(session: aiohttp.ClientSession) -> RetryPolicy | None:
-    """The session's policy with body buffering off, or None when it has no RetryMiddleware."""
-    for middleware in getattr(session, "_middlewares", None) or ():
-        if isinstance(middleware, RetryMiddleware):
-            policy = _policy_override.get() or middleware.policy
-            return policy.replace(buffer_body=False)
-    return None
-
-
 class _Download:
     """One call of :func:`download`: the part file, its sidecar, and the resume loop."""
 
@@ -153,7 +144,9 @@ class _Download:
         self.max_resumes = max_resumes
         self.progress = progress
         self.headers = headers
-        self.policy = _stream_policy(session)
+        # The session's policy with body buffering off: the body must stream, not be read whole.
+        policy = session_policy(session)
+        self.policy = None if policy is None else policy.replace(buffer_body=False)
         self.state = _State(self.shown, None, None)
         self.offset = 0
         self.digest = hashlib.sha256()
