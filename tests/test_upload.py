@@ -42,13 +42,15 @@ async def test_10000_items_over_a_1_mb_limit_arrive_exactly_once(
             session, server.url_for("/batches"), arows(), max_items=N, max_bytes=3_300_000
         )
     assert report.ok, report.failed
-    assert report.items_sent == N and report.batches_sent == len(sink.batches)
+    assert report.items_sent == N
+    assert report.batches_sent == len(sink.batches)
     # Server side: every item applied, none twice, although some batches arrived twice.
     assert sorted(sink.applied) == list(range(N))
     assert set(sink.applied.values()) == {1}
     assert sink.replays > 0
     refused = server.action_counts["413" if action == "413" else "max_body_rst"]
-    assert report.splits >= 2 and refused >= report.splits
+    assert report.splits >= 2
+    assert refused >= report.splits
     assert max(r.body_size for r in server.records if r.action in ("ok", "fin", "rst")) <= LIMIT
     assert report.max_bytes <= LIMIT
 
@@ -59,9 +61,13 @@ async def test_one_item_too_big_on_its_own_is_reported_not_dropped() -> None:
     async with FaultServer(max_body=LIMIT) as server, resilient_session(policy=FAST) as session:
         server.serve("/b", sink)
         report = await upload_batches(session, server.url_for("/b"), items, max_bytes=4 * LIMIT)
-    assert not report.ok and report.items_sent == 15 and report.items_failed == 1
+    assert not report.ok
+    assert report.items_sent == 15
+    assert report.items_failed == 1
     (failed,) = report.failed
-    assert failed.first == 10 and failed.items[0]["id"] == "huge" and "too big" in failed.reason
+    assert failed.first == 10
+    assert failed.items[0]["id"] == "huge"
+    assert "too big" in failed.reason
     assert sorted(sink.applied) == list(range(15))
 
 
@@ -79,7 +85,9 @@ async def test_stop_at_first_failure_reads_no_further() -> None:
             session, server.url_for("/b"), numbered(), max_items=10, stop_on_failure=True
         )
         assert server.count("/b") == 1
-    assert report.stopped and report.failed[0].status == 400 and report.items_failed == 10
+    assert report.stopped
+    assert report.failed[0].status == 400
+    assert report.items_failed == 10
     assert len(consumed) == 11  # the batch, and the item that would have started the next
 
 
@@ -93,20 +101,23 @@ async def test_gzip_json_lines_and_keys_from_content() -> None:
                 session, url, rows(50), max_items=20, format="jsonl", gzip=True
             )
             assert report.batches_sent == 3
-    assert sorted(sink.applied) == list(range(50)) and sink.replays == 3
+    assert sorted(sink.applied) == list(range(50))
+    assert sink.replays == 3
     heads = [r.headers for r in server.records]
     assert all(h["Content-Encoding"] == "gzip" for h in heads)
     assert all(h["Content-Type"] == "application/x-ndjson" for h in heads)
     assert len({h["Idempotency-Key"] for h in heads}) == 3
 
 
-async def test_not_retried_without_a_middleware_is_reported() -> None:
+async def test_reset_after_the_body_is_reported_not_split() -> None:
     async with FaultServer() as server, aiohttp.ClientSession() as session:
         server.script("/b", [Fault.rst()])
         report = await upload_batches(session, server.url_for("/b"), rows(5))
-    assert report.items_sent == 5 and report.splits == 0 and server.count("/b") == 2 or (
-        report.items_failed == 5 and server.count("/b") == 1
-    )
+    # A plain session does not retry a POST that reached the server, and a reset after the body
+    # went out whole is no sign of size: the batch is reported, not split.
+    assert server.count("/b") == 1
+    assert report.splits == 0
+    assert report.items_failed == 5
 
 
 def test_bad_arguments_are_named() -> None:
