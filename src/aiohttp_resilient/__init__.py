@@ -15,11 +15,12 @@ from ._budget import BudgetPolicy
 from ._classify import VERDICTS, Signal, Verdict, classify
 from ._connector import TrackingConnector
 from ._decorator import retry_on_disconnect
-from ._download import DownloadError, DownloadResult, ProgressHook, download
+from ._download import DownloadResult, ProgressHook, download
 from ._events import Attempt, RetryEvent, RetryHook
 from ._exceptions import (
     BodyNotReplayableError,
     CircuitOpenError,
+    DownloadError,
     ResilientError,
     RetriesExhaustedError,
     RetryBudgetExhaustedError,

@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from ._exceptions import ResilientError
+from ._exceptions import DownloadError
 from ._middleware import session_policy, use_policy
 from ._policy import compute_delay
 from ._redact import redact_url
@@ -42,20 +42,6 @@ _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _CUTS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
 ProgressHook = Callable[[int, "int | None"], "Awaitable[None] | None"]
-
-
-class DownloadError(ResilientError):
-    """A download could not be completed or verified; the message says what the server did.
-
-    Attributes:
-        url: The URL, credentials redacted.
-        path: The file that was being written.
-    """
-
-    def __init__(self, message: str, *, url: str, path: Path) -> None:
-        super().__init__(f"download of {url} to {path}: {message}")
-        self.url = url
-        self.path = path
 
 
 @dataclass(frozen=True, slots=True)

@@ -1066,9 +1066,7 @@ class _Connection(asyncio.Protocol):
         self.held = None
         server._in_service -= 1
         server._finished(self, fault.kind)
-        close = not self.keep_alive
-        self.transport.write(server._response(fault, close=close, head_only=self.head_only))
-        self._responded(close)
+        self._play(fault)  # an endpoint's answer too, when the path has one
         if self.state == _HEAD:
             self._process()  # requests pipelined behind the held one
 
