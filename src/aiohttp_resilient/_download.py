@@ -26,7 +26,7 @@ from yarl import URL
 
 from ._exceptions import DownloadError
 from ._middleware import session_policy, use_policy
-from ._policy import compute_delay
+from ._policy import _check_int, compute_delay
 from ._redact import redact_url
 
 __all__ = ["DownloadError", "DownloadResult", "ProgressHook", "download"]
@@ -370,9 +370,8 @@ async def download(
     target = _target(path)
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise ValueError(f"sha256 must be 64 hex digits, got {sha256!r}")
-    for name, value in (("chunk_size", chunk_size), ("max_resumes", max_resumes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    _check_int("chunk_size", chunk_size, minimum=1)
+    _check_int("max_resumes", max_resumes, minimum=1)
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be callable, got {progress!r}")
     extra: dict[str, Any] = dict(headers or {})

@@ -25,7 +25,7 @@ from yarl import URL
 
 from ._classify import Verdict, classify
 from ._middleware import session_policy
-from ._policy import DEFAULT_IDEMPOTENCY_HEADER
+from ._policy import DEFAULT_IDEMPOTENCY_HEADER, _check_int
 
 __all__ = ["FailedBatch", "UploadReport", "upload_batches"]
 
@@ -304,9 +304,8 @@ async def upload_batches(
     Raises:
         ValueError: A bad argument (named), or an item that cannot be encoded as JSON.
     """
-    for name, value in (("max_items", max_items), ("max_bytes", max_bytes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    _check_int("max_items", max_items, minimum=1)
+    _check_int("max_bytes", max_bytes, minimum=1)
     if format not in _CONTENT_TYPES:
         raise ValueError(f"format must be 'json' or 'jsonl', got {format!r}")
     if not isinstance(items, (Iterable, AsyncIterable)) or isinstance(items, (str, bytes, dict)):
