@@ -53,6 +53,8 @@ async def test_10000_items_over_a_1_mb_limit_arrive_exactly_once(
     assert refused >= report.splits
     assert max(r.body_size for r in server.records if r.action in ("ok", "fin", "rst")) <= LIMIT
     assert report.max_bytes <= LIMIT
+    # Expect: 100-continue: a refused batch's body was never sent.
+    assert all(r.body_size == 0 for r in server.records if r.action in ("413", "max_body_rst"))
 
 
 async def test_one_item_too_big_on_its_own_is_reported_not_dropped() -> None:
