@@ -139,3 +139,18 @@ def test_bad_arguments_are_named() -> None:
     ]:
         with pytest.raises(ValueError, match=field):
             asyncio.run(call(**kwargs))
+
+
+async def test_415_to_gzip_sends_plain_from_then_on() -> None:
+    sink = IdempotentSink()
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/b", sink)
+        server.script("/b", [Fault.status(415)])
+        report = await upload_batches(
+            session, server.url_for("/b"), rows(30), max_items=10, gzip=True
+        )
+    assert report.ok
+    assert report.batches_sent == 3
+    encodings = [r.headers.get("Content-Encoding") for r in server.records]
+    assert encodings == ["gzip", None, None, None]
+    assert sorted(sink.applied) == list(range(30))
