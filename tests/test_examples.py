@@ -13,6 +13,7 @@ EXPECTED = {
     "crawler.py": "pages fetched: 400/400, failed: 0",
     "api_client.py": "the server saw 1 POST",
     "decorator.py": "4 attempts, not 16",
+    "transfers.py": "server applied every item exactly once: True",
 }
 
 

@@ -15,10 +15,12 @@ from ._budget import BudgetPolicy
 from ._classify import VERDICTS, Signal, Verdict, classify
 from ._connector import TrackingConnector
 from ._decorator import retry_on_disconnect
+from ._download import DownloadResult, ProgressHook, download
 from ._events import Attempt, RetryEvent, RetryHook
 from ._exceptions import (
     BodyNotReplayableError,
     CircuitOpenError,
+    DownloadError,
     ResilientError,
     RetriesExhaustedError,
     RetryBudgetExhaustedError,
@@ -26,7 +28,7 @@ from ._exceptions import (
 from ._health import CircuitEvent, CircuitHook, HealthPolicy, HostClaim, HostHealth
 from ._keepalive import KeepAliveEstimate
 from ._limiter import HostLimiter
-from ._middleware import RetryMiddleware, use_policy
+from ._middleware import RetryMiddleware, session_policy, use_policy
 from ._policy import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BACKOFF_BASE,
@@ -52,6 +54,7 @@ from ._session import (
     resilient_session,
     session_health,
 )
+from ._upload import FailedBatch, UploadReport, upload_batches
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -76,11 +79,15 @@ __all__ = [
     "CircuitHook",
     "CircuitOpenError",
     "CircuitState",
+    "DownloadError",
+    "DownloadResult",
+    "FailedBatch",
     "HealthPolicy",
     "HostClaim",
     "HostHealth",
     "HostLimiter",
     "KeepAliveEstimate",
+    "ProgressHook",
     "ResilientError",
     "ResilientResponse",
     "RetriesExhaustedError",
@@ -92,10 +99,12 @@ __all__ = [
     "SessionPreset",
     "Signal",
     "TrackingConnector",
+    "UploadReport",
     "Verdict",
     "classify",
     "compute_delay",
     "default_user_agent",
+    "download",
     "parse_retry_after",
     "redact_headers",
     "redact_text",
@@ -103,5 +112,7 @@ __all__ = [
     "resilient_session",
     "retry_on_disconnect",
     "session_health",
+    "session_policy",
+    "upload_batches",
     "use_policy",
 ]

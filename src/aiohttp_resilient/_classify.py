@@ -10,6 +10,7 @@ import aiohttp
 from ._exceptions import (
     BodyNotReplayableError,
     CircuitOpenError,
+    DownloadError,
     ResilientError,
     RetriesExhaustedError,
     RetryBudgetExhaustedError,
@@ -100,6 +101,7 @@ VERDICTS: dict[type[BaseException], Verdict] = {
     BodyNotReplayableError: _NEVER,
     RetryBudgetExhaustedError: _NEVER,
     CircuitOpenError: _NEVER,
+    DownloadError: _NEVER,  # the server's answer does not fit the file: the same again
     # Not aiohttp's, but met under it: a raw socket error, or an expired timer of our own.
     ConnectionError: _MAYBE_SENT,  # reset, aborted, broken pipe
     ConnectionRefusedError: _NOT_SENT,

@@ -8,7 +8,8 @@ working in code that did not know about this library::
           ├── RetriesExhaustedError   gave up: attempts used, deadline or Retry-After too long
           │    └── RetryBudgetExhaustedError  the host's retry budget refused the retry
           ├── CircuitOpenError        the host's breaker is open and the call cannot wait
-          └── BodyNotReplayableError  a retry would have to re-send a body that is already spent
+          ├── BodyNotReplayableError  a retry would have to re-send a body that is already spent
+          └── DownloadError           download() could not complete or verify the file
 
 Neither is a :class:`aiohttp.ClientOSError` nor a :class:`aiohttp.ServerDisconnectedError`: aiohttp
 silently runs the whole middleware chain once more when it sees one of those two, which would
@@ -19,6 +20,7 @@ Invalid configuration raises :class:`ValueError` (naming the field) at construct
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BodyNotReplayableError",
     "CircuitOpenError",
+    "DownloadError",
     "ResilientError",
     "RetriesExhaustedError",
     "RetryBudgetExhaustedError",
@@ -204,3 +207,20 @@ def count_outcomes(history: tuple[Attempt, ...]) -> str:
         counts[kind] = counts.get(kind, 0) + 1
     ranked = sorted(counts.items(), key=lambda item: -item[1])  # stable: first seen first on ties
     return ", ".join(f"{count}x {kind}" for kind, count in ranked)
+
+
+class DownloadError(ResilientError):
+    """:func:`download` could not complete or verify a file; the message says what the server did.
+
+    Raised for a ``416``, a ``206`` that does not fit the part file, a size or checksum mismatch,
+    or a body cut too often; ``__cause__`` holds the last cut when there was one.
+
+    Attributes:
+        url: The URL, credentials redacted.
+        path: The file that was being written.
+    """
+
+    def __init__(self, message: str, *, url: str, path: Path) -> None:
+        super().__init__(f"download of {url} to {path}: {message}")
+        self.url = url
+        self.path = path

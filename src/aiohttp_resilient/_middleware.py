@@ -40,7 +40,7 @@ from ._notes import add_note
 from ._policy import RetryPolicy, parse_retry_after
 from ._redact import redact_url
 
-__all__ = ["HANDLED_ATTR", "RetryMiddleware", "use_policy"]
+__all__ = ["HANDLED_ATTR", "RetryMiddleware", "session_policy", "use_policy"]
 
 #: Set on an exception the middleware let through as not retryable, so that an enclosing
 #: ``@retry_on_disconnect`` does not retry what was judged unsafe.
@@ -83,6 +83,15 @@ def use_policy(policy: RetryPolicy) -> Iterator[RetryPolicy]:
         yield policy
     finally:
         _policy_override.reset(token)
+
+
+def session_policy(session: aiohttp.ClientSession) -> RetryPolicy | None:
+    """The policy requests made here through ``session`` get: :func:`use_policy`'s, else that of
+    the session's first :class:`RetryMiddleware`; ``None`` when the session has none."""
+    for middleware in getattr(session, "_middlewares", None) or ():
+        if isinstance(middleware, RetryMiddleware):
+            return _policy_override.get() or middleware.policy
+    return None
 
 
 class _DeadlinePassedError(Exception):

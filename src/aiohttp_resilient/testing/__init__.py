@@ -12,9 +12,25 @@ Example::
     FaultServer(capacity=16, service_time=0.01, over_capacity=Fault.status(503))
     FaultServer(rate_limit=500, over_rate=Fault.status(429), compute_retry_after=True)
     server.outage(3.0, Fault.rst())
+
+    # Large transfers: a file served with ranges and cuts, a batch endpoint applied once per key.
+    file = RangedFile(50_000_000)
+    server.serve("/big.bin", file)
+    file.cut_after(1_000_000, how="rst")
+    server.serve("/batches", IdempotentSink())
 """
 
 from ._faults import Fault
+from ._ranges import Endpoint, IdempotentSink, RangedFile, ServedRange
 from ._server import FaultServer, Outage, RecordedRequest
 
-__all__ = ["Fault", "FaultServer", "Outage", "RecordedRequest"]
+__all__ = [
+    "Endpoint",
+    "Fault",
+    "FaultServer",
+    "IdempotentSink",
+    "Outage",
+    "RangedFile",
+    "RecordedRequest",
+    "ServedRange",
+]

@@ -25,12 +25,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ._faults import Fault, _check_number
+from ._ranges import Endpoint
 
 __all__ = ["FaultServer", "Outage", "RecordedRequest"]
 
@@ -314,6 +315,7 @@ class FaultServer:
         self._scripts: dict[str, collections.deque[Fault]] = {}
         self._random: dict[str | None, _RandomRule] = {}
         self._defaults: dict[str, Fault] = {}
+        self._endpoints: dict[str, Endpoint] = {}
         self._conns: set[_Connection] = set()
         self._next_conn_id = 0
         self._server: asyncio.Server | None = None
@@ -372,6 +374,16 @@ class FaultServer:
         Example: ``server.random(None, {Fault.fin(): 0.05, Fault.status(503): 0.02}, seed=1)``.
         """
         self._random[path] = _RandomRule(weights, seed)
+
+    def serve(self, path: str, endpoint: Endpoint) -> None:
+        """Let ``endpoint`` (a :class:`RangedFile`, an :class:`IdempotentSink`) answer ``path``.
+
+        Faults still apply: the endpoint answers where an ``ok`` fault would, and sees every
+        body that arrived whole, whatever fault then answers it.
+        """
+        if not callable(getattr(endpoint, "respond", None)):
+            raise ValueError(f"endpoint must have respond() and received(), got {endpoint!r}")
+        self._endpoints[path] = endpoint
 
     def set_default(self, path: str, fault: Fault) -> None:
         """Use ``fault`` for requests to ``path`` that no script or random rule decides."""
@@ -671,7 +683,7 @@ class FaultServer:
                     query=conn.query,
                     headers=CIMultiDictProxy(CIMultiDict(conn.headers)),
                     body_size=conn.body_size,
-                    body=bytes(conn.body),
+                    body=bytes(conn.body[:RECORDED_BODY_LIMIT]),
                     conn_id=conn.conn_id,
                     seq_on_conn=conn.seq,
                     action=action,
@@ -714,6 +726,12 @@ class _Connection(asyncio.Protocol):
         self.drip_fault: Fault | None = None
         # An `ok` response held for service_time (it counts against the server's capacity).
         self.held: Fault | None = None
+        # An endpoint's streamed response in progress, the transport's flow control, whether the
+        # whole body is kept for an endpoint, and the endpoint's answer to the current request.
+        self.stream: Any = None
+        self.writing_paused = False
+        self.keep_body = False
+        self.endpoint_answer: tuple[int, Any] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -742,6 +760,20 @@ class _Connection(asyncio.Protocol):
             return
         self._process()
 
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.stream is not None:
+            # Not from inside this callback: asyncio's transport calls it mid-flush, and a stream
+            # that ends there and closes the transport would have it report the loss twice.
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        if self.stream is not None and not self.writing_paused:
+            self.stream.pump()
+
     def eof_received(self) -> bool | None:
         # The client half-closed: nothing more will come; close our side too (returning None
         # makes asyncio close the transport). A response in progress is cut, as with any server.
@@ -758,6 +790,7 @@ class _Connection(asyncio.Protocol):
             server._all_closed.set()
         self.transport = None
         self.drip_data = b""
+        self.stream = None
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -942,6 +975,8 @@ class _Connection(asyncio.Protocol):
         if self.body:
             self.body = bytearray()
         self.rejected = None
+        self.endpoint_answer = None
+        self.keep_body = path in self.server._endpoints
         self.head_only = method == "HEAD"
         if version == "HTTP/1.1":
             self.keep_alive = "close" not in connection
@@ -984,7 +1019,9 @@ class _Connection(asyncio.Protocol):
     def _on_body(self, data: bytearray) -> None:
         self.body_size += len(data)
         server = self.server
-        if server.record and len(self.body) < RECORDED_BODY_LIMIT:
+        if self.keep_body:
+            self.body += data
+        elif server.record and len(self.body) < RECORDED_BODY_LIMIT:
             self.body += data[: RECORDED_BODY_LIMIT - len(self.body)]
         max_body = server.max_body
         if max_body is not None and self.rejected is None and self.body_size > max_body:
@@ -1001,6 +1038,8 @@ class _Connection(asyncio.Protocol):
             server._finished(self, self.rejected)
             self.close()
             return
+        if self.keep_body:
+            server._endpoints[self.path].received(self)
         if server._gated and self.path not in server.exempt_paths:
             shed = server._shed()
             if shed is not None:
@@ -1035,9 +1074,7 @@ class _Connection(asyncio.Protocol):
         self.held = None
         server._in_service -= 1
         server._finished(self, fault.kind)
-        close = not self.keep_alive
-        self.transport.write(server._response(fault, close=close, head_only=self.head_only))
-        self._responded(close)
+        self._play(fault)  # an endpoint's answer too, when the path has one
         if self.state == _HEAD:
             self._process()  # requests pipelined behind the held one
 
@@ -1047,7 +1084,9 @@ class _Connection(asyncio.Protocol):
         kind = fault.kind
         transport = self.transport
         assert transport is not None
-        if kind == "ok" or kind == "status":
+        if kind == "ok" and self.keep_body:
+            server._endpoints[self.path].respond(self)
+        elif kind == "ok" or kind == "status":
             close = not self.keep_alive
             transport.write(server._response(fault, close=close, head_only=self.head_only))
             self._responded(close)
@@ -1075,6 +1114,45 @@ class _Connection(asyncio.Protocol):
             self.drip_data = b"" if self.head_only else fault.body
             self.drip_pos = 0
             self._drip_next()
+
+    # -- for endpoints (see _ranges.py) -------------------------------------------------------
+
+    def write_simple(
+        self, status: int, headers: Iterable[tuple[str, str]], body: bytes = b""
+    ) -> None:
+        """Answer with a whole response."""
+        assert self.transport is not None
+        close = not self.keep_alive
+        data = self.server._render(status, headers, len(body), close=close)
+        self.transport.write(data if self.head_only else data + body)
+        self._responded(close)
+
+    def start_stream(
+        self,
+        stream: Any,
+        status: int,
+        headers: Iterable[tuple[str, str]],
+        length: int,
+        *,
+        close: bool,
+    ) -> None:
+        """Write a response head; ``stream.pump()`` writes the body as the transport drains."""
+        assert self.transport is not None
+        self.state = _BUSY
+        self.stream = stream
+        self.transport.write(self.server._render(status, headers, length, close=close))
+
+    def end_stream(self, cut: str | None) -> None:
+        """The streamed body is written (or cut by ``"fin"``/``"rst"``)."""
+        self.stream = None
+        if cut == "rst":
+            self.reset()
+        elif cut is not None:
+            self.close()
+        else:
+            self._responded(not self.keep_alive)
+            if self.state == _HEAD:
+                self._process()
 
     def _drip_next(self) -> None:
         fault = self.drip_fault

@@ -1,0 +1,238 @@
+"""download(): cuts resumed with Range + If-Range against FaultServer's RangedFile."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from aiohttp_resilient import DownloadError, RetryPolicy, download, resilient_session
+from aiohttp_resilient.testing import Fault, FaultServer, RangedFile
+
+MiB = 1024 * 1024
+CHUNK = 256 * 1024  # download()'s read size and the server's write size
+FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.05)
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def overlaps(file: RangedFile) -> list[int]:
+    """Bytes each request asked for again that the server had already sent before it."""
+    served = file.served
+    return [a.start + a.sent - b.start for a, b in itertools.pairwise(served)]
+
+
+async def test_50_mb_cut_five_times_resumes_with_ranges(tmp_path: Path) -> None:
+    file = RangedFile(50 * MiB, seed=1)
+    file.cut_after(7 * MiB, 9 * MiB + 123, 3 * MiB, 11 * MiB, 5 * MiB + 1)
+    seen: list[int] = []
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/big.bin", file)
+        result = await download(
+            session,
+            server.url_for("/big.bin"),
+            tmp_path / "big.bin",
+            sha256=file.sha256(),
+            progress=lambda done, total: seen.append(done),
+        )
+    assert hashlib.sha256((tmp_path / "big.bin").read_bytes()).hexdigest() == file.sha256()
+    assert result.size == 50 * MiB
+    assert result.cuts == 5
+    assert result.resumes == 5
+    assert [s.status for s in file.served] == [200] + [206] * 5
+    assert [s.cut for s in file.served] == ["fin"] * 5 + [None]
+    # Every resume asks from where the last one stopped, give or take what was in flight.
+    assert all(0 <= overlap <= CHUNK for overlap in overlaps(file)), overlaps(file)
+    assert all(s.if_range == file.etag for s in file.served[1:])
+    assert seen[-1] == 50 * MiB
+    assert seen == sorted(seen)
+    assert names(tmp_path) == ["big.bin"]
+
+
+async def test_rst_cuts_resume_too(tmp_path: Path) -> None:
+    file = RangedFile(8 * MiB, seed=2)
+    file.cut_after(MiB, 2 * MiB, how="rst")
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        result = await download(session, server.url_for("/f"), tmp_path / "f", sha256=file.sha256())
+    assert result.cuts == 2
+    assert [s.status for s in file.served] == [200, 206, 206]
+
+
+async def test_file_changed_between_cuts_restarts_not_stitched(tmp_path: Path) -> None:
+    file = RangedFile(8 * MiB, seed=3)
+    file.cut_after(3 * MiB, 2 * MiB)
+    file.change_after_cut(1)  # the file changes right after the first cut
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        result = await download(session, server.url_for("/f"), tmp_path / "f")
+    assert file.version == 1
+    assert result.sha256 == file.sha256(version=1) != file.sha256(version=0)
+    # The resume after the change was answered with the whole new file: If-Range did its work.
+    assert [(s.status, s.version) for s in file.served] == [(200, 0), (200, 1), (206, 1)]
+    assert file.served[1].if_range == '"3-0"'
+    assert result.restarts == 1
+
+
+async def test_last_modified_is_the_validator_without_a_strong_etag(tmp_path: Path) -> None:
+    file = RangedFile(4 * MiB, seed=4, weak_etag=True)
+    file.cut_after(MiB)
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        await download(session, server.url_for("/f"), tmp_path / "f", sha256=file.sha256())
+    assert file.served[1].if_range == file.last_modified
+    assert file.served[1].status == 206
+
+
+async def test_server_without_ranges_restarts_cleanly(tmp_path: Path) -> None:
+    file = RangedFile(6 * MiB, seed=5, ranges=False)
+    file.cut_after(2 * MiB, 4 * MiB)
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        result = await download(session, server.url_for("/f"), tmp_path / "f", sha256=file.sha256())
+    assert [s.status for s in file.served] == [200, 200, 200]
+    assert result.restarts == 2
+    assert result.size == 6 * MiB
+
+
+async def test_no_validator_means_no_range(tmp_path: Path) -> None:
+    """Without ETag or Last-Modified a resume could stitch two versions: start over instead."""
+    file = RangedFile(3 * MiB, seed=6, etag=False, last_modified=False)
+    file.cut_after(MiB)
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        await download(session, server.url_for("/f"), tmp_path / "f", sha256=file.sha256())
+    assert [s.range_header for s in file.served] == [None, None]
+
+
+async def test_416_and_wrong_checksum_are_errors_that_say_so(tmp_path: Path) -> None:
+    file = RangedFile(2 * MiB, seed=7)
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        url = server.url_for("/f")
+        with pytest.raises(DownloadError, match="does not match the expected"):
+            await download(session, url, tmp_path / "f", sha256="0" * 64)
+        assert names(tmp_path) == []
+        # A part file longer than the file: the server answers the range with 416.
+        file.cut_after(MiB, MiB // 2)
+        with pytest.raises(DownloadError, match="cut 2 times"):
+            await download(session, url, tmp_path / "g", max_resumes=1)
+        part = tmp_path / "g.part"
+        with part.open("ab") as f:
+            f.write(b"x" * (2 * MiB))
+        sidecar = (tmp_path / "g.part.json").read_text().replace("2097152", "null")
+        (tmp_path / "g.part.json").write_text(sidecar)
+        with pytest.raises(DownloadError, match="416"):
+            await download(session, url, tmp_path / "g")
+        assert not part.exists()
+
+
+async def test_206_that_does_not_fit_is_an_error(tmp_path: Path) -> None:
+    file = RangedFile(2 * MiB, seed=8)
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        file.cut_after(MiB, MiB // 2)
+        with pytest.raises(DownloadError, match="cut 2 times"):
+            await download(session, server.url_for("/f"), tmp_path / "f", max_resumes=1)
+        # The server now answers every range with a Content-Range for another offset.
+        server.serve("/f", _Lying(file))
+        with pytest.raises(DownloadError, match="Content-Range"):
+            await download(session, server.url_for("/f"), tmp_path / "f")
+
+
+class _Lying:
+    def __init__(self, file: RangedFile) -> None:
+        self.file = file
+
+    def received(self, conn: object) -> None:
+        pass
+
+    def respond(self, conn: object) -> None:
+        conn.write_simple(  # type: ignore[attr-defined]
+            206,
+            [("Content-Range", f"bytes 0-9/{self.file.size}"), ("ETag", self.file.etag)],
+            b"0123456789",
+        )
+
+
+async def test_retryable_status_before_the_body_is_retried_by_the_session(tmp_path: Path) -> None:
+    file = RangedFile(MiB, seed=9)
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        server.script("/f", [Fault.status(503), Fault.rst()])
+        result = await download(session, server.url_for("/f"), tmp_path / "f")
+        assert server.count("/f") == 3
+        assert result.requests == 1
+
+
+def test_bad_arguments_are_named(tmp_path: Path) -> None:
+    async def call(**kwargs: object) -> None:
+        async with aiohttp.ClientSession() as session:
+            await download(session, "http://127.0.0.1:1/", **kwargs)  # type: ignore[arg-type]
+
+    for kwargs, field in [
+        ({"path": tmp_path}, "path"),
+        ({"path": tmp_path / "no" / "f"}, "directory"),
+        ({"path": tmp_path / "f", "sha256": "abc"}, "sha256"),
+        ({"path": tmp_path / "f", "chunk_size": 0}, "chunk_size"),
+        ({"path": tmp_path / "f", "headers": {"range": "bytes=1-"}}, "Range"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            asyncio.run(call(**kwargs))
+
+
+_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from aiohttp_resilient import download, resilient_session
+
+    def progress(done, total):
+        if done >= int(sys.argv[3]):
+            print("killing", flush=True)
+            import os, signal
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def main():
+        async with resilient_session() as session:
+            await download(session, sys.argv[1], sys.argv[2], progress=progress)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_killed_download_resumes_in_a_new_process(tmp_path: Path) -> None:
+    file = RangedFile(16 * MiB, seed=10)
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        url = str(server.url_for("/f"))
+        target = tmp_path / "f"
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _CHILD,
+            url,
+            str(target),
+            str(6 * MiB),
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+        out, _ = await asyncio.wait_for(child.communicate(), 60)
+        assert child.returncode == -9
+        assert b"killing" in out
+        kept = (tmp_path / "f.part").stat().st_size
+        assert 6 * MiB <= kept < 16 * MiB
+        result = await download(session, url, target, sha256=file.sha256())
+    assert result.resumes == 1
+    assert file.served[-1].status == 206
+    assert file.served[-1].start == kept

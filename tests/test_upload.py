@@ -1,0 +1,156 @@
+"""upload_batches(): batches halved on 413 or reset, delivered exactly once by Idempotency-Key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+import aiohttp
+import pytest
+
+from aiohttp_resilient import RetryPolicy, resilient_session, upload_batches
+from aiohttp_resilient.testing import Fault, FaultServer, IdempotentSink
+
+LIMIT = 1_000_000  # the server's body limit, nginx's default order of size
+FAST = RetryPolicy(attempts=8, backoff_base=0.01, backoff_max=0.05)
+N = 10_000
+
+
+def rows(n: int = N, pad: int = 300, start: int = 0) -> Iterator[dict[str, Any]]:
+    for i in range(start, start + n):
+        yield {"id": i, "pad": "x" * pad}
+
+
+async def arows(n: int = N) -> AsyncIterator[dict[str, Any]]:
+    for row in rows(n, pad=1000):
+        yield row
+
+
+@pytest.mark.parametrize("action", ["413", "rst"])
+async def test_10000_items_over_a_1_mb_limit_arrive_exactly_once(
+    action: Literal["413", "rst"],
+) -> None:
+    sink = IdempotentSink()
+    async with (
+        FaultServer(max_body=LIMIT, max_body_action=action) as server,
+        resilient_session(policy=FAST) as session,
+    ):
+        server.serve("/batches", sink)
+        # Some batches are applied, then the connection drops before the answer.
+        server.random("/batches", {Fault.fin(): 0.15, Fault.rst(): 0.1}, seed=12)
+        report = await upload_batches(
+            session, server.url_for("/batches"), arows(), max_items=N, max_bytes=3_300_000
+        )
+    assert report.ok, report.failed
+    assert report.items_sent == N
+    assert report.batches_sent == len(sink.batches)
+    # Server side: every item applied, none twice, although some batches arrived twice.
+    assert sorted(sink.applied) == list(range(N))
+    assert set(sink.applied.values()) == {1}
+    assert sink.replays > 0
+    refused = server.action_counts["413" if action == "413" else "max_body_rst"]
+    assert report.splits >= 2
+    assert refused >= report.splits
+    assert max(r.body_size for r in server.records if r.action in ("ok", "fin", "rst")) <= LIMIT
+    assert report.max_bytes <= LIMIT
+    # Expect: 100-continue: a refused batch's body was never sent.
+    assert all(r.body_size == 0 for r in server.records if r.action in ("413", "max_body_rst"))
+
+
+async def test_one_item_too_big_on_its_own_is_reported_not_dropped() -> None:
+    sink = IdempotentSink()
+    items = [*rows(10), {"id": "huge", "pad": "y" * (LIMIT + 1)}, *rows(5, start=10)]
+    async with FaultServer(max_body=LIMIT) as server, resilient_session(policy=FAST) as session:
+        server.serve("/b", sink)
+        report = await upload_batches(session, server.url_for("/b"), items, max_bytes=4 * LIMIT)
+    assert not report.ok
+    assert report.items_sent == 15
+    assert report.items_failed == 1
+    (failed,) = report.failed
+    assert failed.first == 10
+    assert failed.items[0]["id"] == "huge"
+    assert "too big" in failed.reason
+    assert sorted(sink.applied) == list(range(15))
+
+
+async def test_stop_at_first_failure_reads_no_further() -> None:
+    consumed: list[int] = []
+
+    def numbered() -> Iterator[dict[str, int]]:
+        for i in range(100):
+            consumed.append(i)
+            yield {"id": i}
+
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.set_default("/b", Fault.status(400))
+        report = await upload_batches(
+            session, server.url_for("/b"), numbered(), max_items=10, stop_on_failure=True
+        )
+        assert server.count("/b") == 1
+    assert report.stopped
+    assert report.failed[0].status == 400
+    assert report.items_failed == 10
+    assert len(consumed) == 11  # the batch, and the item that would have started the next
+
+
+async def test_gzip_json_lines_and_keys_from_content() -> None:
+    sink = IdempotentSink()
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/b", sink)
+        url = server.url_for("/b")
+        for _ in range(2):  # the second run sends the same batches: the server applies none
+            report = await upload_batches(
+                session, url, rows(50), max_items=20, format="jsonl", gzip=True
+            )
+            assert report.batches_sent == 3
+    assert sorted(sink.applied) == list(range(50))
+    assert sink.replays == 3
+    heads = [r.headers for r in server.records]
+    assert all(h["Content-Encoding"] == "gzip" for h in heads)
+    assert all(h["Content-Type"] == "application/x-ndjson" for h in heads)
+    assert len({h["Idempotency-Key"] for h in heads}) == 3
+
+
+async def test_reset_after_the_body_is_reported_not_split() -> None:
+    async with FaultServer() as server, aiohttp.ClientSession() as session:
+        server.script("/b", [Fault.rst()])
+        report = await upload_batches(session, server.url_for("/b"), rows(5))
+    # A plain session does not retry a POST that reached the server, and a reset after the body
+    # went out whole is no sign of size: the batch is reported, not split.
+    assert server.count("/b") == 1
+    assert report.splits == 0
+    assert report.items_failed == 5
+
+
+def test_bad_arguments_are_named() -> None:
+    import asyncio
+
+    async def call(**kwargs: Any) -> None:
+        async with aiohttp.ClientSession() as session:
+            await upload_batches(session, "http://127.0.0.1:1/", **kwargs)
+
+    for kwargs, field in [
+        ({"items": [], "max_items": 0}, "max_items"),
+        ({"items": [], "max_bytes": -1}, "max_bytes"),
+        ({"items": [], "format": "xml"}, "format"),
+        ({"items": "abc"}, "items"),
+        ({"items": [], "headers": {"idempotency-key": "k"}}, "Idempotency-Key"),
+        ({"items": [object()]}, r"items\[0\]"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            asyncio.run(call(**kwargs))
+
+
+async def test_415_to_gzip_sends_plain_from_then_on() -> None:
+    sink = IdempotentSink()
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/b", sink)
+        server.script("/b", [Fault.status(415)])
+        report = await upload_batches(
+            session, server.url_for("/b"), rows(30), max_items=10, gzip=True
+        )
+    assert report.ok
+    assert report.batches_sent == 3
+    encodings = [r.headers.get("Content-Encoding") for r in server.records]
+    assert encodings == ["gzip", None, None, None]
+    assert sorted(sink.applied) == list(range(30))
