@@ -32,6 +32,7 @@ from aiohttp_resilient import (
     RetryMiddleware,
     RetryPolicy,
     TrackingConnector,
+    resilient_session,
     use_policy,
 )
 from aiohttp_resilient.testing import Fault, FaultServer
@@ -893,3 +894,16 @@ async def test_websocket_through_the_middleware(streaming_server: str) -> None:
         async with ws:
             await ws.send_str("hi")
             assert await asyncio.wait_for(ws.receive_str(), timeout=2) == "echo hi"
+
+
+async def test_a_retried_request_that_expects_100_continue_gets_a_fresh_waiter() -> None:
+    # aiohttp keeps one "100 Continue" waiter per request. A reset before the server said
+    # "100 Continue" cancels it with the first attempt's body writer; on Python 3.12+ a retry
+    # that reused it closed its own connection before reading the response (AttributeError).
+    async with FaultServer(max_body=10, max_body_action="rst") as server:
+        policy = RetryPolicy(attempts=2, backoff_base=0.001, backoff_max=0.002)
+        async with resilient_session(policy=policy) as session:
+            with pytest.raises(RetriesExhaustedError) as info:
+                await session.put(server.url_for("/"), data=b"x" * 100, expect100=True)
+        assert server.count("/", method="PUT") == 2
+    assert [type(a.error) for a in info.value.history] == [aiohttp.ClientOSError] * 2

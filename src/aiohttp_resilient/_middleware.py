@@ -503,6 +503,12 @@ class RetryMiddleware:
             )
             logger.warning("not retrying: %s", error)
             raise error from cause
+        continue100 = getattr(req, "_continue", None)
+        if continue100 is not None and continue100.done():
+            # aiohttp makes one "100 Continue" waiter per request, and the last attempt spent it:
+            # reused, it ends the next attempt's body writer at once (cancelled), which closes the
+            # connection before the response is read (AttributeError on Python 3.12+).
+            req.update_expect_continue(True)
         await run.retry(attempt, delay, reason)
 
     def _not_retried(
