@@ -7,6 +7,7 @@ import asyncio
 import functools
 import math
 import weakref
+from collections import deque
 from contextvars import ContextVar
 from time import monotonic
 from typing import TYPE_CHECKING, Final
@@ -16,7 +17,13 @@ from aiohttp.client_proto import ResponseHandler
 from aiohttp.connector import Connection
 from yarl import URL
 
-from ._keepalive import KeepAliveEstimate, KeepAliveTable, parse_keep_alive_timeout
+from ._keepalive import (
+    OBSERVE_FOR,
+    KeepAliveEstimate,
+    KeepAliveTable,
+    parse_keep_alive_timeout,
+)
+from ._policy import DEFAULT_IDEMPOTENCY_HEADER
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientTimeout
@@ -147,7 +154,11 @@ class TrackingConnector(aiohttp.TCPConnector):
         """Get a connection as aiohttp does, and note whether it had served before."""
         if self._keep_alive is None:
             self._table()
-        _race_unsafe.set(req.method not in RACE_SAFE_METHODS)
+        # A request the middleware may send again after the race (an idempotent method, or one
+        # with an Idempotency-Key) may reuse a connection as long as the pool allows.
+        _race_unsafe.set(
+            req.method not in RACE_SAFE_METHODS and DEFAULT_IDEMPOTENCY_HEADER not in req.headers
+        )
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol
         if isinstance(protocol, _PooledHandler):
@@ -174,14 +185,12 @@ class TrackingConnector(aiohttp.TCPConnector):
         while conns:
             proto, released = conns[-1]
             if not proto.is_connected():
+                self._close_pooled(key, proto)
                 conns.pop()
-                transport = proto.transport
-                proto.close()
-                if not self._cleanup_closed_disabled and key.is_ssl:
-                    self._cleanup_closed_transports.append(transport)
                 continue
             if now - released > limit:
-                return None  # it and every older one stay in the pool
+                self._observe_only(key, conns, now)
+                return None
             conns.pop()
             if not conns:
                 del self._conns[key]
@@ -198,6 +207,28 @@ class TrackingConnector(aiohttp.TCPConnector):
             return Connection(self, key, proto, self._loop)
         del self._conns[key]
         return None
+
+    def _observe_only(
+        self, key: ConnectionKey, conns: deque[tuple[ResponseHandler, float]], now: float
+    ) -> None:
+        # Every pooled connection of ``key`` is idle past the reuse limit. The oldest stays as
+        # an observation (the server closing it teaches its timeout; its outliving the pool
+        # time, a longer one) for at most OBSERVE_FOR seconds; the others are closed, so that
+        # the sockets a host holds stay within what the pool would hold without learning. Each
+        # is closed while still pooled, so its close counts as a survival.
+        while len(conns) > 1 or (conns and now - conns[0][1] > OBSERVE_FOR):
+            self._close_pooled(key, conns[-1][0])
+            conns.pop()
+        if not conns:
+            del self._conns[key]
+
+    def _close_pooled(self, key: ConnectionKey, proto: ResponseHandler) -> None:
+        # As aiohttp's _get() closes a pooled connection it will not hand out. Called while the
+        # connection is still in the pool, so that _PooledHandler.close() can tell its idle time.
+        transport = proto.transport
+        proto.close()
+        if not self._cleanup_closed_disabled and key.is_ssl:
+            self._cleanup_closed_transports.append(transport)
 
     def _idle_time(self, key: ConnectionKey, proto: ResponseHandler) -> float | None:
         # How long ``proto`` has sat idle in ``key``'s pool, or None when it is not in the pool

@@ -8,17 +8,21 @@ know whether it arrived. So the client must let go of an idle connection before 
 
 The rule, per connection pool key (host, port, TLS, proxy):
 
-- A server that announces its timeout (``Keep-Alive: timeout=N``) is taken at its word.
+- A server that announces its timeout (``Keep-Alive: timeout=N``) is taken at its word, unless
+  it is seen closing sooner (a proxy or load balancer in front of it).
 - A server seen closing a pooled connection that was idle ``d`` seconds has a timeout of about
   ``d``: the shortest such ``d`` is kept (a close sooner than :data:`MIN_IDLE_EVIDENCE` after a
   response is a server closing after each response, not an idle timeout).
 - A connection is reused only while its idle time is under :data:`REUSE_SHARE` of the host's
-  timeout (announced, else learned), and never past the pool's own ``keepalive_timeout``.
+  timeout (the shorter of announced and learned), and never past the pool's
+  ``keepalive_timeout``.
 - A host whose timeout is not known yet: idempotent requests reuse up to the pool's
   ``keepalive_timeout`` (the race costs them an immediate retry); non-idempotent ones only up to
   :data:`UNKNOWN_UNSAFE_IDLE` (the race would lose them).
-- Connections idle past the limit are not reused, but stay in the pool until
-  ``keepalive_timeout``: if the server closes one, that is a new observation; if one survives
+- Connections idle past the limit are not reused; the oldest stays in the pool as an observation
+  until ``keepalive_timeout`` (at most :data:`OBSERVE_FOR`), the others are closed, so a host never
+  holds more sockets than it would without learning. If the server closes it, that is a new
+  observation; if it (or one closed by the pool while alive) survives
   longer than the timeout learned, that timeout was an odd close (a restart, a load balancer's
   reshuffle) and is forgotten, so one odd close never pins a host to short reuse. Survivals also
   teach a lower bound that lets non-idempotent requests reuse connections to hosts that keep
@@ -38,6 +42,7 @@ from typing import Final
 __all__ = [
     "FORGET_AFTER",
     "MIN_IDLE_EVIDENCE",
+    "OBSERVE_FOR",
     "REUSE_SHARE",
     "UNKNOWN_UNSAFE_IDLE",
     "KeepAliveEstimate",
@@ -55,6 +60,9 @@ UNKNOWN_UNSAFE_IDLE: Final = 1.0
 MIN_IDLE_EVIDENCE: Final = 0.25
 #: Seconds after which a learned close is forgotten (and the host re-learned from scratch).
 FORGET_AFTER: Final = 600.0
+#: Seconds at most that one connection idle past the reuse limit is kept as an observation, when
+#: the pool's own keepalive_timeout is longer (or None: aiohttp then never closes it).
+OBSERVE_FOR: Final = 60.0
 
 _TIMEOUT_RE: Final = re.compile(r"(?:^|[,;\s])timeout\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
@@ -183,8 +191,11 @@ class KeepAliveTable:
 
     def _update(self, host: _HostIdle) -> None:
         pool = self.pool_idle
-        timeout = host.announced if host.announced is not None else host.closed_after
-        if timeout is not None:
+        # A server may announce a timeout that something in front of it (a proxy, a load
+        # balancer) cuts short: the shorter of what it says and what it does.
+        known = [t for t in (host.announced, host.closed_after) if t is not None]
+        if known:
+            timeout = min(known)
             limit = min(pool, REUSE_SHARE * timeout)
             host.limits = (limit, limit)
             return

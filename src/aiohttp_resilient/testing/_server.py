@@ -438,6 +438,11 @@ class FaultServer:
         return self._in_service
 
     @property
+    def connections_open(self) -> int:
+        """Client connections open right now."""
+        return len(self._conns)
+
+    @property
     def duplicate_ids(self) -> dict[str, int]:
         """Values of ``request_id_header`` that arrived more than once, with their counts."""
         return {rid: n for rid, n in self.request_ids.items() if n > 1}
