@@ -9,8 +9,8 @@ Usage::
             body = await resp.read()
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from ._aimd import AdaptiveLimitPolicy
 from ._breaker import BreakerPolicy, CircuitState
@@ -28,8 +28,8 @@ from ._exceptions import (
     RetriesExhaustedError,
     RetryBudgetExhaustedError,
 )
-from ._histogram import LATENCY_BOUNDS, Latency
 from ._health import CircuitEvent, CircuitHook, HealthPolicy, HostClaim, HostHealth
+from ._histogram import LATENCY_BOUNDS, Latency
 from ._keepalive import KeepAliveEstimate
 from ._limiter import HostLimiter
 from ._middleware import RetryMiddleware, session_policy, use_policy
@@ -51,8 +51,6 @@ from ._policy import (
 from ._rate import AdaptiveRatePolicy
 from ._redact import redact_headers, redact_text, redact_url
 from ._response import ResilientResponse
-from ._snapshot import HostStats, PoolUse, Stats, stats
-from ._stats import StatsRecorder
 from ._session import (
     PRESETS,
     SessionPreset,
@@ -60,6 +58,8 @@ from ._session import (
     resilient_session,
     session_health,
 )
+from ._snapshot import HostStats, PoolUse, Stats, stats
+from ._stats import StatsRecorder
 from ._upload import FailedBatch, UploadReport, upload_batches
 
 __all__ = [
@@ -132,7 +132,7 @@ __all__ = [
     "use_policy",
 ]
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._otel import instrument_session
     from ._prometheus import PrometheusCollector
 
@@ -144,13 +144,13 @@ _OPTIONAL = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     try:
         module_name, extra = _OPTIONAL[name]
     except KeyError:
         raise AttributeError(f"module 'aiohttp_resilient' has no attribute {name!r}") from None
     try:
-        module = importlib.import_module(module_name, __name__)
+        module = _importlib.import_module(module_name, __name__)
     except ImportError as exc:
         raise ImportError(
             f"aiohttp_resilient.{name} needs the [{extra}] extra: "

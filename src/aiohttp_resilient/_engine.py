@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._events import Attempt, RetryEvent, RetryHook
 from ._exceptions import RetriesExhaustedError, RetryBudgetExhaustedError
+from ._limiter import format_host
 from ._policy import RetryPolicy, apply_jitter, jitter_retry_after
 from ._stats import (
     GIVEUP_ATTEMPTS,
@@ -19,8 +20,6 @@ from ._stats import (
     GIVEUP_RETRY_AFTER,
     StatsRecorder,
 )
-
-from ._limiter import format_host
 
 if TYPE_CHECKING:
     from ._limiter import HostKey

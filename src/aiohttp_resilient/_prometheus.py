@@ -106,7 +106,7 @@ class PrometheusCollector(Collector):
         return f"{self.namespace}_{name}"
 
     def _counters(self, rows: list[HostStats]) -> Iterator[Metric]:
-        simple = (
+        simple: tuple[tuple[str, str, Callable[[HostStats], int]], ...] = (
             ("requests", "Logical calls that ended.", lambda r: r.requests),
             ("successes", "Calls that handed a response back.", lambda r: r.successes),
             ("attempts", "Attempts sent (a retry is one more).", lambda r: r.attempts),
