@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from aiohttp_resilient import (
     LATENCY_BOUNDS,
+    BodyNotReplayableError,
     BreakerPolicy,
     CircuitOpenError,
     CircuitState,
@@ -230,3 +232,34 @@ def test_recorder_rejects_a_bad_cap() -> None:
     """max_hosts is named when it is not a positive int."""
     with pytest.raises(ValueError, match="max_hosts"):
         StatsRecorder(max_hosts=0)
+
+
+async def test_a_spent_stream_body_is_a_give_up(fault_server: FaultServer) -> None:
+    """A retry that cannot re-send its streamed body gives up, counted under its reason."""
+    fault_server.script("/up", [Fault.status(503)])
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"chunk"
+
+    async with resilient_session(policy=FAST) as session:
+        with pytest.raises(BodyNotReplayableError):
+            await session.put(fault_server.url_for("/up"), data=body())
+        row = stats(session).hosts[host_of(fault_server)]  # type: ignore[union-attr]
+    assert fault_server.count("/up") == 1
+    assert row.give_ups == {"body_not_replayable": 1}
+    assert (row.requests, row.attempts) == (1, 1)
+
+
+async def test_the_decorator_counts_an_error_it_does_not_retry() -> None:
+    """An error outside the disconnect family ends the call at once, counted as not retried."""
+
+    @retry_on_disconnect(attempts=3)
+    async def broken() -> None:
+        raise ValueError("a bug, not the network")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await broken()
+    snapshot = stats(broken)
+    assert snapshot is not None
+    assert (snapshot.total.requests, snapshot.total.not_retried) == (1, 1)
+    assert snapshot.total.attempts == 1
