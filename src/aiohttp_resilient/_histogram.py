@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from bisect import bisect_left as _bisect_left
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,11 +21,6 @@ def _renard_bounds() -> tuple[float, ...]:
 #: The upper bounds of the buckets, in seconds; one more bucket holds what lies above the last.
 LATENCY_BOUNDS: Final = _renard_bounds()
 _LAST: Final = len(LATENCY_BOUNDS)  # the overflow bucket's index
-_FIRST: Final = LATENCY_BOUNDS[0]
-_TOP: Final = LATENCY_BOUNDS[-1]
-_SCALE: Final = 1.0 / _FIRST
-_ceil = math.ceil
-_log10 = math.log10
 
 
 class Histogram:
@@ -41,21 +36,10 @@ class Histogram:
         """Count one observation in the bucket that holds it,
         ``LATENCY_BOUNDS[i - 1] < seconds <= LATENCY_BOUNDS[i]``.
 
-        A logarithm gives the bucket to within one (R10 bounds stray at most 1.2% from
-        10^(k/10)), and one comparison settles it: O(1) whatever the number of buckets, and no
-        allocation (it runs twice per request).
+        A binary search in C over the fixed bounds (7 comparisons): constant time, no
+        allocation, and cheaper than a logarithm in Python (it runs twice per request).
         """
-        if seconds <= _FIRST:
-            index = 0
-        else:
-            index = _ceil(10.0 * _log10(seconds * _SCALE) - 1e-9)
-            if index >= _LAST:
-                index = _LAST if seconds > _TOP else _LAST - 1
-            elif seconds > LATENCY_BOUNDS[index]:
-                index += 1
-            elif seconds <= LATENCY_BOUNDS[index - 1]:
-                index -= 1
-        self.counts[index] += 1
+        self.counts[_bisect_left(LATENCY_BOUNDS, seconds)] += 1
         self.total += seconds
 
     def freeze(self) -> Latency:

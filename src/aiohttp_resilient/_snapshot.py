@@ -200,10 +200,11 @@ def _host_row(
             in_flight=0 if limiter is None else limiter.in_flight(key),
             queued=0 if limiter is None else limiter.waiting(key),
         )
+    requests = counts.call_latency.count
     return HostStats(
         host=name,
-        requests=counts.call_latency.count,
-        successes=counts.successes,
+        requests=requests,
+        successes=requests - sum(counts.give_ups.values()) - counts.not_retried,
         attempts=counts.attempt_latency.count,
         retries=counts.retries,
         give_ups=counts.give_ups,
