@@ -61,22 +61,28 @@ async def test_counts_match_what_the_server_saw(fault_server: FaultServer) -> No
 
 
 async def test_a_post_that_may_have_arrived_is_counted_as_not_retried(
-    fault_server: FaultServer,
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An error judged unsafe to repeat ends the call once, counted apart from give-ups."""
+    """An error judged unsafe to repeat ends the call once, counted apart from give-ups, and
+    its log record says so in fields."""
     fault_server.script("/pay", [Fault.fin()])
+    caplog.set_level(logging.INFO, logger="aiohttp_resilient")
     async with resilient_session(policy=FAST) as session:
         with pytest.raises(aiohttp.ClientError):
             await session.post(fault_server.url_for("/pay"), data=b"x")
         row = stats(session).hosts[host_of(fault_server)]  # type: ignore[union-attr]
     assert fault_server.count("/pay") == 1
     assert (row.requests, row.not_retried, row.attempts, row.give_ups_total) == (1, 1, 1, 0)
+    (record,) = [r for r in caplog.records if r.name == "aiohttp_resilient"]
+    assert (record.event, record.method, record.attempt) == ("not_retried", "POST", 1)  # type: ignore[attr-defined]
+    assert record.cause.startswith("ServerDisconnectedError")  # type: ignore[attr-defined]
 
 
 async def test_the_breaker_opening_and_circuit_give_ups_are_counted(
-    fault_server: FaultServer,
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A host that keeps failing trips its breaker once; calls refused by it are give-ups."""
+    """A host that keeps failing trips its breaker once; calls refused by it are give-ups; the
+    breaker's log record carries the host and the new state."""
     fault_server.set_default("/x", Fault.status(500))
     breaker = BreakerPolicy(consecutive_failures=3, min_failure_span=0.0, patience=0.0)
     async with resilient_session(
@@ -102,6 +108,8 @@ async def test_the_breaker_opening_and_circuit_give_ups_are_counted(
     assert row.give_ups == {"attempts": sent - 1, "circuit_open": sum(refusals)}
     assert row.attempts == sent
     assert row.requests == 8
+    circuit = [r for r in caplog.records if getattr(r, "event", None) == "circuit"]
+    assert [(r.host, r.state) for r in circuit] == [(host_of(fault_server), "open")]  # type: ignore[attr-defined]
 
 
 async def test_pool_use_is_read_from_the_connector(fault_server: FaultServer) -> None:
