@@ -98,20 +98,38 @@ async def test_a_give_up_is_an_event_on_the_call_span(fault_server: FaultServer)
     assert len(by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)) == 2
 
 
+@pytest.mark.parametrize("how", ["trace_config", "instrumentor"])
 async def test_with_the_aiohttp_instrumentation_nothing_is_counted_twice(
-    fault_server: FaultServer,
+    fault_server: FaultServer, how: str
 ) -> None:
     """Its span is the call's: our attempts nest under it, and the duration metric is its
-    alone (one sample per call), not ours too."""
-    from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+    alone (one sample per call), not ours too; whether its trace config is passed or its
+    instrumentor patches every session."""
+    from opentelemetry.instrumentation.aiohttp_client import (
+        AioHttpClientInstrumentor,
+        create_trace_config,
+    )
 
     fault_server.script("/a", [Fault.status(503), Fault.ok()])
     tracer_provider, exporter, meter_provider, reader = providers()
-    config = create_trace_config(tracer_provider=tracer_provider, meter_provider=meter_provider)
-    async with resilient_session(policy=FAST, trace_configs=[config]) as session:
-        instrument_session(session, tracer_provider=tracer_provider, meter_provider=meter_provider)
-        async with session.get(fault_server.url_for("/a")) as resp:
-            await resp.read()
+    instrumentor = AioHttpClientInstrumentor()
+    if how == "trace_config":
+        configs = [
+            create_trace_config(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        ]
+    else:
+        configs = []
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    try:
+        async with resilient_session(policy=FAST, trace_configs=configs) as session:
+            instrument_session(
+                session, tracer_provider=tracer_provider, meter_provider=meter_provider
+            )
+            async with session.get(fault_server.url_for("/a")) as resp:
+                await resp.read()
+    finally:
+        if how == "instrumentor":
+            instrumentor.uninstrument()
     spans = exporter.get_finished_spans()
     assert by_kind(spans, SpanKind.INTERNAL) == []
     clients = by_kind(spans, SpanKind.CLIENT)

@@ -5,6 +5,7 @@ library guidelines ask; without an SDK everything here is a no-op)."""
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Final
@@ -28,8 +29,9 @@ DURATION_BUCKETS: Final = (
 _INSTRUMENTATION_MODULE: Final = "opentelemetry.instrumentation.aiohttp_client"
 
 # (the request, how many attempts of it went): aiohttp passes one request object through every
-# attempt of a call, so the count starts again when another request comes.
-_attempts: ContextVar[tuple[ClientRequest, int] | None] = ContextVar(
+# attempt of a call, so the count starts again when another request comes. A weak reference:
+# the task's context must not keep a finished request alive.
+_attempts: ContextVar[tuple[weakref.ref[ClientRequest], int] | None] = ContextVar(
     "aiohttp_resilient_otel_attempts", default=None
 )
 
@@ -166,8 +168,8 @@ class _AttemptSpan:
 
     async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         last = _attempts.get()
-        number = last[1] + 1 if last is not None and last[0] is req else 1
-        _attempts.set((req, number))
+        number = last[1] + 1 if last is not None and last[0]() is req else 1
+        _attempts.set((weakref.ref(req), number))
         attributes = _attributes(req)
         attributes["url.full"] = redact_url(req.url)
         if number > 1:
