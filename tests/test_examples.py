@@ -14,6 +14,7 @@ EXPECTED = {
     "api_client.py": "the server saw 1 POST",
     "decorator.py": "4 attempts, not 16",
     "transfers.py": "server applied every item exactly once: True",
+    "observed_crawler.py": "pages fetched: 300/300, failed: 0",
 }
 
 
@@ -34,3 +35,27 @@ def test_example_runs(name: str) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert EXPECTED[name] in result.stdout
+
+
+def test_observed_crawler_runs_without_the_prometheus_extra() -> None:
+    """Without prometheus_client it says it skipped /metrics, and still crawls and summarises."""
+    block = "import sys; sys.modules['prometheus_client'] = None; import runpy; "
+    path = EXAMPLES / "observed_crawler.py"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-c",
+            f"{block}runpy.run_path({str(path)!r}, run_name='__main__')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipping /metrics" in result.stdout
+    assert "aiohttp_resilient_retries_total" not in result.stdout
+    assert EXPECTED["observed_crawler.py"] in result.stdout
+    assert "retries:" in result.stdout  # the summary's which-host-failed-how lines

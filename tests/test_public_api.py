@@ -44,3 +44,46 @@ def test_public_objects_have_docstrings() -> None:
 def test_package_is_typed() -> None:
     """py.typed ships with the package."""
     assert importlib.resources.files("aiohttp_resilient").joinpath("py.typed").is_file()
+
+
+def test_the_library_works_without_its_optional_extras() -> None:
+    """With prometheus_client and opentelemetry unimportable, the library imports, retries and
+    counts; the integrations say which extra they need."""
+    import subprocess
+    import sys
+
+    script = """
+import asyncio, sys
+sys.modules["prometheus_client"] = None  # an ImportError on import, as if not installed
+sys.modules["opentelemetry"] = None
+import aiohttp_resilient
+from aiohttp_resilient import resilient_session, stats
+from aiohttp_resilient.testing import Fault, FaultServer
+
+async def main():
+    async with FaultServer() as server:
+        server.script("/", [Fault.fin(), Fault.ok()])
+        async with resilient_session() as session:
+            async with session.get(server.url_for("/")) as resp:
+                await resp.read()
+            print("attempts", stats(session).total.attempts, server.count())
+    for name in ("PrometheusCollector", "instrument_session"):
+        try:
+            getattr(aiohttp_resilient, name)
+        except ImportError as exc:
+            print(exc)
+
+asyncio.run(main())
+"""
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "attempts 2 2"
+    assert "needs the [prometheus] extra" in lines[1]
+    assert "needs the [otel] extra" in lines[2]

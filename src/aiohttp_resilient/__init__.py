@@ -9,6 +9,9 @@ Usage::
             body = await resp.read()
 """
 
+import importlib as _importlib
+import typing as _typing
+
 from ._aimd import AdaptiveLimitPolicy
 from ._breaker import BreakerPolicy, CircuitState
 from ._budget import BudgetPolicy
@@ -26,6 +29,7 @@ from ._exceptions import (
     RetryBudgetExhaustedError,
 )
 from ._health import CircuitEvent, CircuitHook, HealthPolicy, HostClaim, HostHealth
+from ._histogram import LATENCY_BOUNDS, Latency
 from ._keepalive import KeepAliveEstimate
 from ._limiter import HostLimiter
 from ._middleware import RetryMiddleware, session_policy, use_policy
@@ -54,6 +58,8 @@ from ._session import (
     resilient_session,
     session_health,
 )
+from ._snapshot import HostStats, PoolUse, Stats, stats
+from ._stats import StatsRecorder
 from ._upload import FailedBatch, UploadReport, upload_batches
 
 __all__ = [
@@ -67,6 +73,7 @@ __all__ = [
     "DEFAULT_RETRY_AFTER_MAX",
     "DEFAULT_RETRY_METHODS",
     "DEFAULT_RETRY_STATUSES",
+    "LATENCY_BOUNDS",
     "PRESETS",
     "VERDICTS",
     "AdaptiveLimitPolicy",
@@ -86,8 +93,12 @@ __all__ = [
     "HostClaim",
     "HostHealth",
     "HostLimiter",
+    "HostStats",
     "KeepAliveEstimate",
+    "Latency",
+    "PoolUse",
     "ProgressHook",
+    "PrometheusCollector",
     "ResilientError",
     "ResilientResponse",
     "RetriesExhaustedError",
@@ -98,6 +109,8 @@ __all__ = [
     "RetryPolicy",
     "SessionPreset",
     "Signal",
+    "Stats",
+    "StatsRecorder",
     "TrackingConnector",
     "UploadReport",
     "Verdict",
@@ -105,6 +118,7 @@ __all__ = [
     "compute_delay",
     "default_user_agent",
     "download",
+    "instrument_session",
     "parse_retry_after",
     "redact_headers",
     "redact_text",
@@ -113,6 +127,35 @@ __all__ = [
     "retry_on_disconnect",
     "session_health",
     "session_policy",
+    "stats",
     "upload_batches",
     "use_policy",
 ]
+
+if _typing.TYPE_CHECKING:
+    from ._otel import instrument_session
+    from ._prometheus import PrometheusCollector
+
+# The integrations whose libraries come with optional extras: imported on first use, so that the
+# library imports and works without them.
+_OPTIONAL = {
+    "PrometheusCollector": ("._prometheus", "prometheus"),
+    "instrument_session": ("._otel", "otel"),
+}
+
+
+def __getattr__(name: str) -> object:
+    try:
+        module_name, extra = _OPTIONAL[name]
+    except KeyError:
+        raise AttributeError(f"module 'aiohttp_resilient' has no attribute {name!r}") from None
+    try:
+        module = _importlib.import_module(module_name, __name__)
+    except ImportError as exc:
+        raise ImportError(
+            f"aiohttp_resilient.{name} needs the [{extra}] extra: "
+            f"pip install 'aiohttp-resilient[{extra}]' ({exc})"
+        ) from exc
+    value = getattr(module, name)
+    globals()[name] = value
+    return value

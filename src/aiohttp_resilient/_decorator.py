@@ -18,6 +18,7 @@ from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
 from ._limiter import HostKey
 from ._middleware import HANDLED_ATTR
 from ._policy import RetryPolicy
+from ._stats import GIVEUP_CIRCUIT, GIVEUP_DEADLINE, STATS_ATTR, StatsRecorder
 
 __all__ = ["retry_on_disconnect"]
 
@@ -47,6 +48,7 @@ def retry_on_disconnect(
     on_retry: RetryHook | None = None,
     on_giveup: RetryHook | None = None,
     health: HostHealth | HealthPolicy | None = None,
+    stats: StatsRecorder | bool = True,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
 ) -> Callable[[Callable[P, Awaitable[T]]], _Decorated[P, T]]: ...
@@ -64,6 +66,7 @@ def retry_on_disconnect(
     on_retry: RetryHook | None = None,
     on_giveup: RetryHook | None = None,
     health: HostHealth | HealthPolicy | None = None,
+    stats: StatsRecorder | bool = True,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
 ) -> _Decorated[P, T] | Callable[[Callable[P, Awaitable[T]]], _Decorated[P, T]]:
@@ -104,6 +107,9 @@ def retry_on_disconnect(
             default: one function may call many hosts, and one dead host must not stop its
             calls to the others; pass ``HealthPolicy(...)`` with a breaker for a function
             that calls one host.
+        stats: Count calls, attempts, retries, give-ups and latency (read them with
+            ``stats(decorated_function)``): ``True`` (a new :class:`StatsRecorder` per decorated
+            function), a recorder to share, or ``False`` for none.
         sleep: The wait function (inject a fake one in tests).
         clock: A monotonic clock in seconds (inject a fake one in tests).
 
@@ -135,6 +141,8 @@ def retry_on_disconnect(
         raise ValueError(
             f"health must be a HostHealth or HealthPolicy, got {type(health).__name__}"
         )
+    if not isinstance(stats, (bool, StatsRecorder)):
+        raise ValueError(f"stats must be a bool or a StatsRecorder, got {type(stats).__name__}")
 
     def decorate(function: Callable[P, Awaitable[T]]) -> _Decorated[P, T]:
         if not _is_coroutine_function(function):
@@ -149,6 +157,7 @@ def retry_on_disconnect(
         )
 
         key: HostKey = ("call", name, None)
+        recorder = StatsRecorder() if stats is True else (stats or None)
 
         @functools.wraps(function)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -176,6 +185,13 @@ def retry_on_disconnect(
                     signal = Signal.LOCAL if expired else signal_of_error(exc)
                     claim.end(signal, now)
                     if not expired and not _retryable(exc):
+                        if recorder is not None:
+                            recorder.not_retried(
+                                key,
+                                () if run is None else run.history,
+                                now - claim.started,
+                                now - started,
+                            )
                         raise
                     attempt = Attempt(number=number, error=exc, elapsed=now - claim.started)
                     if run is None:
@@ -185,7 +201,7 @@ def retry_on_disconnect(
                         reason = (
                             f"the deadline of {resolved.deadline:g}s passed during attempt {number}"
                         )
-                        raise await run.give_up(attempt, reason) from exc
+                        raise await run.give_up(attempt, reason, kind=GIVEUP_DEADLINE) from exc
                     delay, reason, charged_at = await next_step_after_error(
                         state, run, claim, attempt, now, signal
                     )
@@ -196,7 +212,10 @@ def retry_on_disconnect(
                     claim.abandon(clock())
                     raise
                 else:
-                    claim.end(Signal.SERVED, clock())
+                    now = clock()
+                    claim.end(Signal.SERVED, now)
+                    if recorder is not None:
+                        recorder.served(key, now - started, now - claim.started, run)
                     return result
 
         def _new_run(started: float) -> RetryRun:
@@ -209,6 +228,8 @@ def retry_on_disconnect(
                 sleep=sleep,
                 on_retry=on_retry,
                 on_giveup=on_giveup,
+                stats=recorder,
+                key=key,
             )
 
         async def _claim(
@@ -232,11 +253,13 @@ def retry_on_disconnect(
                     f"the deadline of {resolved.deadline:g}s passed while attempt {number} "
                     f"waited for {expired.waited_for}"
                 )
-                raise await run.give_up(None, reason) from last
+                raise await run.give_up(None, reason, kind=GIVEUP_DEADLINE) from last
             except CircuitOpenError as exc:
-                await (run or _new_run(clock())).give_up(None, str(exc))  # told like any give-up
+                # Told like any give-up.
+                await (run or _new_run(clock())).give_up(None, str(exc), kind=GIVEUP_CIRCUIT)
                 raise
 
+        setattr(wrapper, STATS_ATTR, (recorder, state))  # what stats(wrapper) reads
         return wrapper
 
     if func is not None:

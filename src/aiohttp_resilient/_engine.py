@@ -7,11 +7,22 @@ import inspect
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._events import Attempt, RetryEvent, RetryHook
 from ._exceptions import RetriesExhaustedError, RetryBudgetExhaustedError
+from ._limiter import format_host
 from ._policy import RetryPolicy, apply_jitter, jitter_retry_after
+from ._stats import (
+    GIVEUP_ATTEMPTS,
+    GIVEUP_BUDGET,
+    GIVEUP_DEADLINE,
+    GIVEUP_RETRY_AFTER,
+    StatsRecorder,
+)
+
+if TYPE_CHECKING:
+    from ._limiter import HostKey
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as deadline_timer
@@ -50,13 +61,16 @@ class RetryRun:
         "_clock",
         "_forgiven",
         "_history",
+        "_key",
         "_method",
         "_on_giveup",
         "_on_retry",
         "_policy",
         "_sleep",
         "_started",
+        "_stats",
         "_url_source",
+        "_verdict",
         "_waits",
         "circuit_since",
         "stale_used",
@@ -73,8 +87,14 @@ class RetryRun:
         sleep: Sleep,
         on_retry: RetryHook | None,
         on_giveup: RetryHook | None,
+        stats: StatsRecorder | None = None,
+        key: HostKey = ("", None, None),
     ) -> None:
         self._policy = policy
+        self._stats = stats
+        self._key = key
+        #: Why decide() last said to give up (a GIVEUP_* name).
+        self._verdict = GIVEUP_ATTEMPTS
         self._method = method
         self._url_source = url
         self._started = started
@@ -106,6 +126,11 @@ class RetryRun:
         if self._policy.deadline is None:
             return None
         return self._started + self._policy.deadline - self._clock()
+
+    @property
+    def started(self) -> float:
+        """When the call started, by its clock."""
+        return self._started
 
     @property
     def policy(self) -> RetryPolicy:
@@ -149,10 +174,12 @@ class RetryRun:
         if uncounted:  # the host refused the connection: nothing was sent, the breaker judges
             self._forgiven += 1
         if not self.attempts_left(attempt.number):
+            self._verdict = GIVEUP_ATTEMPTS
             plural = "" if policy.attempts == 1 else "s"
             return None, f"all {policy.attempts} attempt{plural} the policy allows were used"
         if retry_after is not None:
             if retry_after > policy.retry_after_max:
+                self._verdict = GIVEUP_RETRY_AFTER
                 return None, (
                     f"the server asked to wait {retry_after:g}s (Retry-After), more than "
                     f"retry_after_max={policy.retry_after_max:g}s"
@@ -164,6 +191,7 @@ class RetryRun:
             delay, reason = apply_jitter(policy, next(self._waits)), REASON_BACKOFF
         remaining = self.remaining()
         if remaining is not None and delay >= remaining:
+            self._verdict = GIVEUP_DEADLINE
             return None, (
                 f"waiting {delay:.3g}s ({reason}) would pass the deadline of "
                 f"{policy.deadline:g}s ({max(remaining, 0.0):.3g}s left)"
@@ -171,7 +199,9 @@ class RetryRun:
         return delay, reason
 
     async def retry(self, attempt: Attempt, delay: float, reason: str) -> None:
-        """Tell the retry (log, ``on_retry``), then wait ``delay`` seconds."""
+        """Tell the retry (log, ``on_retry``, stats), then wait ``delay`` seconds."""
+        if self._stats is not None:
+            self._stats.retried(self._key, attempt, delay, reason)
         if self._on_retry is not None or logger.isEnabledFor(logging.INFO):
             await self._tell_retry(attempt, delay, reason)
         if delay > 0:
@@ -188,6 +218,9 @@ class RetryRun:
                 event.cause,
                 delay,
                 reason,
+                extra=self._fields(
+                    "retry", attempt.number, cause=event.cause, delay=delay, reason=reason
+                ),
             )
         await _call_hook("on_retry", self._on_retry, event)
 
@@ -198,12 +231,14 @@ class RetryRun:
         *,
         retry_after: float | None = None,
         budget: tuple[str, float, float] | None = None,
+        kind: str | None = None,
     ) -> RetriesExhaustedError:
         """Tell the give-up (log, ``on_giveup``) and return the error to raise.
 
         ``attempt`` is the attempt that just failed, or ``None`` when the call ends before a new
         attempt could start (its deadline passed while it waited for a per-host slot).
         ``budget``: (host, allowance, spent) when the host's retry budget refused the retry.
+        ``kind``: why, for stats (a ``GIVEUP_*`` name), when :meth:`decide` did not say it.
         """
         last = attempt or (self._history[-1] if self._history else None)
         attempts = len(self._history)
@@ -222,6 +257,10 @@ class RetryRun:
             )
             reason = error.reason
         event = self._event(last, None, reason, number=attempts)
+        if kind is None:
+            kind = GIVEUP_BUDGET if budget is not None else self._verdict
+        if self._stats is not None:
+            self._stats.gave_up(self._key, kind, self._history, self._clock() - self._started)
         logger.warning(
             "giving up on %s after %d attempt%s: %s; last failure: %s",
             self._target(),
@@ -229,6 +268,7 @@ class RetryRun:
             "" if attempts == 1 else "s",
             reason,
             event.cause,
+            extra=self._fields("give_up", attempts, cause=event.cause, reason=reason, kind=kind),
         )
         await _call_hook("on_giveup", self._on_giveup, event)
         if budget is not None:
@@ -250,6 +290,10 @@ class RetryRun:
         if not isinstance(source, str):
             source = self._url_source = source()
         return source
+
+    def _fields(self, event: str, attempt: int, **facts: object) -> dict[str, object]:
+        # The log record's extra= fields (JSON handlers and structlog read them as they are).
+        return log_fields(event, self._method, self._url, self._key, attempt=attempt, **facts)
 
     def _target(self) -> str:
         return self._url if self._method is None else f"{self._method} {self._url}"
@@ -276,6 +320,21 @@ class RetryRun:
         )
 
 
+def log_fields(
+    event: str, method: str | None, url: str | None, key: HostKey | None, **facts: object
+) -> dict[str, object]:
+    """The ``extra=`` fields of a log record: ``event``, ``method``, ``url`` (redacted),
+    ``host`` and the facts given (none of these names is a :class:`logging.LogRecord`
+    attribute, so they cannot clash)."""
+    return {
+        "event": event,
+        "method": method,
+        "url": url,
+        "host": None if key is None else format_host(key),
+        **facts,
+    }
+
+
 async def _call_hook(name: str, hook: RetryHook | None, event: RetryEvent) -> None:
     # A hook's bug must not change what happens to the request (nor raise a disconnect error that
     # aiohttp would answer by re-sending it): log it and go on. Cancellation still propagates.
@@ -286,4 +345,8 @@ async def _call_hook(name: str, hook: RetryHook | None, event: RetryEvent) -> No
         if inspect.isawaitable(result):
             await result
     except Exception:
-        logger.exception("the %s hook raised; the retry goes on as decided", name)
+        logger.exception(
+            "the %s hook raised; the retry goes on as decided",
+            name,
+            extra=log_fields("hook_error", event.method, event.url, None, hook=name),
+        )

@@ -27,9 +27,9 @@ from ._aimd import AdaptiveLimitPolicy, LimitState
 from ._breaker import Admission, BreakerPolicy, BreakerState, CircuitState
 from ._budget import BudgetPolicy, BudgetState, Tier
 from ._classify import Signal
-from ._engine import Clock, Sleep, deadline_timer, logger, timer_expired
+from ._engine import Clock, Sleep, deadline_timer, log_fields, logger, timer_expired
 from ._exceptions import CircuitOpenError
-from ._limiter import IDLE_HOSTS_KEPT, HostKey, HostLimiter
+from ._limiter import IDLE_HOSTS_KEPT, HostKey, HostLimiter, format_host
 from ._rate import AdaptiveRatePolicy, RateState
 
 __all__ = [
@@ -129,15 +129,10 @@ class WaitExpiredError(Exception):
         self.waited_for = waited_for
 
 
-def format_host(key: HostKey) -> str:
-    scheme, host, port = key
-    return f"{scheme}://{host}:{port}" if port is not None else f"{scheme}://{host}"
-
-
 class _Record:
     """One host's state."""
 
-    __slots__ = ("breaker", "budget", "changed", "fastest", "limit", "rate", "touched")
+    __slots__ = ("breaker", "budget", "changed", "fastest", "limit", "rate", "touched", "trips")
 
     def __init__(self, health: HostHealth, now: float) -> None:
         policy = health.policy
@@ -158,6 +153,8 @@ class _Record:
         self.fastest = float("inf")
         #: When an attempt last claimed the host (idle hosts are forgotten).
         self.touched = now
+        #: Times the breaker went from closed to open (for stats).
+        self.trips = 0
 
 
 class HostClaim:
@@ -381,6 +378,16 @@ class HostHealth:
         if record is None or record.breaker is None:
             return CircuitState.CLOSED
         return record.breaker.state
+
+    def known_hosts(self) -> list[HostKey]:
+        """The hosts with a record now (forgotten ones are not)."""
+        return list(self._hosts)
+
+    def circuit_openings(self, key: HostKey) -> int:
+        """How many times ``key``'s breaker went from closed to open since its record was
+        made (a forgotten host starts again from 0)."""
+        record = self._hosts.get(key)
+        return 0 if record is None else record.trips
 
     def live_limit(self, key: HostKey) -> int | None:
         """``key``'s adaptive concurrency limit (the cap without one), or ``None`` uncapped."""
@@ -657,7 +664,12 @@ class HostHealth:
             # then nothing, and a rate cut to that would outlast the outage by minutes.
             if signal is Signal.THROTTLED:
                 if rate.throttle(now) and logger.isEnabledFor(logging.INFO):
-                    logger.info("adaptive rate of %s is now %.3g/s", format_host(key), rate.rate)
+                    logger.info(
+                        "adaptive rate of %s is now %.3g/s",
+                        format_host(key),
+                        rate.rate,
+                        extra=log_fields("adaptive_rate", None, None, key, rate=rate.rate),
+                    )
             elif signal is Signal.ANSWERED:
                 rate.success(now)
 
@@ -684,7 +696,12 @@ class HostHealth:
         assert self.limiter is not None
         self.limiter.set_limit(key, limit.limit)
         if logger.isEnabledFor(logging.INFO):
-            logger.info("adaptive limit of %s is now %d", format_host(key), limit.limit)
+            logger.info(
+                "adaptive limit of %s is now %d",
+                format_host(key),
+                limit.limit,
+                extra=log_fields("adaptive_limit", None, None, key, limit=limit.limit),
+            )
 
     def _probe_abandoned(self, key: HostKey, record: _Record, now: float) -> None:
         # The probe ended with no news of the host (cancelled, the caller's deadline): the
@@ -711,15 +728,21 @@ class HostHealth:
             reason=breaker.reason,
             retry_in=retry_in,
         )
+        fields = log_fields(
+            "circuit", None, None, key, state=new.value, reason=event.reason, delay=retry_in
+        )
         if new is CircuitState.OPEN:
+            if old is CircuitState.CLOSED:
+                record.trips += 1
             logger.warning(
                 "circuit for %s is open (%s): next probe in %.3gs",
                 event.host,
                 event.reason,
                 retry_in or 0.0,
+                extra=fields,
             )
         else:
-            logger.warning("circuit for %s is %s", event.host, new.value)
+            logger.warning("circuit for %s is %s", event.host, new.value, extra=fields)
         self._wake(record)
         hook = self._on_change
         if hook is not None:
@@ -730,13 +753,18 @@ class HostHealth:
                     self._hook_tasks.add(task)
                     task.add_done_callback(self._hook_done)
             except Exception:
-                logger.exception("the on_circuit_change hook raised; nothing changes")
+                logger.exception(
+                    "the on_circuit_change hook raised; nothing changes",
+                    extra=log_fields("hook_error", None, None, key, hook="on_circuit_change"),
+                )
 
     def _hook_done(self, task: asyncio.Future[None]) -> None:
         self._hook_tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error(
-                "the on_circuit_change hook raised; nothing changes", exc_info=task.exception()
+                "the on_circuit_change hook raised; nothing changes",
+                exc_info=task.exception(),
+                extra=log_fields("hook_error", None, None, None, hook="on_circuit_change"),
             )
 
     @staticmethod

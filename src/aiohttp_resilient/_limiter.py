@@ -8,7 +8,7 @@ from typing import TypeAlias
 
 from yarl import URL
 
-__all__ = ["HostKey", "HostLimiter", "host_key"]
+__all__ = ["HostKey", "HostLimiter", "format_host", "host_key"]
 
 HostKey: TypeAlias = tuple[str, str | None, int | None]
 
@@ -20,6 +20,12 @@ IDLE_HOSTS_KEPT = 1024
 def host_key(url: URL) -> HostKey:
     """The key a request is limited under: ``(scheme, host, port)``, default ports filled in."""
     return (url.scheme, url.host, url.port)
+
+
+def format_host(key: HostKey) -> str:
+    """``scheme://host:port``, as hosts are named in messages, stats and metric labels."""
+    scheme, host, port = key
+    return f"{scheme}://{host}:{port}" if port is not None else f"{scheme}://{host}"
 
 
 class _Host:

@@ -24,6 +24,7 @@ from ._engine import (
     RetryRun,
     Sleep,
     deadline_timer,
+    log_fields,
     logger,
     timer_expired,
 )
@@ -35,10 +36,11 @@ from ._exceptions import (
     RetryBudgetExhaustedError,
 )
 from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
-from ._limiter import HostKey, HostLimiter
+from ._limiter import HostKey, HostLimiter, host_key
 from ._notes import add_note
 from ._policy import RetryPolicy, parse_retry_after
 from ._redact import redact_url
+from ._stats import GIVEUP_BODY, GIVEUP_CIRCUIT, GIVEUP_DEADLINE, StatsRecorder
 
 __all__ = ["HANDLED_ATTR", "RetryMiddleware", "session_policy", "use_policy"]
 
@@ -146,11 +148,14 @@ class RetryMiddleware:
         on_retry: Called with a :class:`RetryEvent` before each wait (a coroutine function is
             awaited).
         on_giveup: Called with a :class:`RetryEvent` when giving up.
+        stats: Count calls, attempts, retries, give-ups and latency per host (read them with
+            :func:`stats`): ``True`` (a new :class:`StatsRecorder`), a recorder to share, or
+            ``False`` for none.
         sleep: The wait function (inject a fake one in tests).
         clock: A monotonic clock in seconds (inject a fake one in tests).
     """
 
-    __slots__ = ("_clock", "_health", "_on_giveup", "_on_retry", "_sleep", "policy")
+    __slots__ = ("_clock", "_health", "_on_giveup", "_on_retry", "_sleep", "_stats", "policy")
 
     def __init__(
         self,
@@ -160,9 +165,12 @@ class RetryMiddleware:
         health: HostHealth | HealthPolicy | None = None,
         on_retry: RetryHook | None = None,
         on_giveup: RetryHook | None = None,
+        stats: StatsRecorder | bool = True,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
+        if not isinstance(stats, (bool, StatsRecorder)):
+            raise ValueError(f"stats must be a bool or a StatsRecorder, got {type(stats).__name__}")
         if policy is not None and not isinstance(policy, RetryPolicy):
             raise ValueError(f"policy must be a RetryPolicy, got {type(policy).__name__}")
         if limiter is not None and not isinstance(limiter, HostLimiter):
@@ -185,6 +193,12 @@ class RetryMiddleware:
         self._on_giveup = on_giveup
         self._sleep = sleep
         self._clock = clock
+        self._stats = StatsRecorder() if stats is True else (stats or None)
+
+    @property
+    def stats_recorder(self) -> StatsRecorder | None:
+        """What counts this middleware's calls (``None`` when ``stats=False``)."""
+        return self._stats
 
     @property
     def limiter(self) -> HostLimiter | None:
@@ -213,6 +227,7 @@ class RetryMiddleware:
         if getattr(session, "_retry_connection", False):
             session._retry_connection = False
         health = self._health
+        stats = self._stats
         url = req.url
         key = (url.scheme, url.host, url.port)  # host_key(), inlined: it runs per request
         buffer = idempotent and policy.buffer_body
@@ -264,12 +279,15 @@ class RetryMiddleware:
                     # with the connection (None: the body arrived whole, it is back already).
                     connection = resp.connection
                     keep = connection is not None and claim.slot
+                    now = clock()
                     if status < 400:
-                        claim.served(clock(), keep_slot=keep)
+                        claim.served(now, keep_slot=keep)
                     else:
-                        claim.end(signal_of_status(status), clock(), keep_slot=keep)
+                        claim.end(signal_of_status(status), now, keep_slot=keep)
                     if keep:
                         connection.add_callback(claim.release_slot)  # type: ignore[union-attr]
+                    if stats is not None:
+                        stats.served(key, now - started, now - claim.started, run)
                     return resp
                 # A retryable status. Until it is handed back or thrown away, the response and
                 # its slot must be freed on any way out (a cancelled hook, say).
@@ -340,6 +358,10 @@ class RetryMiddleware:
             signal = Signal.LOCAL if stale else signal_of_error(error)
             claim.end(signal, now)
             if not (verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)):
+                if stats is not None:
+                    stats.not_retried(
+                        key, () if run is None else run.history, now - claim.started, now - started
+                    )
                 raise self._not_retried(
                     req, error, verdict, number, run.history if run is not None else ()
                 )
@@ -395,7 +417,7 @@ class RetryMiddleware:
         except CircuitOpenError as exc:
             if run is None:
                 run = self._new_run(policy, req, started)
-            await run.give_up(None, str(exc))
+            await run.give_up(None, str(exc), kind=GIVEUP_CIRCUIT)
             raise
 
     async def _send(
@@ -443,7 +465,7 @@ class RetryMiddleware:
             )
         else:
             reason = f"the deadline of {policy.deadline:g}s passed before attempt {number}"
-        return await run.give_up(None, reason)
+        return await run.give_up(None, reason, kind=GIVEUP_DEADLINE)
 
     async def _send_before(
         self,
@@ -474,6 +496,8 @@ class RetryMiddleware:
             sleep=self._sleep,
             on_retry=self._on_retry,
             on_giveup=self._on_giveup,
+            stats=self._stats,
+            key=host_key(req.url),
         )
 
     async def _before_resend(
@@ -501,7 +525,22 @@ class RetryMiddleware:
                 status=attempt.status,
                 last_failure=attempt.outcome,
             )
-            logger.warning("not retrying: %s", error)
+            logger.warning(
+                "not retrying: %s",
+                error,
+                extra=log_fields(
+                    "not_retried",
+                    req.method,
+                    error.url,
+                    host_key(req.url),
+                    attempt=number,
+                    reason=GIVEUP_BODY,
+                ),
+            )
+            if self._stats is not None:
+                self._stats.gave_up(
+                    host_key(req.url), GIVEUP_BODY, run.history, self._clock() - run.started
+                )
             raise error from cause
         continue100 = getattr(req, "_continue", None)
         if continue100 is not None and continue100.done():
@@ -527,12 +566,23 @@ class RetryMiddleware:
         else:
             why = "retrying cannot help with this error"
         if logger.isEnabledFor(logging.INFO):
+            url = redact_url(req.url)
+            cause = describe_error(error)
             logger.info(
                 "not retrying %s %s: %s: %s",
                 req.method,
-                redact_url(req.url),
-                describe_error(error),
+                url,
+                cause,
                 why,
+                extra=log_fields(
+                    "not_retried",
+                    req.method,
+                    url,
+                    host_key(req.url),
+                    attempt=number,
+                    cause=cause,
+                    reason=why,
+                ),
             )
         if (
             req.method in _HIDDEN_RETRY_METHODS

@@ -127,6 +127,7 @@ def resilient_session(
     on_retry: RetryHook | None = None,
     on_giveup: RetryHook | None = None,
     health: HealthPolicy | None = None,
+    stats: bool = True,
     **session_options: Any,
 ) -> aiohttp.ClientSession:
     """A :class:`aiohttp.ClientSession` that survives the network.
@@ -166,6 +167,8 @@ def resilient_session(
         on_giveup: Hook called with a :class:`RetryEvent` on giving up.
         health: Which host-health mechanisms run (:class:`HealthPolicy`); all by default.
             The session's middleware keeps the state: ``session_health(session)`` reads it.
+        stats: Count calls, attempts, retries, give-ups and latency per host;
+            ``stats(session)`` reads them.
         **session_options: Any other :class:`aiohttp.ClientSession` keyword: ``timeout``,
             ``headers``, ``proxy`` (``"http://user:password@proxy:3128"``), ``trust_env``
             (``HTTP(S)_PROXY`` from the environment), ``middlewares`` (run inside the retry,
@@ -228,6 +231,7 @@ def resilient_session(
         health=HostHealth(health, limiter=None if cap is None else HostLimiter(cap)),
         on_retry=on_retry,
         on_giveup=on_giveup,
+        stats=stats,
     )
     headers = _merge_headers(
         {

@@ -1,0 +1,201 @@
+"""OpenTelemetry: a span per logical call, a child span and a duration per attempt, retries and
+give-ups as span events (the ``[otel]`` extra: ``opentelemetry-api`` only, as the OpenTelemetry
+library guidelines ask; without an SDK everything here is a no-op)."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from ._limiter import HostKey
+from ._middleware import RetryMiddleware
+from ._redact import redact_url
+
+__all__ = ["DURATION_BUCKETS", "instrument_session"]
+
+_SCOPE: Final = "aiohttp_resilient"
+#: The semantic conventions' advised bounds for ``http.client.request.duration``, in seconds.
+DURATION_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+_INSTRUMENTATION_MODULE: Final = "opentelemetry.instrumentation.aiohttp_client"
+
+# (the request, how many attempts of it went): aiohttp passes one request object through every
+# attempt of a call, so the count starts again when another request comes. A weak reference:
+# the task's context must not keep a finished request alive.
+_attempts: ContextVar[tuple[weakref.ref[ClientRequest], int] | None] = ContextVar(
+    "aiohttp_resilient_otel_attempts", default=None
+)
+
+
+def instrument_session(
+    session: aiohttp.ClientSession,
+    *,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+) -> aiohttp.ClientSession:
+    """Trace and measure ``session``'s calls with OpenTelemetry; returns the session.
+
+    - A span per logical call (``INTERNAL``, named by the method), with a ``CLIENT`` child span
+      per attempt carrying ``http.request.resend_count`` from the second attempt on, and the
+      ``traceparent`` of the attempt's span sent with it.
+    - The stable metric ``http.client.request.duration`` (seconds, the semantic conventions'
+      attributes and buckets), once per attempt.
+    - Each retry and give-up as an event (``aiohttp_resilient.retry``, ``...give_up``) on the
+      call's span, with its cause, delay and reason (needs the session's stats, on by default).
+
+    With ``opentelemetry-instrumentation-aiohttp-client`` on the session (instrument aiohttp
+    before the session is made), its span is the call's span: ours would repeat it, so the
+    attempt spans and events go under its span, and ``http.client.request.duration`` is left
+    to it, so nothing is counted twice.
+
+    URLs in attributes are redacted (user info and credential-like query values).
+
+    Usage::
+
+        async with resilient_session() as session:
+            instrument_session(session)
+            ...
+
+    Raises:
+        ValueError: ``session`` has no :class:`RetryMiddleware`.
+    """
+    middlewares = tuple(session._middlewares or ())
+    index = next((i for i, m in enumerate(middlewares) if isinstance(m, RetryMiddleware)), None)
+    if index is None:
+        raise ValueError("instrument_session() needs a session with a RetryMiddleware")
+    retry = middlewares[index]
+    assert isinstance(retry, RetryMiddleware)
+    tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+    instrumented = aiohttp_instrumented(session)
+    duration = None
+    if not instrumented:
+        meter = metrics.get_meter(_SCOPE, meter_provider=meter_provider)
+        duration = meter.create_histogram(
+            "http.client.request.duration",
+            unit="s",
+            description="Duration of HTTP client requests.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
+    outer = () if instrumented else (_CallSpan(tracer),)
+    session._middlewares = (
+        *middlewares[:index],
+        *outer,
+        retry,
+        _AttemptSpan(tracer, duration),
+        *middlewares[index + 1 :],
+    )
+    recorder = retry.stats_recorder
+    if recorder is not None and add_span_event not in recorder.listeners:
+        recorder.listeners.append(add_span_event)
+    return session
+
+
+def aiohttp_instrumented(session: aiohttp.ClientSession) -> bool:
+    """Whether ``opentelemetry-instrumentation-aiohttp-client`` traces ``session``."""
+    for config in session.trace_configs:
+        if getattr(config, "_is_instrumented_by_opentelemetry", False):
+            return True
+        if any(
+            getattr(handler, "__module__", "").startswith(_INSTRUMENTATION_MODULE)
+            for handler in config.on_request_start
+        ):
+            return True
+    return False
+
+
+def add_span_event(event: str, key: HostKey, fields: Mapping[str, object]) -> None:
+    """A retry or give-up as an event on the current span (the call's)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(
+            f"aiohttp_resilient.{event}",
+            {
+                f"aiohttp_resilient.{name}": value
+                for name, value in fields.items()
+                if isinstance(value, (str, int, float, bool))
+            },
+        )
+
+
+def _attributes(req: ClientRequest) -> dict[str, Any]:
+    url = req.url
+    return {
+        "http.request.method": req.method,
+        "server.address": url.host or "",
+        "server.port": url.port or 0,
+    }
+
+
+class _CallSpan:
+    """The outer middleware: one span per logical call."""
+
+    __slots__ = ("_tracer",)
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        attributes = _attributes(req)
+        attributes["url.full"] = redact_url(req.url)
+        with self._tracer.start_as_current_span(
+            req.method, kind=SpanKind.INTERNAL, attributes=attributes
+        ) as span:
+            resp = await handler(req)
+            span.set_attribute("http.response.status_code", resp.status)
+            if resp.status >= 400:
+                span.set_attribute("error.type", str(resp.status))
+                span.set_status(Status(StatusCode.ERROR))
+            return resp
+
+
+class _AttemptSpan:
+    """The inner middleware (inside the retry): a span and a duration per attempt."""
+
+    __slots__ = ("_duration", "_tracer")
+
+    def __init__(self, tracer: trace.Tracer, duration: metrics.Histogram | None) -> None:
+        self._tracer = tracer
+        self._duration = duration
+
+    async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        last = _attempts.get()
+        number = last[1] + 1 if last is not None and last[0]() is req else 1
+        _attempts.set((weakref.ref(req), number))
+        attributes = _attributes(req)
+        attributes["url.full"] = redact_url(req.url)
+        if number > 1:
+            attributes["http.request.resend_count"] = number - 1
+        metric_attributes = _attributes(req)
+        with self._tracer.start_as_current_span(
+            req.method, kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            propagate.inject(req.headers)  # the server's parent is this attempt
+            started = time.perf_counter()
+            try:
+                resp = await handler(req)
+            except Exception as exc:
+                metric_attributes["error.type"] = type(exc).__qualname__
+                span.set_attribute("error.type", type(exc).__qualname__)
+                self._record(started, metric_attributes)
+                raise
+            metric_attributes["http.response.status_code"] = resp.status
+            span.set_attribute("http.response.status_code", resp.status)
+            if resp.status >= 400:
+                metric_attributes["error.type"] = str(resp.status)
+                span.set_attribute("error.type", str(resp.status))
+                span.set_status(Status(StatusCode.ERROR))
+            self._record(started, metric_attributes)
+            return resp
+
+    def _record(self, started: float, attributes: dict[str, Any]) -> None:
+        if self._duration is not None:
+            self._duration.record(time.perf_counter() - started, attributes)

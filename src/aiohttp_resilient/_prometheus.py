@@ -1,0 +1,182 @@
+"""PrometheusCollector: the stats as Prometheus metrics (the ``[prometheus]`` extra)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ._breaker import CircuitState
+from ._histogram import Latency
+from ._snapshot import HostStats, Stats, merge_hosts, stats
+from ._stats import OTHER_HOST
+
+__all__ = ["HTTP_BUCKETS", "PrometheusCollector"]
+
+#: The ``le`` bounds of the duration histograms, in seconds: 5 ms to 100 s, the range of HTTP
+#: calls from a cached answer to a long retried download. Each one is a bound of the stats'
+#: own buckets, so the exported counts are exact.
+HTTP_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 100.0)
+#: Hosts exported by name; the rest are summed under ``host="other"``.
+DEFAULT_MAX_HOSTS: Final = 20
+_CIRCUIT_VALUE: Final = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+
+class PrometheusCollector(Collector):
+    """Exports what :func:`stats` reads, at each scrape, as ``aiohttp_resilient_*`` metrics.
+
+    Counters: ``requests_total``, ``successes_total``, ``attempts_total``, ``retries_total``
+    (label ``cause``), ``give_ups_total`` (``reason``), ``not_retried_total``,
+    ``budget_refusals_total``, ``circuit_openings_total``. Gauges: ``circuit_state`` (0 closed,
+    1 half-open, 2 open), ``concurrency_limit``, ``in_flight``, ``queued``,
+    ``pool_connections`` (``state`` idle or acquired). Histograms: ``request_duration_seconds``
+    (logical calls) and ``attempt_duration_seconds``, with :data:`HTTP_BUCKETS`.
+
+    Every metric has a ``host`` label (``scheme://host:port``; URLs carry no credentials into
+    it). A crawler meets millions of hosts and each would be a time series: only the
+    ``max_hosts`` busiest hosts are named, the others are summed under ``host="other"``.
+
+    Usage::
+
+        from prometheus_client import REGISTRY, start_http_server
+
+        REGISTRY.register(PrometheusCollector(session))
+        start_http_server(9100)
+
+    Args:
+        source: A session, a :class:`RetryMiddleware` or a ``@retry_on_disconnect``
+            function (anything :func:`stats` reads), or a function returning :class:`Stats`.
+        max_hosts: Hosts exported by name.
+        namespace: The metrics' prefix.
+    """
+
+    def __init__(
+        self,
+        source: object,
+        *,
+        max_hosts: int = DEFAULT_MAX_HOSTS,
+        namespace: str = "aiohttp_resilient",
+    ) -> None:
+        if isinstance(max_hosts, bool) or not isinstance(max_hosts, int) or max_hosts < 0:
+            raise ValueError(f"max_hosts must be an int >= 0, got {max_hosts!r}")
+        if not namespace or not namespace.replace("_", "").isalnum():
+            raise ValueError(f"namespace must be letters, digits and '_', got {namespace!r}")
+        if callable(source) and stats(source) is None:
+            self._read: Callable[[], Stats | None] = source  # a function that returns Stats
+        else:
+            if stats(source) is None:
+                raise ValueError(
+                    f"source keeps no stats (no RetryMiddleware, or stats=False): {source!r}"
+                )
+            self._read = lambda: stats(source)
+        self.max_hosts = max_hosts
+        self.namespace = namespace
+
+    def describe(self) -> list[Metric]:
+        """Nothing to check at registration: the names are fixed and collected lazily."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The metrics as they stand now."""
+        snapshot = self._read()
+        if snapshot is None:
+            return
+        rows = capped_hosts(snapshot, self.max_hosts)
+        yield from self._counters(rows)
+        yield from self._gauges(rows)
+        yield self._histogram(
+            "request_duration_seconds",
+            "Duration of logical calls, retries and waits included.",
+            [(row.host, row.call_latency) for row in rows],
+        )
+        yield self._histogram(
+            "attempt_duration_seconds",
+            "Duration of single attempts.",
+            [(row.host, row.attempt_latency) for row in rows],
+        )
+
+    def _name(self, name: str) -> str:
+        return f"{self.namespace}_{name}"
+
+    def _counters(self, rows: list[HostStats]) -> Iterator[Metric]:
+        simple: tuple[tuple[str, str, Callable[[HostStats], int]], ...] = (
+            ("requests", "Logical calls that ended.", lambda r: r.requests),
+            ("successes", "Calls that handed a response back.", lambda r: r.successes),
+            ("attempts", "Attempts sent (a retry is one more).", lambda r: r.attempts),
+            ("not_retried", "Calls failed by an error not retried.", lambda r: r.not_retried),
+            ("budget_refusals", "Retries the budget refused.", lambda r: r.budget_refusals),
+            ("circuit_openings", "Times a breaker opened.", lambda r: r.circuit_openings),
+        )
+        for name, doc, value in simple:
+            family = CounterMetricFamily(self._name(name), doc, labels=["host"])
+            for row in rows:
+                family.add_metric([row.host], value(row))
+            yield family
+        for name, label, doc, attr in (
+            ("retries", "cause", "Retries, by the failure that caused them.", "retries"),
+            ("give_ups", "reason", "Calls given up on, by reason.", "give_ups"),
+        ):
+            family = CounterMetricFamily(self._name(name), doc, labels=["host", label])
+            for row in rows:
+                for key, n in sorted(getattr(row, attr).items()):
+                    family.add_metric([row.host, key], n)
+            yield family
+
+    def _gauges(self, rows: list[HostStats]) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            self._name("circuit_state"), "Breaker: 0 closed, 1 half-open, 2 open.", labels=["host"]
+        )
+        limit = GaugeMetricFamily(
+            self._name("concurrency_limit"), "Live per-host concurrency limit.", labels=["host"]
+        )
+        in_flight = GaugeMetricFamily(
+            self._name("in_flight"), "Attempts holding a per-host slot.", labels=["host"]
+        )
+        queued = GaugeMetricFamily(
+            self._name("queued"), "Attempts waiting for a per-host slot.", labels=["host"]
+        )
+        pool = GaugeMetricFamily(
+            self._name("pool_connections"),
+            "The connector's connections, by state.",
+            labels=["host", "state"],
+        )
+        for row in rows:
+            if row.circuit_state is not None:
+                state.add_metric([row.host], _CIRCUIT_VALUE[row.circuit_state])
+            if row.concurrency_limit is not None:
+                limit.add_metric([row.host], row.concurrency_limit)
+            in_flight.add_metric([row.host], row.in_flight)
+            queued.add_metric([row.host], row.queued)
+            pool.add_metric([row.host, "idle"], row.pool.idle)
+            pool.add_metric([row.host, "acquired"], row.pool.acquired)
+        yield from (state, limit, in_flight, queued, pool)
+
+    def _histogram(
+        self, name: str, doc: str, series: list[tuple[str, Latency]]
+    ) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self._name(name), doc, labels=["host"], unit="")
+        for host, latency in series:
+            buckets: list[tuple[str, float]] = [
+                (repr(float(bound)), float(n)) for bound, n in latency.cumulative(HTTP_BUCKETS)
+            ]
+            buckets.append(("+Inf", float(latency.count)))
+            family.add_metric([host], buckets, latency.sum)
+        return family
+
+
+def capped_hosts(snapshot: Stats, max_hosts: int) -> list[HostStats]:
+    """The ``max_hosts`` busiest hosts, then the rest summed as ``"other"`` (if any)."""
+    rows = list(snapshot.hosts.values())  # busiest first
+    named = [row for row in rows if row.host != OTHER_HOST][:max_hosts]
+    kept = {row.host for row in named}
+    rest = [row for row in rows if row.host not in kept]
+    if rest:
+        named.append(merge_hosts(OTHER_HOST, rest))
+    return named

@@ -1,0 +1,237 @@
+"""Counting what happened, per host: calls, attempts, retries by cause, give-ups by reason,
+latency. The request path calls :class:`StatsRecorder` once per logical call on success (and on
+each retry and give-up, which are rare); everything else is read when a snapshot is taken."""
+
+from __future__ import annotations
+
+import asyncio
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+import aiohttp
+
+from ._events import Attempt
+from ._histogram import LATENCY_BOUNDS, Histogram, Latency
+
+if TYPE_CHECKING:
+    from ._engine import RetryRun
+    from ._limiter import HostKey
+
+__all__ = [
+    "GIVEUP_ATTEMPTS",
+    "GIVEUP_BODY",
+    "GIVEUP_BUDGET",
+    "GIVEUP_CIRCUIT",
+    "GIVEUP_DEADLINE",
+    "GIVEUP_RETRY_AFTER",
+    "OTHER_HOST",
+    "STATS_ATTR",
+    "StatsListener",
+    "StatsRecorder",
+    "retry_cause",
+]
+
+# Why a call gave up (the ``reason`` label of give-ups).
+GIVEUP_ATTEMPTS: Final = "attempts"  # the policy's attempts were used
+GIVEUP_DEADLINE: Final = "deadline"  # the policy's deadline passed
+GIVEUP_RETRY_AFTER: Final = "retry_after_max"  # Retry-After asked for more than retry_after_max
+GIVEUP_BUDGET: Final = "budget"  # the host's retry budget refused the retry
+GIVEUP_CIRCUIT: Final = "circuit_open"  # the host's circuit stayed open past the call's patience
+GIVEUP_BODY: Final = "body_not_replayable"  # the body was a spent stream
+
+#: The attribute of a ``@retry_on_disconnect`` function holding (its recorder, its health).
+STATS_ATTR: Final = "_aiohttp_resilient_stats"
+
+#: The host under which hosts past ``max_hosts`` are counted together.
+OTHER_HOST: Final = "other"
+_OTHER_KEY: Final[HostKey] = ("other", None, None)
+
+#: Default cap on hosts counted apart (a crawler's millions of hosts must not grow the table).
+DEFAULT_MAX_HOSTS: Final = 1024
+
+#: Told of each retry and give-up: (event, host key, fields). OpenTelemetry's span events use it.
+StatsListener = Callable[[str, "HostKey", Mapping[str, object]], None]
+
+_STALE_REASON: Final = "stale keep-alive connection"
+_RETRY_AFTER_REASON: Final = "Retry-After"
+
+
+def retry_cause(attempt: Attempt, reason: str) -> str:
+    """The ``cause`` label of a retry: ``stale_connection``, ``retry_after``, ``status_503``,
+    ``disconnect``, ``reset``, ``timeout``, ``cut_body``, ``connect`` or ``other``."""
+    if reason == _STALE_REASON:
+        return "stale_connection"
+    if reason == _RETRY_AFTER_REASON:
+        return "retry_after"
+    if attempt.error is None:
+        return f"status_{attempt.status}"
+    return error_cause(attempt.error)
+
+
+def error_cause(error: BaseException) -> str:
+    """The family of a failed attempt's error (see :func:`retry_cause`)."""
+    # Order matters: aiohttp's timeouts are OSErrors too, its connector errors ClientOSErrors.
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "cut_body"
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "disconnect"
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return "connect"
+    if isinstance(error, (aiohttp.ClientOSError, aiohttp.ClientConnectionResetError, OSError)):
+        return "reset"
+    return "other"
+
+
+class _Counters:
+    """One host's counts (mutable; read through :meth:`StatsRecorder.snapshot`)."""
+
+    __slots__ = ("attempts", "calls", "give_ups", "not_retried", "retries")
+
+    def __init__(self) -> None:
+        self.not_retried = 0
+        self.retries: dict[str, int] = {}
+        self.give_ups: dict[str, int] = {}
+        self.calls = Histogram()  # one observation per logical call that ended
+        self.attempts = Histogram()  # one per attempt of those calls
+
+
+class StatsRecorder:
+    """Counts per host what a :class:`RetryMiddleware` or ``@retry_on_disconnect`` did.
+
+    Each event costs a dict lookup and a few additions (O(1), no allocation once a host is
+    known). Hosts past ``max_hosts`` are counted together as ``"other"``.
+
+    Usage::
+
+        recorder = StatsRecorder()
+        retry = RetryMiddleware(stats=recorder)
+        print(recorder.snapshot())
+
+    Args:
+        max_hosts: The most hosts counted apart.
+    """
+
+    __slots__ = ("_hosts", "listeners", "max_hosts")
+
+    def __init__(self, *, max_hosts: int = DEFAULT_MAX_HOSTS) -> None:
+        if isinstance(max_hosts, bool) or not isinstance(max_hosts, int) or max_hosts < 1:
+            raise ValueError(f"max_hosts must be an int >= 1, got {max_hosts!r}")
+        self.max_hosts = max_hosts
+        self._hosts: dict[HostKey, _Counters] = {}
+        #: Told of every retry and give-up (see :data:`StatsListener`).
+        self.listeners: list[StatsListener] = []
+
+    def __repr__(self) -> str:
+        return f"<StatsRecorder hosts={len(self._hosts)} max_hosts={self.max_hosts}>"
+
+    def _counters(self, key: HostKey) -> _Counters:
+        counters = self._hosts.get(key)
+        if counters is None:
+            if len(self._hosts) >= self.max_hosts:
+                key = _OTHER_KEY
+                counters = self._hosts.get(key)
+            if counters is None:
+                counters = self._hosts[key] = _Counters()
+        return counters
+
+    # -- the request path -------------------------------------------------------------------------
+
+    def served(
+        self, key: HostKey, call_elapsed: float, attempt_elapsed: float, run: RetryRun | None
+    ) -> None:
+        """A call ended with a response handed to the caller (after ``run``'s failures)."""
+        # Histogram.observe() twice, inlined: this runs once per request. Successes are not
+        # counted: they are the calls that neither gave up nor failed.
+        counters = self._hosts.get(key) or self._counters(key)
+        index = bisect_left(LATENCY_BOUNDS, call_elapsed)
+        calls = counters.calls
+        calls.counts[index] += 1
+        calls.total += call_elapsed
+        if attempt_elapsed != call_elapsed:  # equal when the first attempt went at once
+            index = bisect_left(LATENCY_BOUNDS, attempt_elapsed)
+        attempts = counters.attempts
+        attempts.counts[index] += 1
+        attempts.total += attempt_elapsed
+        if run is not None:
+            _observe_attempts(counters, run.history)
+
+    def retried(self, key: HostKey, attempt: Attempt, delay: float, reason: str) -> None:
+        """A retry of ``attempt`` was decided (before its wait)."""
+        cause = retry_cause(attempt, reason)
+        retries = self._counters(key).retries
+        retries[cause] = retries.get(cause, 0) + 1
+        for listener in self.listeners:
+            listener(
+                "retry",
+                key,
+                {"attempt": attempt.number, "cause": cause, "delay": delay, "reason": reason},
+            )
+
+    def gave_up(
+        self, key: HostKey, reason: str, history: Iterable[Attempt], call_elapsed: float
+    ) -> None:
+        """A call gave up (``reason``: one of the ``GIVEUP_*`` names) after ``history``."""
+        counters = self._counters(key)
+        counters.give_ups[reason] = counters.give_ups.get(reason, 0) + 1
+        counters.calls.observe(call_elapsed)
+        attempts = _observe_attempts(counters, history)
+        for listener in self.listeners:
+            listener("give_up", key, {"attempts": attempts, "reason": reason})
+
+    def not_retried(
+        self, key: HostKey, history: Iterable[Attempt], attempt_elapsed: float, call_elapsed: float
+    ) -> None:
+        """A call failed with an error it was not safe or useful to retry."""
+        counters = self._counters(key)
+        counters.not_retried += 1
+        counters.calls.observe(call_elapsed)
+        counters.attempts.observe(attempt_elapsed)
+        _observe_attempts(counters, history)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def counted_hosts(self) -> list[HostKey]:
+        """The hosts counted so far (``("other", None, None)`` for those past ``max_hosts``)."""
+        return list(self._hosts)
+
+    def host_counts(self, key: HostKey) -> HostCounts:
+        """``key``'s counts as they stand."""
+        counters = self._hosts.get(key)
+        if counters is None:
+            return HostCounts()
+        return HostCounts(
+            not_retried=counters.not_retried,
+            retries=MappingProxyType(dict(counters.retries)),
+            give_ups=MappingProxyType(dict(counters.give_ups)),
+            call_latency=counters.calls.freeze(),
+            attempt_latency=counters.attempts.freeze(),
+        )
+
+
+def _observe_attempts(counters: _Counters, history: Iterable[Attempt]) -> int:
+    n = 0
+    for attempt in history:
+        counters.attempts.observe(attempt.elapsed)
+        n += 1
+    return n
+
+
+def _empty() -> Mapping[str, int]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostCounts:
+    """What a :class:`StatsRecorder` counted for one host (the calls that ended are
+    ``call_latency.count``; those that neither gave up nor failed succeeded)."""
+
+    not_retried: int = 0
+    retries: Mapping[str, int] = field(default_factory=_empty)
+    give_ups: Mapping[str, int] = field(default_factory=_empty)
+    call_latency: Latency = field(default_factory=Latency)
+    attempt_latency: Latency = field(default_factory=Latency)

@@ -1,0 +1,142 @@
+"""OpenTelemetry through the real SDK with in-memory exporters, with and without
+opentelemetry-instrumentation-aiohttp-client on the session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+from opentelemetry.trace import SpanKind
+
+from aiohttp_resilient import RetryPolicy, instrument_session, resilient_session
+from aiohttp_resilient.testing import Fault, FaultServer
+
+FAST = RetryPolicy(attempts=3, backoff_base=0.001, backoff_max=0.002, jitter=None)
+
+
+def providers() -> tuple[TracerProvider, InMemorySpanExporter, MeterProvider, InMemoryMetricReader]:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    return tracer_provider, exporter, MeterProvider(metric_readers=[reader]), reader
+
+
+def duration_points(reader: InMemoryMetricReader) -> list[Any]:
+    data = reader.get_metrics_data()
+    points = []
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == "http.client.request.duration":
+                    points.extend((scope.scope.name, p) for p in metric.data.data_points)
+    return points
+
+
+def by_kind(spans: tuple[ReadableSpan, ...], kind: SpanKind) -> list[ReadableSpan]:
+    return sorted((s for s in spans if s.kind is kind), key=lambda s: s.start_time or 0)
+
+
+async def test_a_span_per_call_a_child_per_attempt_and_a_duration_each(
+    fault_server: FaultServer,
+) -> None:
+    """Three attempts: three CLIENT spans under one call span, resend_count 1 and 2, two retry
+    events, three duration samples, as many as the server saw."""
+    fault_server.script("/a", [Fault.fin(), Fault.status(503), Fault.ok()])
+    tracer_provider, exporter, meter_provider, reader = providers()
+    async with resilient_session(policy=FAST) as session:
+        instrument_session(session, tracer_provider=tracer_provider, meter_provider=meter_provider)
+        async with session.get(fault_server.url_for("/a").with_query(token="t-secret")) as resp:
+            await resp.read()
+    spans = exporter.get_finished_spans()
+    (call,) = by_kind(spans, SpanKind.INTERNAL)
+    attempts = by_kind(spans, SpanKind.CLIENT)
+    assert len(attempts) == fault_server.count("/a") == 3
+    assert all(s.parent is not None and s.parent.span_id == call.context.span_id for s in attempts)
+    assert [s.attributes.get("http.request.resend_count") for s in attempts] == [None, 1, 2]
+    assert [s.attributes.get("http.response.status_code") for s in attempts] == [None, 503, 200]
+    assert attempts[0].attributes["error.type"] == "ServerDisconnectedError"
+    assert [e.name for e in call.events] == ["aiohttp_resilient.retry"] * 2
+    assert [e.attributes["aiohttp_resilient.cause"] for e in call.events] == [
+        "disconnect",
+        "status_503",
+    ]
+    points = duration_points(reader)
+    assert sum(p.count for _, p in points) == 3
+    assert {p.attributes["http.request.method"] for _, p in points} == {"GET"}
+    assert list(points[0][1].explicit_bounds)[:3] == [0.005, 0.01, 0.025]
+    everything = repr([dict(s.attributes) for s in spans]) + repr([p for _, p in points])
+    assert "t-secret" not in everything
+    assert "token=REDACTED" in everything
+
+
+async def test_a_give_up_is_an_event_on_the_call_span(fault_server: FaultServer) -> None:
+    """The call span of a call given up on carries the give-up and its reason."""
+    fault_server.set_default("/dead", Fault.status(502))
+    tracer_provider, exporter, meter_provider, _ = providers()
+    async with resilient_session(policy=FAST.replace(attempts=2)) as session:
+        instrument_session(session, tracer_provider=tracer_provider, meter_provider=meter_provider)
+        with pytest.raises(aiohttp.ClientError):
+            await session.get(fault_server.url_for("/dead"))
+    (call,) = by_kind(exporter.get_finished_spans(), SpanKind.INTERNAL)
+    assert [e.name for e in call.events] == [
+        "aiohttp_resilient.retry",
+        "aiohttp_resilient.give_up",
+        "exception",
+    ]
+    assert call.events[1].attributes["aiohttp_resilient.reason"] == "attempts"
+    assert len(by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)) == 2
+
+
+@pytest.mark.parametrize("how", ["trace_config", "instrumentor"])
+async def test_with_the_aiohttp_instrumentation_nothing_is_counted_twice(
+    fault_server: FaultServer, how: str
+) -> None:
+    """Its span is the call's: our attempts nest under it, and the duration metric is its
+    alone (one sample per call), not ours too; whether its trace config is passed or its
+    instrumentor patches every session."""
+    from opentelemetry.instrumentation.aiohttp_client import (
+        AioHttpClientInstrumentor,
+        create_trace_config,
+    )
+
+    fault_server.script("/a", [Fault.status(503), Fault.ok()])
+    tracer_provider, exporter, meter_provider, reader = providers()
+    instrumentor = AioHttpClientInstrumentor()
+    if how == "trace_config":
+        configs = [
+            create_trace_config(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        ]
+    else:
+        configs = []
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    try:
+        async with resilient_session(policy=FAST, trace_configs=configs) as session:
+            instrument_session(
+                session, tracer_provider=tracer_provider, meter_provider=meter_provider
+            )
+            async with session.get(fault_server.url_for("/a")) as resp:
+                await resp.read()
+    finally:
+        if how == "instrumentor":
+            instrumentor.uninstrument()
+    spans = exporter.get_finished_spans()
+    assert by_kind(spans, SpanKind.INTERNAL) == []
+    clients = by_kind(spans, SpanKind.CLIENT)
+    theirs = [s for s in clients if s.parent is None]
+    ours = [s for s in clients if s.parent is not None]
+    assert len(theirs) == 1
+    assert len(ours) == fault_server.count("/a") == 2
+    assert all(s.parent.span_id == theirs[0].context.span_id for s in ours)  # type: ignore[union-attr]
+    assert [e.name for e in theirs[0].events] == ["aiohttp_resilient.retry"]
+    assert all(scope != "aiohttp_resilient" for scope, _ in duration_points(reader))
