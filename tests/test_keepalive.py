@@ -73,7 +73,9 @@ async def _run_against(server: FaultServer, rounds: int) -> None:
         assert isinstance(connector, TrackingConnector)
         learned = connector.keep_alive_estimate(url)
         assert learned.closed_after is not None
-        assert timeout <= learned.closed_after < timeout + 0.25, learned
+        # As the client measures it: from its own release of the connection, which comes a little
+        # after the server's timer started, to the FIN's arrival (later on a loaded machine).
+        assert 0.9 * timeout <= learned.closed_after < timeout + 0.5, learned
         server.reset()
         sent, failures = await _bursts(session, url, timeout, rounds)
     assert failures == [], f"{len(failures)} of {sent} POSTs lost: {failures[:3]}"
