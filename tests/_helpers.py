@@ -92,3 +92,27 @@ def retry_session(
         middlewares=(middleware, *middlewares),
         **session_options,
     )
+
+
+async def run_cli(*args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """``aiohttp-resilient ARGS`` in a subprocess; returns (exit status, stdout, stderr).
+
+    The caller's loopback servers keep serving while it runs, in the caller's event loop."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aiohttp_resilient._cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

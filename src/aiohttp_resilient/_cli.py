@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import _bench
+from . import _bench, _diagnose
 from .testing._faults import (
     SPEC_HELP,
     Fault,
@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(parser=serve)
     _bench.add_parser(commands)
+    _diagnose.add_parser(commands)
     return parser
 
 
@@ -339,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     if args.command == "bench":
         return _bench.run(args)
+    if args.command == "diagnose":
+        return _diagnose.run(args)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(_serve(args, weights, seed))
