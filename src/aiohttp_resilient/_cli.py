@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import _bench, _diagnose
+from . import _bench, _diagnose, _fetch
 from .testing._faults import (
     SPEC_HELP,
     Fault,
@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(parser=serve)
     _bench.add_parser(commands)
     _diagnose.add_parser(commands)
+    _fetch.add_parser(commands)
     return parser
 
 
@@ -342,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench.run(args)
     if args.command == "diagnose":
         return _diagnose.run(args)
+    if args.command == "fetch":
+        return _fetch.run(args)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(_serve(args, weights, seed))

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from .._exceptions import ResilientError
+from .._events import cause_name
 from .._health import HealthPolicy
 from .._policy import RetryPolicy
 from .._session import resilient_session
@@ -112,20 +112,11 @@ class _Client:
                     h: resp.headers[h] for h in _REPORTED_HEADERS if h in resp.headers
                 }
         except (aiohttp.ClientError, TimeoutError) as exc:
-            outcome.cause = cause_of(exc)
+            outcome.cause = cause_name(exc)
             return outcome
         if outcome.status >= 500:
             outcome.cause = f"HTTP {outcome.status}"
         return outcome
-
-
-def cause_of(exc: BaseException) -> str:
-    """The failure's class name; a give-up of this library names what it gave up on."""
-    if isinstance(exc, ResilientError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    if isinstance(exc, ResilientError) and getattr(exc, "status", None):
-        return f"HTTP {exc.status}"  # type: ignore[attr-defined]
-    return type(exc).__name__
 
 
 def _phases(outcome: _Outcome) -> dict[str, float]:
