@@ -47,12 +47,15 @@ async def test_keepalive_timeout_measured_within_a_second() -> None:
     assert keepalive["verdict"] == "warn"
     assert abs(keepalive["facts"]["server_idle_timeout"] - 2.0) < 1.0
     assert code == 1
-    assert "resilient_session(keepalive_timeout=1.5)" in fixes(report)
+    suggested = keepalive["facts"]["suggested_keepalive_timeout"]
+    assert 1.0 <= suggested < 2.0
+    assert f"resilient_session(keepalive_timeout={suggested:g})" in fixes(report)
     assert {r.method for r in server.records} == {"GET"}
 
 
 async def test_clean_server_exits_zero() -> None:
-    """No idle close within the probe's bound, no faults: every step ok, exit status 0."""
+    """No idle close within the probe's bound, no faults: every step ok, exit status 0; gaps
+    too short to compare with the pool's 4 s are a fact (info), not a problem."""
     async with FaultServer() as server:
         code, report = await diagnose(server.url, "--keepalive-max", "1.2")
     assert [s["name"] for s in report["steps"]] == [
@@ -62,8 +65,11 @@ async def test_clean_server_exits_zero() -> None:
         "keep-alive",
         "repeat",
     ]
-    assert {s["verdict"] for s in report["steps"]} == {"ok"}
-    assert step(report, "keep-alive")["facts"]["server_idle_timeout"] is None
+    keepalive = step(report, "keep-alive")
+    assert {s["verdict"] for s in report["steps"] if s is not keepalive} == {"ok"}
+    assert keepalive["verdict"] == "info"
+    assert keepalive["facts"]["server_idle_timeout"] is None
+    assert 0.9 <= keepalive["facts"]["held"] <= 1.2
     assert (code, report["problem"], report["conclusions"]) == (0, False, [])
 
 
@@ -95,7 +101,7 @@ async def test_body_limit_found_within_a_factor_of_two(action: str) -> None:
     assert limit / 2 <= facts["accepted"] <= limit < facts["refused"] <= 2 * limit
     assert (facts["refused_with"] == "413") is (action == "413")
     posts = server.count(method="POST")
-    assert posts == facts["requests"] <= 20
+    assert posts == facts["requests"] <= 30
     assert step(report, "body-limit")["verdict"] == ("info" if action == "413" else "warn")
     assert "keep request bodies under" in fixes(report)
 
@@ -227,3 +233,15 @@ async def test_usage_errors() -> None:
     code, _, err = await run_cli("diagnose", "http://127.0.0.1:1/", "--repeat", "100000")
     assert code == 2
     assert "--repeat" in err
+
+
+async def test_body_limit_not_confused_by_intermittent_drops() -> None:
+    """A server that resets bodies over 100 kB and also drops 20% of all requests: the drops
+    of small bodies are tried again, so the limit found is still within a factor of two."""
+    limit = 100_000
+    async with FaultServer(max_body=limit, max_body_action="rst") as server:
+        server.random(None, {Fault.fin(): 0.2}, seed=5)
+        _, report = await diagnose(server.url, "--no-keepalive", "--repeat", "1", "--probe-body")
+    facts = step(report, "body-limit")["facts"]
+    assert limit / 2 <= facts["accepted"] <= limit < facts["refused"] <= 2 * limit
+    assert server.action_counts["fin"] > 0

@@ -37,6 +37,10 @@ _REPORTED_HEADERS = ("Server", "Connection", "Keep-Alive", "Content-Type", "Cont
 _PROXY_REQUESTS = 10
 #: Bisection rounds of the body probe, at most.
 _BODY_BISECT_ROUNDS = 12
+#: A size counts as refused by a dropped connection only if every one of this many tries drops:
+#: a server that drops a share of all requests must not look like a body limit. A 413 is
+#: believed at once.
+_BODY_DROP_TRIES = 3
 
 
 @dataclass(slots=True)
@@ -241,15 +245,16 @@ async def probe_body_limit(config: DiagnoseConfig) -> Step:
 
             async def attempt(size: int) -> str | None:
                 nonlocal sent
-                sent += 1
-                outcome = await client.request("POST", data=b"\0" * size)
-                if outcome.status == 413:
-                    return "413"
-                if outcome.status is None:
-                    return outcome.cause
-                if outcome.status in (405, 501):
-                    raise _NotProbable(f"the server answers POST with {outcome.status}")
-                return None
+                for _ in range(_BODY_DROP_TRIES):
+                    sent += 1
+                    outcome = await client.request("POST", data=b"\0" * size)
+                    if outcome.status == 413:
+                        return "413"
+                    if outcome.status in (405, 501):
+                        raise _NotProbable(f"the server answers POST with {outcome.status}")
+                    if outcome.status is not None:
+                        return None
+                return outcome.cause
 
             try:
                 size = BODY_PROBE_START
