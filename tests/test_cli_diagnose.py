@@ -245,3 +245,18 @@ async def test_body_limit_not_confused_by_intermittent_drops() -> None:
     facts = step(report, "body-limit")["facts"]
     assert limit / 2 <= facts["accepted"] <= limit < facts["refused"] <= 2 * limit
     assert server.action_counts["fin"] > 0
+
+
+async def test_resolve_through_aiodns_and_each_family() -> None:
+    """``localhost`` resolves through aiodns (the hosts file: no DNS traffic) to 127.0.0.1;
+    connect tries each family found and reaches IPv4, where the server listens."""
+    async with FaultServer() as server:
+        url = f"http://localhost:{server.port}/"
+        _, report = await diagnose(url, "--no-keepalive", "--repeat", "1")
+    resolve = step(report, "resolve")
+    assert resolve["verdict"] == "ok"
+    assert "127.0.0.1" in resolve["facts"]["addresses"]
+    families = step(report, "connect")["facts"]["families"]
+    assert families["IPv4"]["error"] is None
+    assert set(families) == {"IPv6" if ":" in a else "IPv4" for a in resolve["facts"]["addresses"]}
+    assert server.count() == 2  # http's GET and repeat's one

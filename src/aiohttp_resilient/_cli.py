@@ -1,5 +1,6 @@
-"""The ``aiohttp-resilient`` command line: ``aiohttp-resilient serve --fault fin=5% ...`` and
-``aiohttp-resilient bench --quick``.
+"""The ``aiohttp-resilient`` command line: ``aiohttp-resilient serve --fault fin=5% ...``,
+``aiohttp-resilient bench --quick``, ``aiohttp-resilient diagnose URL`` and
+``aiohttp-resilient fetch --out DIR URL...``.
 
 Built on argparse subcommands (stdlib only); each command's options live with its code.
 """

@@ -74,7 +74,8 @@ async def probe_resolve(config: DiagnoseConfig) -> Step:
             summary=f"{host} does not resolve: {error}",
             facts={"addresses": [], "error": error},
         )
-    addresses = list(dict.fromkeys(node.addr[0] for node in result.nodes))
+    # c-ares gives the address as bytes.
+    addresses = list(dict.fromkeys(_text(node.addr[0]) for node in result.nodes))
     summary = ", ".join(addresses) if addresses else "no address"
     return Step(
         name="resolve",
@@ -83,6 +84,10 @@ async def probe_resolve(config: DiagnoseConfig) -> Step:
         summary=summary,
         facts={"addresses": addresses},
     )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("ascii") if isinstance(value, bytes) else value
 
 
 def _dns_error(exc: BaseException) -> str:
@@ -209,7 +214,8 @@ def _describe(cert: dict[str, Any]) -> dict[str, Any]:
         expires = datetime.datetime.fromtimestamp(
             ssl.cert_time_to_seconds(not_after), tz=datetime.timezone.utc
         )
-        days = (expires - datetime.datetime.now(tz=datetime.timezone.utc)).days
+        left = expires - datetime.datetime.now(tz=datetime.timezone.utc)
+        days = int(left.total_seconds() / 86400)  # whole days, toward zero either side
     return {
         "subject": _name(cert.get("subject", ())),
         "issuer": _name(cert.get("issuer", ())),
