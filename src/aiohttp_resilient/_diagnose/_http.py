@@ -14,6 +14,7 @@ import aiohttp
 
 from .._events import cause_name
 from .._health import HealthPolicy
+from .._keepalive import parse_keep_alive_timeout
 from .._policy import RetryPolicy
 from .._session import resilient_session
 from ._model import (
@@ -150,7 +151,7 @@ async def probe_http(config: DiagnoseConfig) -> Step:
         "error": outcome.cause,
         "headers": outcome.headers,
         "phases": phases,
-        "keep_alive_header": _keep_alive_timeout(outcome.headers.get("Keep-Alive")),
+        "keep_alive_header": parse_keep_alive_timeout(outcome.headers.get("Keep-Alive", "")),
         "connection_close": outcome.headers.get("Connection", "").lower() == "close",
     }
     timing = " ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in phases.items())
@@ -165,18 +166,6 @@ async def probe_http(config: DiagnoseConfig) -> Step:
         summary = f"HTTP {outcome.status}" + (f" ({heads})" if heads else "") + f"; {timing}"
     verdict: Verdict = "fail" if outcome.cause is not None else "ok"
     return Step(name="http", verdict=verdict, seconds=watch.seconds, summary=summary, facts=facts)
-
-
-def _keep_alive_timeout(value: str | None) -> float | None:
-    """``timeout=5, max=100`` -> 5.0: what the server announces, if it does."""
-    for part in (value or "").split(","):
-        name, _, number = part.strip().partition("=")
-        if name.strip().lower() == "timeout":
-            try:
-                return float(number)
-            except ValueError:
-                return None
-    return None
 
 
 def _tally(outcomes: list[_Outcome]) -> dict[str, Any]:

@@ -182,7 +182,8 @@ def _keepalive(step: Step, config: DiagnoseConfig) -> list[Conclusion]:
     suggested = facts.get("suggested_keepalive_timeout")
     fix = (
         f"resilient_session(keepalive_timeout={suggested:g}): the pool lets go before the "
-        "server does"
+        "server does from the first request (the connector also learns the timeout from the "
+        "server's Keep-Alive header or the first close it sees, but only after that)"
         if suggested
         else "resilient_session(force_close=True): the server does not keep connections"
     )
