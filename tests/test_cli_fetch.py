@@ -8,14 +8,13 @@ import collections
 import contextlib
 import json
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from yarl import URL
 
-from _helpers import run_cli
+from _helpers import run_cli, start_cli
 from aiohttp_resilient.testing import Fault, FaultServer
 
 #: Faults on every host: what the crawler preset's retries absorb (6% of attempts fail).
@@ -62,14 +61,7 @@ async def test_fetch_2000_urls_interrupted_and_resumed(tmp_path: Path) -> None:
         args += ("--concurrency", "24", "--per-host", "8", "--rate", "150")
 
         # First run, interrupted once some 500 URLs are recorded.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "aiohttp_resilient._cli",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await start_cli(*args)
         manifest_file = out / "manifest.jsonl"
         for _ in range(3000):
             if manifest_file.exists() and manifest_file.read_text().count("\n") >= 500:
@@ -135,18 +127,8 @@ async def test_fetch_jsonl_from_stdin_counts_attempts_like_the_server(tmp_path: 
         server.script("/flaky", [Fault.fin(), Fault.status(503), Fault.ok()])
         server.set_default("/gone", Fault.status(404))
         urls = [server.url_for(p) for p in ("/flaky", "/gone", "/fine")]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "aiohttp_resilient._cli",
-            "fetch",
-            "--jsonl",
-            str(jsonl),
-            "--progress-interval",
-            "0.05",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        proc = await start_cli(
+            "fetch", "--jsonl", str(jsonl), "--progress-interval", "0.05", stdin=True
         )
         stdin = "".join(f"{url}\n" for url in urls).encode() + b"# a comment\n\n"
         stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), 30)
@@ -174,17 +156,7 @@ async def test_second_interrupt_exits_at_once(tmp_path: Path) -> None:
     async with FaultServer(default=Fault.hang(30)) as server:
         server.set_default("/quick", Fault.ok())
         urls = [str(server.url_for("/quick"))] + [str(server.url_for(f"/{i}")) for i in range(9)]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "aiohttp_resilient._cli",
-            "fetch",
-            "--out",
-            str(out),
-            *urls,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        proc = await start_cli("fetch", "--out", str(out), *urls)
         manifest_file = out / "manifest.jsonl"
         for _ in range(1000):
             if server.count() >= 2 and manifest_file.exists() and manifest_file.read_text():

@@ -46,3 +46,18 @@ def test_tls_conclusions_never_turn_verification_off() -> None:
         assert conclusion.fix
         for bad in ("verify=False", "ssl=False", "CERT_NONE", "check_hostname=False"):
             assert bad not in conclusion.fix
+
+
+def test_a_close_bracketed_by_a_failed_request_suggests_under_the_lower_bound() -> None:
+    """A request that failed after a gap: the timeout lies between the last gap survived and
+    that one; the suggestion is under the lower bound, which the server is known to allow."""
+    facts = {
+        "server_idle_timeout": 2.0,
+        "bracket": [1.0, 2.0],
+        "detected_by": "failed request",
+        "requests": 3,
+    }
+    step = _verdict(facts, 1.0, 4.0)
+    assert step.verdict == "warn"
+    assert "between 1.00 and 2.00 s" in step.summary
+    assert step.facts["suggested_keepalive_timeout"] == pytest.approx(0.8)

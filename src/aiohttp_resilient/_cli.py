@@ -15,9 +15,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from . import _bench, _diagnose, _fetch
+from ._argtypes import number as _number
 from .testing._faults import (
     SPEC_HELP,
     Fault,
@@ -32,27 +33,6 @@ __all__ = ["build_parser", "main"]
 
 #: Seconds between two running count lines of ``serve`` unless ``--stats-interval`` says otherwise.
 DEFAULT_STATS_INTERVAL = 1.0
-
-
-def _number(
-    kind: Callable[[str], float], *, minimum: float, strict: bool = False
-) -> Callable[[str], float]:
-    """An argparse ``type`` for numbers >= ``minimum`` (> with ``strict``)."""
-
-    def convert(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            name = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if value < minimum or (strict and value == minimum):
-            relation = ">" if strict else ">="
-            raise argparse.ArgumentTypeError(f"{text!r} must be {relation} {minimum:g}")
-        return value
-
-    return convert
 
 
 def _fault_spec(text: str) -> str:

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from yarl import URL
 
+from .._argtypes import number
 from .._redact import redact_url
 from ._http import probe_body_limit, probe_http, probe_proxy, probe_repeat
 from ._keepalive import probe_keepalive
@@ -40,19 +41,6 @@ __all__ = ["add_parser", "diagnose", "run"]
 
 #: Most seconds ``--keepalive-max`` may ask for: the probe must stay bounded.
 MAX_KEEPALIVE_SECONDS = 600.0
-
-
-def _bounded(kind: type, low: float, high: float) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} must be within [{low:g}, {high:g}]")
-        return value  # type: ignore[no-any-return]
-
-    return convert
 
 
 def _http_url(text: str) -> URL:
@@ -96,21 +84,21 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--timeout",
-        type=_bounded(float, 0.1, 120),
+        type=number(float, minimum=0.1, maximum=120),
         default=DEFAULT_STEP_TIMEOUT,
         metavar="SECONDS",
         help=f"bound of each network operation ({DEFAULT_STEP_TIMEOUT:g})",
     )
     parser.add_argument(
         "--repeat",
-        type=_bounded(int, 1, MAX_REPEAT),
+        type=number(int, minimum=1, maximum=MAX_REPEAT),
         default=DEFAULT_REPEAT,
         metavar="N",
         help=f"requests of the repeat step, at most {MAX_REPEAT} ({DEFAULT_REPEAT})",
     )
     parser.add_argument(
         "--keepalive-max",
-        type=_bounded(float, 0.1, MAX_KEEPALIVE_SECONDS),
+        type=number(float, minimum=0.1, maximum=MAX_KEEPALIVE_SECONDS),
         default=DEFAULT_KEEPALIVE_MAX,
         metavar="SECONDS",
         help=f"seconds the keep-alive probe holds idle connections in all "
@@ -118,7 +106,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--keepalive-first-gap",
-        type=_bounded(float, 0.05, MAX_KEEPALIVE_SECONDS),
+        type=number(float, minimum=0.05, maximum=MAX_KEEPALIVE_SECONDS),
         default=DEFAULT_KEEPALIVE_FIRST_GAP,
         metavar="SECONDS",
         help=f"first idle gap; each next one doubles ({DEFAULT_KEEPALIVE_FIRST_GAP:g})",
@@ -132,7 +120,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--body-max",
-        type=_bounded(int, 1024, 1 << 32),
+        type=number(int, minimum=1024, maximum=1 << 32),
         default=DEFAULT_BODY_MAX,
         metavar="BYTES",
         help=f"largest body the probe sends ({DEFAULT_BODY_MAX})",

@@ -3,8 +3,9 @@
 One connection is held idle for growing gaps (1 s, 2 s, 4 s, ... within ``keepalive_max`` in
 all), with a GET between two gaps. While idle, the probe reads: a FIN or RST from the server
 ends the read at the moment the server gave up, which is the timeout to the millisecond. A
-server (or middlebox) that drops a connection silently shows when the GET after a gap fails;
-then the timeout lies between the last gap that survived and that one. The GETs go over a raw
+server (or middlebox) that drops a connection silently, or closes it just as a gap ends, shows
+when the GET after that gap fails; then the timeout lies between the last gap that survived
+and that one. The GETs go over a raw
 stream (the pool would hide the close by opening a new connection).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from .._session import PRESETS, _tls_context, default_user_agent
 from ._model import DiagnoseConfig, Step, Stopwatch
+from ._network import open_stream
 
 __all__ = ["probe_keepalive", "suggested_keepalive"]
 
@@ -44,15 +46,8 @@ async def probe_keepalive(config: DiagnoseConfig, address: str) -> Step:
     requests = 0
     with Stopwatch() as watch:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    address,
-                    config.port,
-                    ssl=_tls_context(config.ca_bundle) if config.tls else None,
-                    server_hostname=config.host if config.tls else None,
-                ),
-                config.timeout,
-            )
+            tls = _tls_context(config.ca_bundle) if config.tls else None
+            reader, writer = await open_stream(config, address, tls)
         except (OSError, asyncio.TimeoutError) as exc:
             return Step(
                 name="keep-alive",
@@ -107,14 +102,19 @@ async def _hold(
                 "detected_by": "FIN",
                 "requests": requests,
             }
+        idle = time.monotonic() - idle_from
+        if reader.at_eof():  # the FIN came just after the gap ended
+            return {"server_idle_timeout": idle, "detected_by": "FIN", "requests": requests}
         requests += 1
         try:
             open_after = await _exchange(reader, writer, config)
         except (_Closed, OSError, asyncio.TimeoutError, ValueError):
-            # Closed without a word: the timeout lies between the last gap that survived and this.
+            # Closed as the request went out (a timeout right at the gap's end), or dropped
+            # without a word earlier: the timeout lies between the last gap that survived and
+            # this one.
             return {
-                "server_idle_timeout": survived,
-                "bracket": [survived, gap],
+                "server_idle_timeout": idle,
+                "bracket": [survived, idle],
                 "detected_by": "failed request",
                 "requests": requests,
             }
@@ -202,13 +202,15 @@ def _verdict(facts: dict[str, Any], seconds: float, client_timeout: float) -> St
     how = facts["detected_by"]
     if "bracket" in facts:
         low, high = facts["bracket"]
-        measured = f"between {low:g} and {high:g} s (silently: a request after it failed)"
+        measured = f"between {low:.2f} and {high:.2f} s (a request after that gap failed)"
     elif how == "Connection: close":
         measured = "0 s: it answers with Connection: close"
     else:
         measured = f"{server:.2f} s ({how})"
     if server <= client_timeout:
-        facts["suggested_keepalive_timeout"] = suggested_keepalive(server) if server > 0 else None
+        # Bracketed: under the lower bound, which the server is known to allow.
+        bound = facts["bracket"][0] if "bracket" in facts else server
+        facts["suggested_keepalive_timeout"] = suggested_keepalive(bound) if bound > 0 else None
         summary = (
             f"the server closes idle connections after {measured}; the client's pool keeps "
             f"them {client_timeout:g} s: pooled connections go stale (Server disconnected)"

@@ -17,7 +17,7 @@ import aiodns
 from .._session import _tls_context
 from ._model import EXPIRY_WARN_DAYS, DiagnoseConfig, Step, Stopwatch, Verdict
 
-__all__ = ["probe_connect", "probe_resolve", "probe_tls"]
+__all__ = ["open_stream", "probe_connect", "probe_resolve", "probe_tls"]
 
 #: OpenSSL's verify codes (``X509_V_ERR_*``) and how each is explained.
 _VERIFY_CAUSES = {
@@ -30,6 +30,19 @@ _VERIFY_CAUSES = {
     62: "wrong host",  # HOSTNAME_MISMATCH
     64: "wrong host",  # IP_ADDRESS_MISMATCH
 }
+
+
+async def open_stream(
+    config: DiagnoseConfig, address: str, tls: ssl.SSLContext | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to ``address`` on the URL's port within the step's timeout; with ``tls``,
+    a handshake naming the URL's host (SNI and the name checked, unless it is an address)."""
+    return await asyncio.wait_for(
+        asyncio.open_connection(
+            address, config.port, ssl=tls, server_hostname=config.host if tls else None
+        ),
+        config.timeout,
+    )
 
 
 def _is_ip(host: str) -> bool:
@@ -105,9 +118,7 @@ async def probe_connect(config: DiagnoseConfig, addresses: list[str]) -> Step:
             continue
         with Stopwatch() as watch:
             try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(address, config.port), config.timeout
-                )
+                _, writer = await open_stream(config, address)
             except (OSError, asyncio.TimeoutError) as exc:
                 error: str | None = _connect_error(exc, config.timeout)
             else:
@@ -147,15 +158,7 @@ async def probe_tls(config: DiagnoseConfig, address: str) -> Step:
     sni = None if _is_ip(host) else host
     with Stopwatch() as watch:
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    address,
-                    config.port,
-                    ssl=_tls_context(config.ca_bundle),
-                    server_hostname=host,
-                ),
-                config.timeout,
-            )
+            _, writer = await open_stream(config, address, _tls_context(config.ca_bundle))
         except ssl.SSLCertVerificationError as exc:
             verify_error: ssl.SSLCertVerificationError | None = exc
             other: str | None = None
@@ -175,7 +178,7 @@ async def probe_tls(config: DiagnoseConfig, address: str) -> Step:
             verify_code=verify_error.verify_code,
             verify_message=verify_error.verify_message,
         )
-        facts.update(await _unverified_certificate(config, address, sni))
+        facts.update(await _unverified_certificate(config, address))
         summary = f"certificate verification failed: {cause} ({verify_error.verify_message})"
         if "subject" in facts:
             summary += f"; subject {facts['subject']}, issuer {facts['issuer']}"
@@ -225,18 +228,13 @@ def _describe(cert: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _unverified_certificate(
-    config: DiagnoseConfig, address: str, sni: str | None
-) -> dict[str, Any]:
+async def _unverified_certificate(config: DiagnoseConfig, address: str) -> dict[str, Any]:
     """The peer's certificate, read without verification to explain why verification failed."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, config.port, ssl=context, server_hostname=sni),
-            config.timeout,
-        )
+        _, writer = await open_stream(config, address, context)
     except (OSError, asyncio.TimeoutError, ssl.SSLError):
         return {}
     ssl_object = writer.get_extra_info("ssl_object")

@@ -17,10 +17,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from .._argtypes import number
 from ._crawl import DEFAULT_CONCURRENCY, Crawl, CrawlConfig
 from ._progress import make_progress
 from ._report import Stats, render
@@ -32,19 +32,6 @@ __all__ = ["add_parser", "run"]
 DEFAULT_PROGRESS_INTERVAL = 2.0
 #: The exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
-
-
-def _number(kind: type, low: float) -> Callable[[str], float]:
-    def convert(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value >= low or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= {low:g}")
-        return value  # type: ignore[no-any-return]
-
-    return convert
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,34 +64,34 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--concurrency",
         "-c",
-        type=_number(int, 1),
+        type=number(int, minimum=1),
         default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"URLs in flight in all ({DEFAULT_CONCURRENCY})",
     )
     parser.add_argument(
         "--per-host",
-        type=_number(int, 1),
+        type=number(int, minimum=1),
         default=defaults.per_host,
         metavar="N",
         help=f"requests in flight per host ({defaults.per_host}, the crawler preset's)",
     )
     parser.add_argument(
         "--rate",
-        type=_number(float, 0.001),
+        type=number(float, minimum=0, strict=True),
         metavar="N",
         help="requests started per second per host (no pacing by default)",
     )
     parser.add_argument(
         "--timeout",
-        type=_number(float, 0.001),
+        type=number(float, minimum=0, strict=True),
         default=defaults.timeout,
         metavar="SECONDS",
         help=f"seconds per URL, retries included ({defaults.timeout:g})",
     )
     parser.add_argument(
         "--retries",
-        type=_number(int, 0),
+        type=number(int, minimum=0),
         default=defaults.retries,
         metavar="N",
         help=f"retries per URL ({defaults.retries}); what is retried is the library's rule",
@@ -117,7 +104,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--progress-interval",
-        type=_number(float, 0.01),
+        type=number(float, minimum=0, strict=True),
         default=DEFAULT_PROGRESS_INTERVAL,
         metavar="SECONDS",
         help=f"seconds between plain lines ({DEFAULT_PROGRESS_INTERVAL:g})",
