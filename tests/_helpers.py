@@ -94,9 +94,11 @@ def retry_session(
     )
 
 
-async def start_cli(*args: str, stdin: bool = False) -> asyncio.subprocess.Process:
+async def start_cli(
+    *args: str, stdin: bool = False, stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
     """``aiohttp-resilient ARGS`` started in a subprocess, stdout and stderr piped (and stdin,
-    if asked)."""
+    if asked; stderr may be a file descriptor instead)."""
     import sys
 
     return await asyncio.create_subprocess_exec(
@@ -106,7 +108,7 @@ async def start_cli(*args: str, stdin: bool = False) -> asyncio.subprocess.Proce
         *args,
         stdin=asyncio.subprocess.PIPE if stdin else None,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=stderr,
     )
 
 

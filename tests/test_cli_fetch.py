@@ -7,11 +7,15 @@ import asyncio
 import collections
 import contextlib
 import json
+import os
+import pty
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from yarl import URL
 
 from _helpers import run_cli, start_cli
@@ -210,3 +214,55 @@ async def test_rate_paces_each_host(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.jsonl.report.json").read_text())
     assert (code, report["fetched"]) == (0, 10), out
     assert report["elapsed_seconds"] >= 0.9
+
+
+async def fetch_on_a_terminal(tmp_path: Path, *, hide_rich: bool) -> tuple[int, str]:
+    """Three URLs (one retried once) fetched with stderr on a pseudo-terminal; returns the exit
+    status and what the terminal got. ``hide_rich``: as if the [cli] extra were missing."""
+    primary, secondary = pty.openpty()
+    async with FaultServer() as server:
+        server.script("/1", [Fault.fin(), Fault.ok()])
+        urls = [str(server.url_for(f"/{i}")) for i in range(3)]
+        args = ("fetch", "--jsonl", str(tmp_path / "r.jsonl"), "--progress-interval", "0.05")
+        if hide_rich:
+            code = "import sys; sys.modules['rich'] = None; from aiohttp_resilient._cli import main"
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                f"{code}; sys.exit(main(sys.argv[1:]))",
+                *args,
+                *urls,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=secondary,
+            )
+        else:
+            proc = await start_cli(*args, *urls, stderr=secondary)
+        status = await asyncio.wait_for(proc.wait(), 30)
+    # Our end of the terminal stays open until all is read, so nothing written is dropped.
+    os.set_blocking(primary, False)
+    screen = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(primary, 65536):
+            screen += chunk
+    os.close(primary)
+    os.close(secondary)
+    return status, screen.decode(errors="replace")
+
+
+async def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """With the [cli] extra and stderr on a terminal: a rich bar with done/total, failed, in
+    flight and retries, on stderr, instead of plain lines."""
+    pytest.importorskip("rich")
+    code, text = await fetch_on_a_terminal(tmp_path, hide_rich=False)
+    assert code == 0
+    assert "3/3" in text
+    assert "0 failed, 0 in flight, 1 retries" in text
+    assert "fetch: 3/3 done" not in text  # no plain lines on a terminal
+
+
+async def test_plain_lines_on_a_terminal_without_rich(tmp_path: Path) -> None:
+    """Without rich importable, a terminal gets the plain lines."""
+    code, text = await fetch_on_a_terminal(tmp_path, hide_rich=True)
+    assert code == 0
+    assert "fetch: 3/3 done, 0 failed, 0 in flight" in text
+    assert "1 retries" in text

@@ -91,6 +91,7 @@ def make_progress(total: int, *, plain_interval: float, bar: bool | None = None)
     if bar:
         try:
             from rich import progress as rich
+            from rich.console import Console
         except ImportError:
             pass
         else:
@@ -105,5 +106,7 @@ def make_progress(total: int, *, plain_interval: float, bar: bool | None = None)
                 rich.TextColumn("{task.fields[rate]}"),
                 rich.TimeRemainingColumn(),
             )
-            return _Bar(rich.Progress(*columns, transient=False), total)
+            # On stderr, where the plain lines go too: stdout is for the report.
+            console = Console(stderr=True)
+            return _Bar(rich.Progress(*columns, console=console, transient=False), total)
     return _Lines(sys.stderr, plain_interval)
