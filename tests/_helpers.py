@@ -92,3 +92,36 @@ def retry_session(
         middlewares=(middleware, *middlewares),
         **session_options,
     )
+
+
+async def start_cli(
+    *args: str, stdin: bool = False, stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """``aiohttp-resilient ARGS`` started in a subprocess, stdout and stderr piped (and stdin,
+    if asked; stderr may be a file descriptor instead)."""
+    import sys
+
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aiohttp_resilient._cli",
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin else None,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=stderr,
+    )
+
+
+async def run_cli(*args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """``aiohttp-resilient ARGS`` in a subprocess; returns (exit status, stdout, stderr).
+
+    The caller's loopback servers keep serving while it runs, in the caller's event loop."""
+    proc = await start_cli(*args)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

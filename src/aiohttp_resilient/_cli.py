@@ -1,5 +1,6 @@
-"""The ``aiohttp-resilient`` command line: ``aiohttp-resilient serve --fault fin=5% ...`` and
-``aiohttp-resilient bench --quick``.
+"""The ``aiohttp-resilient`` command line: ``aiohttp-resilient serve --fault fin=5% ...``,
+``aiohttp-resilient bench --quick``, ``aiohttp-resilient diagnose URL`` and
+``aiohttp-resilient fetch --out DIR URL...``.
 
 Built on argparse subcommands (stdlib only); each command's options live with its code.
 """
@@ -14,9 +15,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from . import _bench
+from . import _bench, _diagnose, _fetch
+from ._argtypes import number as _number
 from .testing._faults import (
     SPEC_HELP,
     Fault,
@@ -31,27 +33,6 @@ __all__ = ["build_parser", "main"]
 
 #: Seconds between two running count lines of ``serve`` unless ``--stats-interval`` says otherwise.
 DEFAULT_STATS_INTERVAL = 1.0
-
-
-def _number(
-    kind: Callable[[str], float], *, minimum: float, strict: bool = False
-) -> Callable[[str], float]:
-    """An argparse ``type`` for numbers >= ``minimum`` (> with ``strict``)."""
-
-    def convert(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            name = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if value < minimum or (strict and value == minimum):
-            relation = ">" if strict else ">="
-            raise argparse.ArgumentTypeError(f"{text!r} must be {relation} {minimum:g}")
-        return value
-
-    return convert
 
 
 def _fault_spec(text: str) -> str:
@@ -233,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(parser=serve)
     _bench.add_parser(commands)
+    _diagnose.add_parser(commands)
+    _fetch.add_parser(commands)
     return parser
 
 
@@ -339,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     if args.command == "bench":
         return _bench.run(args)
+    if args.command == "diagnose":
+        return _diagnose.run(args)
+    if args.command == "fetch":
+        return _fetch.run(args)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(_serve(args, weights, seed))

@@ -20,6 +20,7 @@ import http
 import math
 import random
 import socket
+import ssl as ssl_module
 import struct
 import time
 from collections.abc import Iterable, Mapping
@@ -202,6 +203,7 @@ class FaultServer:
         request_id_header: Count the requests that carry each value of this header in
             :attr:`request_ids`, so that requests which arrived twice (a POST retried after it
             reached the server) can be counted with ``record=False``.
+        ssl: Serve HTTPS with this server-side context (the URL's scheme becomes ``https``).
 
     Attributes:
         records: Recorded requests, in the order they were fully read.
@@ -235,6 +237,7 @@ class FaultServer:
         compute_retry_after: bool = False,
         exempt_paths: Iterable[str] = (),
         request_id_header: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         if not isinstance(default, Fault):
             raise ValueError(f"default must be a Fault, got {default!r}")
@@ -293,6 +296,7 @@ class FaultServer:
         self.compute_retry_after = compute_retry_after
         self.exempt_paths = frozenset(exempt_paths)
         self.request_id_header = request_id_header
+        self.ssl = ssl
         self._id_lower = request_id_header.strip().lower() if request_id_header else None
         self.records: list[RecordedRequest] = []
         self.connections_opened = 0
@@ -613,12 +617,17 @@ class FaultServer:
             return
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: _Connection(self), host=self.host, port=self.port, reuse_address=True
+            lambda: _Connection(self),
+            host=self.host,
+            port=self.port,
+            reuse_address=True,
+            ssl=self.ssl,
         )
         self._server = server
         if self.port == 0:
             self.port = int(server.sockets[0].getsockname()[1])
-        self._url = URL.build(scheme="http", host=self.host, port=self.port)
+        scheme = "http" if self.ssl is None else "https"
+        self._url = URL.build(scheme=scheme, host=self.host, port=self.port)
 
     async def stop_listening(self, *, abort: bool = False) -> None:
         """Close the listening socket and every open connection.

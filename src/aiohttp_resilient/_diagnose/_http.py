@@ -1,0 +1,300 @@
+"""The steps over HTTP, sent as ``resilient_session()`` sends them but with one attempt each, so
+that every failure shows: http (one timed GET), proxy (through it and direct), repeat (N GETs)
+and the opt-in body limit (POSTs of growing size)."""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+
+from .._events import cause_name
+from .._health import HealthPolicy
+from .._keepalive import parse_keep_alive_timeout
+from .._policy import RetryPolicy
+from .._session import resilient_session
+from ._model import (
+    BODY_PROBE_PRECISION,
+    BODY_PROBE_START,
+    DiagnoseConfig,
+    Step,
+    Stopwatch,
+    Verdict,
+)
+
+__all__ = ["probe_body_limit", "probe_http", "probe_proxy", "probe_repeat"]
+
+#: One attempt, statuses handed back: the probe must see each failure, not a retried success.
+_ONE_ATTEMPT = RetryPolicy(attempts=1, raise_on_status=False)
+#: No breaker, budget or adaptive limits: a run of failures must not turn into refusals.
+_NO_HEALTH = HealthPolicy(budget=None, breaker=None, adaptive_limit=None, adaptive_rate=None)
+#: The response headers the http step reports.
+_REPORTED_HEADERS = ("Server", "Connection", "Keep-Alive", "Content-Type", "Content-Length")
+#: Requests of the proxy step each way, at most.
+_PROXY_REQUESTS = 10
+#: Bisection rounds of the body probe, at most.
+_BODY_BISECT_ROUNDS = 12
+#: A size counts as refused by a dropped connection only if every one of this many tries drops:
+#: a server that drops a share of all requests must not look like a body limit. A 413 is
+#: believed at once.
+_BODY_DROP_TRIES = 3
+
+
+@dataclass(slots=True)
+class _Outcome:
+    status: int | None = None
+    cause: str | None = None  # "HTTP 503" or an exception's class; None when it succeeded
+    reused: bool = False
+    marks: dict[str, float] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _tracer(outcome_of: dict[str, _Outcome]) -> aiohttp.TraceConfig:
+    """Marks of each request's phases, into the outcome its trace context names."""
+    config = aiohttp.TraceConfig()
+
+    def marker(name: str) -> Any:
+        async def mark(session: object, context: SimpleNamespace, params: object) -> None:
+            outcome = outcome_of.get(context.trace_request_ctx)
+            if outcome is not None:
+                outcome.marks.setdefault(name, time.monotonic())
+                if name == "reuse":
+                    outcome.reused = True
+
+        return mark
+
+    config.on_request_start.append(marker("start"))
+    config.on_dns_resolvehost_start.append(marker("dns_start"))
+    config.on_dns_resolvehost_end.append(marker("dns_end"))
+    config.on_connection_create_start.append(marker("connect_start"))
+    config.on_connection_create_end.append(marker("connect_end"))
+    config.on_connection_reuseconn.append(marker("reuse"))
+    config.on_request_headers_sent.append(marker("sent"))
+    config.on_request_end.append(marker("headers"))
+    config.freeze()
+    return config
+
+
+class _Client:
+    """One session with one attempt per request, recording each request's outcome."""
+
+    def __init__(self, config: DiagnoseConfig, *, force_close: bool = False) -> None:
+        self.config = config
+        self.outcomes: dict[str, _Outcome] = {}
+        self.session = resilient_session(
+            preset=config.preset,
+            policy=_ONE_ATTEMPT,
+            health=_NO_HEALTH,
+            ca_bundle=config.ca_bundle,
+            force_close=force_close,
+            timeout=aiohttp.ClientTimeout(total=config.timeout),
+            trace_configs=[_tracer(self.outcomes)],
+        )
+
+    async def __aenter__(self) -> _Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+
+    async def request(
+        self, method: str = "GET", *, proxy: str | None = None, data: bytes | None = None
+    ) -> _Outcome:
+        key = str(len(self.outcomes))
+        outcome = self.outcomes[key] = _Outcome()
+        try:
+            async with self.session.request(
+                method, self.config.url, proxy=proxy, data=data, trace_request_ctx=key
+            ) as resp:
+                outcome.status = resp.status
+                await resp.read()
+                outcome.marks["read"] = time.monotonic()
+                outcome.headers = {
+                    h: resp.headers[h] for h in _REPORTED_HEADERS if h in resp.headers
+                }
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            outcome.cause = cause_name(exc)
+            return outcome
+        if outcome.status >= 500:
+            outcome.cause = f"HTTP {outcome.status}"
+        return outcome
+
+
+def _phases(outcome: _Outcome) -> dict[str, float]:
+    """blackbox_exporter's phase names, in seconds (TLS is inside connect here; the tls step
+    times the handshake alone)."""
+    m = outcome.marks
+    phases: dict[str, float] = {}
+    if "dns_start" in m and "dns_end" in m:
+        phases["resolve"] = m["dns_end"] - m["dns_start"]
+    if "connect_start" in m and "connect_end" in m:
+        phases["connect"] = m["connect_end"] - m["connect_start"] - phases.get("resolve", 0.0)
+    if "sent" in m and "headers" in m:
+        phases["processing"] = m["headers"] - m["sent"]
+    if "headers" in m and "read" in m:
+        phases["transfer"] = m["read"] - m["headers"]
+    return phases
+
+
+async def probe_http(config: DiagnoseConfig) -> Step:
+    """One GET as ``resilient_session()`` sends it: status, headers, phase timings."""
+    async with _Client(config) as client:
+        with Stopwatch() as watch:
+            outcome = await client.request(proxy=config.proxy)
+    phases = _phases(outcome)
+    facts: dict[str, Any] = {
+        "status": outcome.status,
+        "error": outcome.cause,
+        "headers": outcome.headers,
+        "phases": phases,
+        "keep_alive_header": parse_keep_alive_timeout(outcome.headers.get("Keep-Alive", "")),
+        "connection_close": outcome.headers.get("Connection", "").lower() == "close",
+    }
+    timing = " ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in phases.items())
+    if outcome.status is None:
+        summary = f"failed: {outcome.cause}"
+    else:
+        heads = ", ".join(
+            f"{k}: {v}"
+            for k, v in outcome.headers.items()
+            if k in ("Server", "Connection", "Keep-Alive")
+        )
+        summary = f"HTTP {outcome.status}" + (f" ({heads})" if heads else "") + f"; {timing}"
+    verdict: Verdict = "fail" if outcome.cause is not None else "ok"
+    return Step(name="http", verdict=verdict, seconds=watch.seconds, summary=summary, facts=facts)
+
+
+def _tally(outcomes: list[_Outcome]) -> dict[str, Any]:
+    causes = collections.Counter(o.cause for o in outcomes if o.cause is not None)
+    statuses = collections.Counter(str(o.status) for o in outcomes if o.status is not None)
+    return {
+        "requests": len(outcomes),
+        "failures": sum(causes.values()),
+        "causes": dict(causes.most_common()),
+        "statuses": dict(statuses.most_common()),
+        "failed_on_reused_connection": sum(1 for o in outcomes if o.cause and o.reused),
+    }
+
+
+def _tally_text(tally: dict[str, Any]) -> str:
+    if not tally["failures"]:
+        return f"{tally['requests']}/{tally['requests']} succeeded"
+    causes = ", ".join(f"{cause} x{n}" for cause, n in tally["causes"].items())
+    return f"{tally['failures']}/{tally['requests']} failed ({causes})"
+
+
+async def probe_repeat(config: DiagnoseConfig) -> Step:
+    """``repeat`` GETs back to back on pooled connections, as a client would send them."""
+    async with _Client(config) as client:
+        with Stopwatch() as watch:
+            outcomes = [await client.request(proxy=config.proxy) for _ in range(config.repeat)]
+    tally = _tally(outcomes)
+    failures = tally["failures"]
+    tally["intermittent"] = 0 < failures < len(outcomes)
+    verdict: Verdict = "ok" if not failures else "warn" if tally["intermittent"] else "fail"
+    return Step(
+        name="repeat",
+        verdict=verdict,
+        seconds=watch.seconds,
+        summary=_tally_text(tally),
+        facts=tally,
+    )
+
+
+async def probe_proxy(config: DiagnoseConfig, proxy: str, shown: str) -> Step:
+    """The same GET through the proxy and direct, fresh connections each time, to tell whose
+    disconnect it is."""
+    count = min(config.repeat, _PROXY_REQUESTS)
+    with Stopwatch() as watch:
+        async with _Client(config, force_close=True) as client:
+            via = [await client.request(proxy=proxy) for _ in range(count)]
+            direct = [await client.request() for _ in range(count)]
+    via_tally, direct_tally = _tally(via), _tally(direct)
+    facts = {"proxy": shown, "via_proxy": via_tally, "direct": direct_tally}
+    proxy_only = via_tally["failures"] > direct_tally["failures"]
+    facts["proxy_fails_more"] = proxy_only
+    verdict: Verdict = "warn" if proxy_only else "fail" if direct_tally["failures"] else "ok"
+    summary = f"via {shown}: {_tally_text(via_tally)}; direct: {_tally_text(direct_tally)}"
+    return Step(name="proxy", verdict=verdict, seconds=watch.seconds, summary=summary, facts=facts)
+
+
+async def probe_body_limit(config: DiagnoseConfig) -> Step:
+    """The largest POST body accepted: double from 1 KiB until refused (413, or the connection
+    reset or closed), then bisect; bounded by ``body_max`` and a number of rounds."""
+    accepted = 0
+    refused: int | None = None
+    how: str | None = None
+    sent = 0
+    with Stopwatch() as watch:
+        async with _Client(config, force_close=True) as client:
+
+            async def attempt(size: int) -> str | None:
+                nonlocal sent
+                for _ in range(_BODY_DROP_TRIES):
+                    sent += 1
+                    outcome = await client.request("POST", data=b"\0" * size)
+                    if outcome.status == 413:
+                        return "413"
+                    if outcome.status in (405, 501):
+                        raise _NotProbable(f"the server answers POST with {outcome.status}")
+                    if outcome.status is not None:
+                        return None
+                return outcome.cause
+
+            try:
+                size = BODY_PROBE_START
+                while size <= config.body_max:
+                    result = await attempt(size)
+                    if result is not None:
+                        refused, how = size, result
+                        break
+                    accepted, size = size, size * 2
+                for _ in range(_BODY_BISECT_ROUNDS):
+                    if refused is None or refused <= max(accepted, 1) * BODY_PROBE_PRECISION:
+                        break
+                    middle = (accepted + refused) // 2
+                    result = await attempt(middle)
+                    if result is None:
+                        accepted = middle
+                    else:
+                        refused, how = middle, result
+            except _NotProbable as exc:
+                return Step(
+                    name="body-limit",
+                    verdict="info",
+                    seconds=watch.elapsed,
+                    summary=f"not measured: {exc}",
+                    facts={"error": str(exc)},
+                )
+    facts = {"accepted": accepted, "refused": refused, "refused_with": how, "requests": sent}
+    verdict: Verdict
+    if refused is None:
+        summary = f"bodies up to {_size(accepted)} accepted (the probe's bound)"
+        verdict = "ok"
+    else:
+        with_ = "413" if how == "413" else f"a dropped connection ({how})"
+        summary = (
+            f"largest accepted {_size(accepted)}; {_size(refused)} refused with {with_} "
+            f"({sent} POSTs)"
+        )
+        # A 413 says what happened; a dropped connection looks like a network fault.
+        verdict = "info" if how == "413" else "warn"
+    return Step(
+        name="body-limit", verdict=verdict, seconds=watch.seconds, summary=summary, facts=facts
+    )
+
+
+class _NotProbable(Exception):
+    pass
+
+
+def _size(n: int) -> str:
+    """``1536`` -> ``"1536 B (1.5 KiB)"``: exact, and readable."""
+    if n < 1024:
+        return f"{n} B"
+    scaled, unit = (n / 1024, "KiB") if n < 1024 * 1024 else (n / (1024 * 1024), "MiB")
+    return f"{n} B ({scaled:.1f} {unit})"

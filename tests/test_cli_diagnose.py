@@ -1,0 +1,262 @@
+"""``aiohttp-resilient diagnose``: a subprocess against loopback servers that make the faults each
+step must find; the server counts what it was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _certs import self_signed, server_context
+from _helpers import run_cli
+from aiohttp_resilient.testing import Fault, FaultServer
+
+#: Quick bounds for every run: the probes' defaults are for real servers.
+QUICK = ("--json", "--timeout", "5", "--repeat", "5")
+
+
+async def diagnose(url: object, *args: str) -> tuple[int, dict[str, Any]]:
+    code, out, err = await run_cli("diagnose", str(url), *QUICK, *args)
+    assert code in (0, 1), err
+    assert not err, err  # the give-ups are the probe's findings, not log noise
+    return code, json.loads(out)
+
+
+def step(report: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [s for s in report["steps"] if s["name"] == name]
+    return found
+
+
+def fixes(report: dict[str, Any]) -> str:
+    return "\n".join(c["fix"] for c in report["conclusions"])
+
+
+async def test_keepalive_timeout_measured_within_a_second() -> None:
+    """A server closing idle connections after 2 s: found within 1 s of that, above the pool's
+    4 s it is a problem, and the fix names keepalive_timeout; only GETs were sent."""
+    async with FaultServer(idle_close=2.0) as server:
+        code, report = await diagnose(
+            server.url, "--keepalive-max", "8", "--keepalive-first-gap", "0.5"
+        )
+    keepalive = step(report, "keep-alive")
+    assert keepalive["verdict"] == "warn"
+    assert abs(keepalive["facts"]["server_idle_timeout"] - 2.0) < 1.0
+    assert code == 1
+    suggested = keepalive["facts"]["suggested_keepalive_timeout"]
+    assert 0 < suggested < 2.0
+    assert f"resilient_session(keepalive_timeout={suggested:g})" in fixes(report)
+    assert {r.method for r in server.records} == {"GET"}
+
+
+async def test_clean_server_exits_zero() -> None:
+    """No idle close within the probe's bound, no faults: every step ok, exit status 0; gaps
+    too short to compare with the pool's 4 s are a fact (info), not a problem."""
+    async with FaultServer() as server:
+        code, report = await diagnose(server.url, "--keepalive-max", "1.2")
+    assert [s["name"] for s in report["steps"]] == [
+        "resolve",
+        "connect",
+        "http",
+        "keep-alive",
+        "repeat",
+    ]
+    keepalive = step(report, "keep-alive")
+    assert {s["verdict"] for s in report["steps"] if s is not keepalive} == {"ok"}
+    assert keepalive["verdict"] == "info"
+    assert keepalive["facts"]["server_idle_timeout"] is None
+    assert 0.9 <= keepalive["facts"]["held"] <= 1.2
+    assert (code, report["problem"], report["conclusions"]) == (0, False, [])
+
+
+async def test_intermittent_fin_is_found_and_counted() -> None:
+    """30% FIN: the repeat step sees intermittent ServerDisconnectedError, one attempt per
+    request (the server saw exactly the requests sent: http's one and repeat's 20)."""
+    async with FaultServer() as server:
+        server.random(None, {Fault.fin(): 0.3}, seed=7)
+        code, report = await diagnose(server.url, "--no-keepalive", "--repeat", "20")
+    repeat = step(report, "repeat")["facts"]
+    assert repeat["intermittent"] is True
+    assert set(repeat["causes"]) == {"ServerDisconnectedError"}
+    fins = server.action_counts["fin"]
+    http_failed = step(report, "http")["verdict"] == "fail"
+    assert repeat["failures"] == fins - http_failed
+    assert server.count() == 21
+    assert code == 1
+    assert "Idempotency-Key" in fixes(report)
+
+
+@pytest.mark.parametrize("action", ["413", "rst"])
+async def test_body_limit_found_within_a_factor_of_two(action: str) -> None:
+    """--probe-body: the largest accepted body brackets the server's 100 kB limit within a
+    factor of two, for a 413 and for a reset; a bounded number of POSTs."""
+    limit = 100_000
+    async with FaultServer(max_body=limit, max_body_action=action) as server:  # type: ignore[arg-type]
+        _, report = await diagnose(server.url, "--no-keepalive", "--repeat", "1", "--probe-body")
+    facts = step(report, "body-limit")["facts"]
+    assert limit / 2 <= facts["accepted"] <= limit < facts["refused"] <= 2 * limit
+    assert (facts["refused_with"] == "413") is (action == "413")
+    posts = server.count(method="POST")
+    assert posts == facts["requests"] <= 30
+    assert step(report, "body-limit")["verdict"] == ("info" if action == "413" else "warn")
+    assert "keep request bodies under" in fixes(report)
+
+
+async def test_body_probe_is_opt_in() -> None:
+    """Without --probe-body nothing but GET reaches the server."""
+    async with FaultServer() as server:
+        await diagnose(server.url, "--no-keepalive")
+    assert server.count(method="POST") == 0
+    assert server.count() == server.count(method="GET") > 0
+
+
+async def test_self_signed_certificate(tmp_path: Path) -> None:
+    """A self-signed certificate: explained, the fix is ca_bundle=, never turning verification
+    off; with --ca-bundle pointing at it, TLS verifies and nothing is wrong."""
+    cert = self_signed(tmp_path)
+    async with FaultServer(ssl=server_context(cert)) as server:
+        code, report = await diagnose(server.url, "--no-keepalive")
+        tls = step(report, "tls")
+        assert (code, tls["verdict"], tls["facts"]["cause"]) == (1, "fail", "self-signed")
+        assert tls["facts"]["subject"] == "commonName=localhost"
+        assert 'ca_bundle="/path/to/ca.pem"' in fixes(report)
+        assert "verify=False" not in json.dumps(report)
+        assert "ssl=False" not in json.dumps(report)
+        assert server.count() == 0  # the failed handshake sent nothing
+        code, report = await diagnose(server.url, "--ca-bundle", str(cert), "--no-keepalive")
+    tls = step(report, "tls")
+    assert (code, tls["verdict"]) == (0, "ok")
+    assert tls["facts"]["version"] in ("TLSv1.2", "TLSv1.3")
+    assert 85 <= tls["facts"]["days_to_expiry"] <= 90
+
+
+async def test_expired_certificate(tmp_path: Path) -> None:
+    """An expired certificate, even when trusted: expired, 10 days ago; only the operator can
+    renew it."""
+    cert = self_signed(tmp_path, expired=True)
+    async with FaultServer(ssl=server_context(cert)) as server:
+        code, report = await diagnose(server.url, "--ca-bundle", str(cert), "--no-keepalive")
+    tls = step(report, "tls")
+    assert (code, tls["facts"]["cause"]) == (1, "expired")
+    assert -11 <= tls["facts"]["days_to_expiry"] <= -10
+    assert "renew" in fixes(report)
+
+
+@contextlib.asynccontextmanager
+async def dropping_proxy(*, drop_every: int) -> AsyncIterator[tuple[str, list[str]]]:
+    """A forward HTTP proxy on loopback that closes every ``drop_every``-th connection after
+    reading the request, and relays the others; yields its URL and the request lines it saw."""
+    seen: list[str] = []
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+            writer.close()
+            return
+        seen.append(head.split(b"\r\n", 1)[0].decode())
+        if len(seen) % drop_every == 0:
+            writer.close()
+            return
+        target = head.split(b" ")[1].decode()
+        host, port = target.split("/")[2].split(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        up_writer.write(head)
+        await asyncio.gather(relay(reader, up_writer), relay(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_proxy_that_drops_connections() -> None:
+    """Through a proxy that drops every other connection, against a healthy server: the proxy
+    step blames the proxy (direct requests all succeed) and says how to bypass it."""
+    async with FaultServer() as server, dropping_proxy(drop_every=2) as (proxy, seen):
+        code, report = await diagnose(server.url, "--proxy", proxy, "--no-keepalive")
+    facts = step(report, "proxy")["facts"]
+    assert facts["proxy_fails_more"] is True
+    assert facts["direct"]["failures"] == 0
+    assert facts["via_proxy"]["failures"] == facts["via_proxy"]["requests"] // 2
+    assert all(line.startswith("GET http://127.0.0.1:") for line in seen)
+    assert code == 1
+    assert "NO_PROXY=127.0.0.1" in fixes(report)
+
+
+async def test_text_output_prints_each_step_and_the_conclusion() -> None:
+    """Without --json: a header line, one line per step with its verdict, then the conclusion."""
+    async with FaultServer(idle_close=0.5) as server:
+        code, out, _ = await run_cli(
+            "diagnose",
+            str(server.url),
+            "--repeat",
+            "2",
+            "--keepalive-max",
+            "3",
+            "--keepalive-first-gap",
+            "0.2",
+        )
+    lines = out.splitlines()
+    assert lines[0] == f"diagnose {server.url}"
+    assert [line.split()[0] for line in lines[1:6]] == [
+        "resolve",
+        "connect",
+        "http",
+        "keep-alive",
+        "repeat",
+    ]
+    assert " warn " in lines[4]
+    assert lines[6] == "conclusion:"
+    assert code == 1
+
+
+async def test_usage_errors() -> None:
+    """A URL that is not http(s), and an unbounded --repeat, are refused with status 2."""
+    code, _, err = await run_cli("diagnose", "ftp://example.org/")
+    assert code == 2
+    assert "is not an http:// or https:// URL" in err
+    code, _, err = await run_cli("diagnose", "http://127.0.0.1:1/", "--repeat", "100000")
+    assert code == 2
+    assert "--repeat" in err
+
+
+async def test_body_limit_not_confused_by_intermittent_drops() -> None:
+    """A server that resets bodies over 100 kB and also drops 20% of all requests: the drops
+    of small bodies are tried again, so the limit found is still within a factor of two."""
+    limit = 100_000
+    async with FaultServer(max_body=limit, max_body_action="rst") as server:
+        server.random(None, {Fault.fin(): 0.2}, seed=5)
+        _, report = await diagnose(server.url, "--no-keepalive", "--repeat", "1", "--probe-body")
+    facts = step(report, "body-limit")["facts"]
+    assert limit / 2 <= facts["accepted"] <= limit < facts["refused"] <= 2 * limit
+    assert server.action_counts["fin"] > 0
+
+
+async def test_resolve_through_aiodns_and_each_family() -> None:
+    """``localhost`` resolves through aiodns (the hosts file: no DNS traffic) to 127.0.0.1;
+    connect tries each family found and reaches IPv4, where the server listens."""
+    async with FaultServer() as server:
+        url = f"http://localhost:{server.port}/"
+        _, report = await diagnose(url, "--no-keepalive", "--repeat", "1")
+    resolve = step(report, "resolve")
+    assert resolve["verdict"] == "ok"
+    assert "127.0.0.1" in resolve["facts"]["addresses"]
+    families = step(report, "connect")["facts"]["families"]
+    assert families["IPv4"]["error"] is None
+    assert set(families) == {"IPv6" if ":" in a else "IPv4" for a in resolve["facts"]["addresses"]}
+    assert server.count() == 2  # http's GET and repeat's one
