@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
@@ -100,15 +101,42 @@ async def test_gzip_json_lines_and_keys_from_content() -> None:
         url = server.url_for("/b")
         for _ in range(2):  # the second run sends the same batches: the server applies none
             report = await upload_batches(
-                session, url, rows(50), max_items=20, format="jsonl", gzip=True
+                session, url, rows(50), max_items=20, format="jsonl", gzip=True, upload_id="u1"
             )
             assert report.batches_sent == 3
-    assert sorted(sink.applied) == list(range(50))
+        assert sorted(sink.applied) == list(range(50))
+        assert sink.replays == 3
+        # Without the same upload_id, a call is a new upload with keys of its own.
+        await upload_batches(session, url, rows(50), max_items=20, format="jsonl", gzip=True)
+    assert set(sink.applied.values()) == {2}
     assert sink.replays == 3
     heads = [r.headers for r in server.records]
     assert all(h["Content-Encoding"] == "gzip" for h in heads)
     assert all(h["Content-Type"] == "application/x-ndjson" for h in heads)
-    assert len({h["Idempotency-Key"] for h in heads}) == 3
+    assert len({h["Idempotency-Key"] for h in heads}) == 6
+
+
+async def test_equal_batches_get_keys_of_their_own() -> None:
+    """Repeated rows make batches with equal bytes: each is still applied, none dropped as a replay.
+
+    Keyed by their bytes alone, the server applied 5 of 10 clicks, and 4 of 8 rows whose batch
+    was split into equal halves, while the report said all were sent.
+    """
+    click = {"event": "click", "n": 1}
+    row = {"pad": "x" * 300}
+    sink = IdempotentSink()
+    async with FaultServer(max_body=1500) as server, resilient_session(policy=FAST) as session:
+        server.serve("/b", sink)
+        clicks = await upload_batches(session, server.url_for("/b"), [click] * 10, max_items=5)
+        split = await upload_batches(session, server.url_for("/b"), [row] * 8, max_bytes=10_000)
+    assert clicks.ok
+    assert clicks.items_sent == 10
+    assert split.ok
+    assert split.splits == 1
+    assert split.items_sent == 8
+    assert sink.applied[json.dumps(click, sort_keys=True)] == 10
+    assert sink.applied[json.dumps(row, sort_keys=True)] == 8
+    assert sink.replays == 0
 
 
 async def test_reset_after_the_body_is_reported_not_split() -> None:
@@ -136,6 +164,7 @@ def test_bad_arguments_are_named() -> None:
         ({"items": "abc"}, "items"),
         ({"items": [], "headers": {"idempotency-key": "k"}}, "Idempotency-Key"),
         ({"items": [object()]}, r"items\[0\]"),
+        ({"items": [], "upload_id": ""}, "upload_id"),
     ]:
         with pytest.raises(ValueError, match=field):
             asyncio.run(call(**kwargs))

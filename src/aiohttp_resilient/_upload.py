@@ -1,8 +1,9 @@
 """upload_batches(): items POSTed as bounded JSON batches, halved when the server says "too big".
 
-Each batch carries an ``Idempotency-Key`` derived from its bytes, which makes the session's
-middleware retry it like an idempotent request (see ``RetryPolicy.idempotency_header``): a batch
-that may have reached the server is sent again with the same key, never outside its own retries.
+Each batch carries an ``Idempotency-Key`` derived from the upload's id, the batch's position in the
+stream and its bytes, which makes the session's middleware retry it like an idempotent request (see
+``RetryPolicy.idempotency_header``): a batch that may have reached the server is sent again with the
+same key, never outside its own retries, and two batches with the same bytes never share one.
 A ``413``, or a reset that came before the body was written whole, means the batch is too big for
 the server: it is halved (down to one item, which is then reported, not dropped), and later batches
 are built no larger than what was refused, halved.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import gzip as gzip_module
 import hashlib
 import json
+import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -133,8 +135,10 @@ class _Uploader:
         gzip: bool,
         stop_on_failure: bool,
         headers: dict[str, str],
+        upload_id: str,
     ) -> None:
         self.session = session
+        self.upload_id = upload_id
         self.url = url
         self.max_items = max_items
         self.fmt = fmt
@@ -190,7 +194,7 @@ class _Uploader:
         """Deliver one batch, halving it while the server finds it too big; False to stop."""
         body = self.body(encoded)
         try:
-            failure = await self.post(body)
+            failure = await self.post(body, first)
         except _TooBig as too_big:
             if len(batch) == 1:
                 failure = FailedBatch(first, tuple(batch), f"too big on its own: {too_big}")
@@ -216,16 +220,26 @@ class _Uploader:
             return False
         return True
 
-    async def post(self, raw: bytes) -> FailedBatch | None:
+    def key(self, raw: bytes, first: int) -> str:
+        """The batch's Idempotency-Key: its upload, its first item's position, its bytes.
+
+        The bytes alone would give equal batches (repeated rows; the halves of a split batch of
+        repeated rows) one key, and a server that applies keys once would drop all but the first.
+        """
+        digest = hashlib.sha256(f"{self.upload_id}\n{first}\n".encode())
+        digest.update(raw)
+        return digest.hexdigest()[:32]
+
+    async def post(self, raw: bytes, first: int) -> FailedBatch | None:
         """POST one body; None when accepted, a FailedBatch (items unknown) when not.
 
         Raises:
             _TooBig: 413, or a reset before the body was written whole.
         """
         headers = dict(self.headers)
-        # Derived from the uncompressed bytes: a retry, or a later run over the same items,
-        # carries the same key.
-        headers[self.key_header] = hashlib.sha256(raw).hexdigest()[:32]
+        # From the uncompressed bytes: a retry, the plain re-send after a 415, or a later run
+        # with the same upload_id over the same items carries the same key.
+        headers[self.key_header] = self.key(raw, first)
         data = raw
         if self.gzip:
             headers[hdrs.CONTENT_ENCODING] = "gzip"
@@ -240,7 +254,7 @@ class _Uploader:
                     raise _TooBig(f"413 for {len(data)} bytes")
                 if status == 415 and self.gzip:
                     self.gzip = False  # the server does not take gzip: send plain from now on
-                    return await self.post(raw)
+                    return await self.post(raw, first)
                 await resp.read()
                 if status < 300:
                     return None
@@ -277,6 +291,7 @@ async def upload_batches(
     gzip: bool = False,
     stop_on_failure: bool = False,
     headers: dict[str, str] | None = None,
+    upload_id: str | None = None,
 ) -> UploadReport:
     """POST ``items`` to ``url`` in batches, halving a batch the server finds too big.
 
@@ -284,12 +299,13 @@ async def upload_batches(
     at a time), encoded as JSON, and sent as a JSON array (``format="json"``) or JSON lines
     (``"jsonl"``) of at most ``max_items`` items and ``max_bytes`` bytes, gzip-compressed with
     ``gzip=True`` (a ``415`` answer turns compression off for the rest). Every batch carries an
-    ``Idempotency-Key`` derived from its content, so the session's middleware retries it safely
-    (a server that applies keys once applies it once). On ``413``, or a reset while the body was
-    being sent, the batch is halved and each half sent, down to single items; one item still too
-    big is reported in :attr:`UploadReport.failed`, never dropped silently. Other failures
-    (statuses, retries exhausted) are reported per batch; ``stop_on_failure=True`` stops at the
-    first one.
+    ``Idempotency-Key`` derived from ``upload_id``, the position of its first item in ``items``
+    and its bytes, so the session's middleware retries it safely (a server that applies keys once
+    applies it once) and equal batches (repeated items) still get keys of their own. On ``413``,
+    or a reset while the body was being sent, the batch is halved and each half sent, down to
+    single items; one item still too big is reported in :attr:`UploadReport.failed`, never
+    dropped silently. Other failures (statuses, retries exhausted) are reported per batch;
+    ``stop_on_failure=True`` stops at the first one.
 
     Requests carry ``Expect: 100-continue``, so a server that refuses the size does so before
     the body is sent.
@@ -300,6 +316,13 @@ async def upload_batches(
             report = await upload_batches(session, url, rows, max_bytes=512_000)
         if not report.ok:
             for batch in report.failed: ...
+
+    Args:
+        upload_id: Names this upload in the batches' keys; a random one per call by default, so
+            two calls never share keys. Pass the same ``upload_id`` to a re-run over the same
+            items (after a crash, say) to send the same keys again: batches the server already
+            applied are then not applied twice. Batches come out the same as long as the items,
+            ``max_items``, ``max_bytes``, ``format`` and the server's size limit are the same.
 
     Raises:
         ValueError: A bad argument (named), or an item that cannot be encoded as JSON.
@@ -313,6 +336,10 @@ async def upload_batches(
     extra = dict(headers or {})
     if any(name.lower() == DEFAULT_IDEMPOTENCY_HEADER.lower() for name in extra):
         raise ValueError("headers must not set Idempotency-Key: each batch gets its own")
+    if upload_id is None:
+        upload_id = secrets.token_hex(16)
+    elif not isinstance(upload_id, str) or not upload_id:
+        raise ValueError(f"upload_id must be a non-empty string, got {upload_id!r}")
     return await _Uploader(
         session,
         URL(url),
@@ -322,4 +349,5 @@ async def upload_batches(
         gzip=gzip,
         stop_on_failure=stop_on_failure,
         headers=extra,
+        upload_id=upload_id,
     ).run(items)
