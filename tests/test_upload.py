@@ -170,6 +170,16 @@ def test_bad_arguments_are_named() -> None:
             asyncio.run(call(**kwargs))
 
 
+async def test_the_policys_idempotency_header_is_refused_in_headers() -> None:
+    policy = RetryPolicy(idempotency_header="X-Request-Key")
+    async with FaultServer() as server, resilient_session(policy=policy) as session:
+        url = server.url_for("/b")
+        for name, named in [("x-request-key", "X-Request-Key"), ("Idempotency-Key", "Idempotency")]:
+            with pytest.raises(ValueError, match=f"must not set {named}"):
+                await upload_batches(session, url, rows(2), headers={name: "k"})
+        assert server.count("/b") == 0
+
+
 async def test_415_to_gzip_sends_plain_from_then_on() -> None:
     sink = IdempotentSink()
     async with FaultServer() as server, resilient_session(policy=FAST) as session:

@@ -146,10 +146,7 @@ class _Uploader:
         self.stop_on_failure = stop_on_failure
         self.headers = headers
         self.report = UploadReport(max_bytes=max_bytes)
-        # The header that makes the session's middleware treat a POST as idempotent.
-        policy = session_policy(session)
-        header = None if policy is None else policy.idempotency_header
-        self.key_header = header or DEFAULT_IDEMPOTENCY_HEADER
+        self.key_header = _key_header(session)
 
     def frame_size(self, sizes: int, count: int) -> int:
         """Body bytes of ``count`` items whose encodings add up to ``sizes``."""
@@ -268,6 +265,13 @@ class _Uploader:
             return FailedBatch(-1, (), str(exc) or type(exc).__name__, error=exc)
 
 
+def _key_header(session: aiohttp.ClientSession) -> str:
+    """The header that makes the session's middleware treat a POST as idempotent."""
+    policy = session_policy(session)
+    header = None if policy is None else policy.idempotency_header
+    return header or DEFAULT_IDEMPOTENCY_HEADER
+
+
 async def _enumerate(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[tuple[int, Any]]:
     index = 0
     if isinstance(items, AsyncIterable):
@@ -334,8 +338,9 @@ async def upload_batches(
     if not isinstance(items, (Iterable, AsyncIterable)) or isinstance(items, (str, bytes, dict)):
         raise ValueError(f"items must be an iterable of items, got {type(items).__name__}")
     extra = dict(headers or {})
-    if any(name.lower() == DEFAULT_IDEMPOTENCY_HEADER.lower() for name in extra):
-        raise ValueError("headers must not set Idempotency-Key: each batch gets its own")
+    for own in dict.fromkeys((DEFAULT_IDEMPOTENCY_HEADER, _key_header(session))):
+        if any(name.lower() == own.lower() for name in extra):
+            raise ValueError(f"headers must not set {own}: each batch gets its own")
     if upload_id is None:
         upload_id = secrets.token_hex(16)
     elif not isinstance(upload_id, str) or not upload_id:
