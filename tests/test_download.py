@@ -105,6 +105,19 @@ async def test_server_without_ranges_restarts_cleanly(tmp_path: Path) -> None:
     assert result.size == 6 * MiB
 
 
+async def test_cuts_at_the_same_byte_without_ranges_are_no_progress(tmp_path: Path) -> None:
+    """Counted from where each restart began, every cut looked like progress: 51 full restarts."""
+    file = RangedFile(4 * MiB, seed=11, ranges=False)
+    file.cut_after(*[MiB] * 60)
+    policy = FAST.replace(attempts=3)
+    async with FaultServer() as server, resilient_session(policy=policy) as session:
+        server.serve("/f", file)
+        with pytest.raises(DownloadError, match="cut 4 times \\(without progress\\)"):
+            await download(session, server.url_for("/f"), tmp_path / "f")
+    # The first cut got somewhere; the next `attempts` got no further.
+    assert [(s.status, s.sent) for s in file.served] == [(200, MiB)] * 4
+
+
 async def test_no_validator_means_no_range(tmp_path: Path) -> None:
     """Without ETag or Last-Modified a resume could stitch two versions: start over instead."""
     file = RangedFile(3 * MiB, seed=6, etag=False, last_modified=False)

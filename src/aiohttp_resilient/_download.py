@@ -135,6 +135,9 @@ class _Download:
         self.policy = None if policy is None else policy.replace(buffer_body=False)
         self.state = _State(self.shown, None, None)
         self.offset = 0
+        # The furthest the part file got in this call: a cut counts as progress only past it, so
+        # a server that ignores ranges and cuts at the same byte each time makes none.
+        self.reached = 0
         self.digest = hashlib.sha256()
         self.requests = self.resumes = self.restarts = self.cuts = 0
 
@@ -155,7 +158,7 @@ class _Download:
         if state.size is not None and size > state.size:
             return
         self.state = state
-        self.offset = size
+        self.offset = self.reached = size
         with self.part.open("rb") as f:
             for block in iter(lambda: f.read(1024 * 1024), b""):
                 self.digest.update(block)
@@ -265,7 +268,7 @@ class _Download:
         self.state.size = size
 
     async def stream(self, resp: aiohttp.ClientResponse, file: IO[bytes]) -> bool:
-        start = self.offset
+        reached = self.reached
         try:
             async for chunk in resp.content.iter_chunked(self.chunk_size):
                 file.write(chunk)
@@ -276,7 +279,8 @@ class _Download:
                     if inspect.isawaitable(result):
                         await result
         except _CUTS as exc:
-            raise _Cut(progressed=self.offset > start) from exc
+            self.reached = max(reached, self.offset)
+            raise _Cut(progressed=self.offset > reached) from exc
         return True
 
     def finish(self) -> DownloadResult:
@@ -343,8 +347,9 @@ async def download(
 
     Requests go through the session: with :func:`resilient_session` its policy, host health and
     deadline apply to each request (buffering is turned off for them, so that the body streams);
-    consecutive cuts without a byte of progress are waited on with its backoff and end the call
-    after its ``attempts``.
+    consecutive cuts without a byte of progress (past the furthest byte this call had reached:
+    a server that ignores ranges and cuts at the same place each time makes none) are waited on
+    with its backoff and end the call after its ``attempts``.
 
     Usage::
 
