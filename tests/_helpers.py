@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import contextlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -125,3 +127,52 @@ async def run_cli(*args: str, timeout: float = 60.0) -> tuple[int, str, str]:
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+#: Writes the response to one request (its head, and its body) and says whether the connection
+#: stays open for another.
+RawAnswer = Callable[[str, bytes, asyncio.StreamWriter], Awaitable[bool]]
+
+
+@contextlib.asynccontextmanager
+async def raw_http_server(answer: RawAnswer) -> AsyncIterator[tuple[str, list[str]]]:
+    """A loopback HTTP/1.1 server for answers FaultServer does not make (chunked, no length).
+
+    ``answer(head, body, writer)`` is called per request with its head (request line and
+    headers) and its ``Content-Length`` body (``100 Continue`` is sent first when asked for).
+    Yields the base URL and the request heads, in order.
+    """
+    heads: list[str] = []
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.add(writer)
+        try:
+            for _ in range(1000):
+                try:
+                    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                heads.append(head)
+                lower = head.lower()
+                length = re.search(r"\r\ncontent-length: *(\d+)", lower)
+                size = int(length[1]) if length else 0
+                if size and "\r\nexpect: 100-continue" in lower:
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                body = await reader.readexactly(size) if size else b""
+                if not await answer(head, body, writer):
+                    return
+                await writer.drain()
+        finally:
+            writers.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", heads
+    finally:
+        server.close()
+        for writer in list(writers):
+            writer.close()
+        await server.wait_closed()

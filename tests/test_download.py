@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from _helpers import raw_http_server
 from aiohttp_resilient import DownloadError, RetryPolicy, download, resilient_session
 from aiohttp_resilient.testing import Fault, FaultServer, RangedFile
 
@@ -148,6 +149,46 @@ async def test_416_and_wrong_checksum_are_errors_that_say_so(tmp_path: Path) -> 
         with pytest.raises(DownloadError, match="416"):
             await download(session, url, tmp_path / "g")
         assert not part.exists()
+
+
+async def test_416_for_a_part_file_that_is_already_whole_finishes_it(tmp_path: Path) -> None:
+    """A chunked body cut after its last byte is whole: the server's 416 says so, nothing is lost.
+
+    Every 416 removed the part file, a complete one too.
+    """
+    data = RangedFile(300_000, seed=12).read(0, 300_000)
+    got_all = asyncio.Event()
+
+    async def answer(head: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if "\r\nrange:" not in head.lower():
+            writer.write(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nETag: "v1"\r\n\r\n')
+            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+            await asyncio.wait_for(got_all.wait(), 10)
+            return False  # closed without the last chunk: a cut
+        writer.write(
+            b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */%d\r\n"
+            b'ETag: "v1"\r\nContent-Length: 0\r\n\r\n' % len(data)
+        )
+        return True
+
+    def progress(done: int, total: int | None) -> None:
+        if done == len(data):
+            got_all.set()
+
+    async with raw_http_server(answer) as (url, heads), resilient_session(policy=FAST) as session:
+        result = await download(
+            session,
+            url + "/f",
+            tmp_path / "f",
+            sha256=hashlib.sha256(data).hexdigest(),
+            progress=progress,
+        )
+    assert len(heads) == 2
+    assert f"\r\nRange: bytes={len(data)}-\r\n" in heads[1]
+    assert result.cuts == 1
+    assert result.size == len(data)
+    assert (tmp_path / "f").read_bytes() == data
+    assert names(tmp_path) == ["f"]
 
 
 async def test_206_that_does_not_fit_is_an_error(tmp_path: Path) -> None:

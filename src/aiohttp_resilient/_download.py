@@ -38,6 +38,7 @@ DEFAULT_CHUNK_SIZE = 256 * 1024
 DEFAULT_MAX_RESUMES = 50
 _SIDECAR_VERSION = 1
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
 # Failures of a body that was streaming: the connection went (FIN, RST, idle timeout).
 _CUTS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, asyncio.TimeoutError)
 
@@ -210,6 +211,9 @@ class _Download:
         with use_policy(self.policy) if self.policy is not None else contextlib.nullcontext():
             async with self.session.get(self.url, headers=headers) as resp:
                 self.requests += 1
+                if resp.status == 416:
+                    self.check_416(resp, resuming)
+                    return True  # the part file is the whole file
                 with self.open_for(resp, resuming) as file:
                     return await self.stream(resp, file)
 
@@ -217,13 +221,6 @@ class _Download:
     def open_for(self, resp: aiohttp.ClientResponse, resuming: bool) -> Iterator[IO[bytes]]:
         """Check the answer against the part file, then open the part file where it continues."""
         status = resp.status
-        if status == 416:
-            self.discard()
-            raise self.error(
-                f"the server refused the range bytes={self.offset}- with 416 (its size is "
-                f"{resp.headers.get(hdrs.CONTENT_RANGE, 'not given')}); the part file was "
-                "removed: call again to start over"
-            )
         if status == 206:
             self.check_range(resp, resuming)
             self.resumes += 1
@@ -241,6 +238,31 @@ class _Download:
         self.save_state()
         with self.part.open(mode) as file:
             yield file
+
+    def check_416(self, resp: aiohttp.ClientResponse, resuming: bool) -> None:
+        """Accept a 416 that says the part file already holds the whole file, else raise.
+
+        A body of unknown size cut after its last byte (a chunked response whose end never came)
+        is resumed at its end, and a server answers ``bytes=N-`` with ``416 bytes */N``.
+        """
+        content_range = resp.headers.get(hdrs.CONTENT_RANGE, "")
+        match = _UNSATISFIED_RANGE.match(content_range.strip())
+        validator = _validator(resp)
+        if (
+            resuming
+            and match is not None
+            and int(match[1]) == self.offset
+            and self.state.size in (None, self.offset)
+            and validator in (None, self.state.validator)
+        ):
+            self.state.size = self.offset
+            return
+        self.discard()
+        raise self.error(
+            f"the server refused the range bytes={self.offset}- with 416 (its size is "
+            f"{content_range or 'not given'}); the part file was removed: call again to start "
+            "over"
+        )
 
     def check_range(self, resp: aiohttp.ClientResponse, resuming: bool) -> None:
         content_range = resp.headers.get(hdrs.CONTENT_RANGE, "")
@@ -368,8 +390,10 @@ async def download(
 
     Raises:
         ValueError: A bad argument (named).
-        DownloadError: ``416``, a ``206`` that does not fit the part file, a size or checksum
-            mismatch, or too many cuts; the message says which.
+        DownloadError: ``416`` (unless its ``Content-Range: bytes */N`` says the part file's
+            ``N`` bytes are the whole file: then it is finished and verified), a ``206`` that
+            does not fit the part file, a size or checksum mismatch, or too many cuts; the
+            message says which.
         aiohttp.ClientError: What the session raised (a give-up, a status error).
     """
     target = _target(path)
