@@ -55,6 +55,7 @@ async def test_50_mb_cut_five_times_resumes_with_ranges(tmp_path: Path) -> None:
     # Every resume asks from where the last one stopped, give or take what was in flight.
     assert all(0 <= overlap <= CHUNK for overlap in overlaps(file)), overlaps(file)
     assert all(s.if_range == file.etag for s in file.served[1:])
+    assert result.size_verified
     assert seen[-1] == 50 * MiB
     assert seen == sorted(seen)
     assert names(tmp_path) == ["big.bin"]
@@ -189,6 +190,43 @@ async def test_416_for_a_part_file_that_is_already_whole_finishes_it(tmp_path: P
     assert result.size == len(data)
     assert (tmp_path / "f").read_bytes() == data
     assert names(tmp_path) == ["f"]
+
+
+async def test_a_body_ended_only_by_the_connection_is_not_called_verified(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No Content-Length, not chunked: a cut at 100 KB of 200 KB looks like the end.
+
+    It was a complete, 100,000-byte file. It is still saved (nothing tells it from a whole one),
+    but the result says it is unverified and a warning says so; chunked framing, a size or a
+    SHA-256 verify it.
+    """
+    data = RangedFile(200_000, seed=13).read(0, 200_000)
+
+    async def answer(head: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if head.startswith("GET /chunked "):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (100_000, data[:100_000]))
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + data[:100_000])
+        return False  # the server meant to send 200,000 bytes
+
+    async with raw_http_server(answer) as (url, heads), resilient_session(policy=FAST) as session:
+        with caplog.at_level("WARNING", logger="aiohttp_resilient"):
+            cut = await download(session, url + "/close", tmp_path / "close")
+        framed = await download(session, url + "/chunked", tmp_path / "chunked")
+        with pytest.raises(DownloadError, match="SHA-256"):
+            await download(
+                session, url + "/close", tmp_path / "x", sha256=hashlib.sha256(data).hexdigest()
+            )
+    assert cut.size == 100_000
+    assert not cut.size_verified
+    (record,) = [r for r in caplog.records if "may be truncated" in r.getMessage()]
+    assert record.event == "download_unverified"  # type: ignore[attr-defined]
+    assert record.size == 100_000  # type: ignore[attr-defined]
+    assert framed.size == 100_000
+    assert framed.size_verified
+    assert len(heads) == 3
 
 
 async def test_206_that_does_not_fit_is_an_error(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
+from ._engine import log_fields, logger
 from ._exceptions import DownloadError
+from ._limiter import host_key
 from ._middleware import session_policy, use_policy
 from ._policy import _check_int, compute_delay
 from ._redact import redact_url
@@ -57,6 +59,11 @@ class DownloadResult:
         resumes: Requests that continued a part file with a range (across processes too).
         restarts: Times the part file was thrown away because the server sent the whole file.
         cuts: Times the body was cut while streaming.
+        size_verified: Whether the file is known to be whole. ``False`` only when the server
+            gave no size (no ``Content-Length``, no ``Content-Range`` total), did not frame the
+            body (not chunked) so that only the connection closing ended it, and no ``sha256``
+            was given: a cut there looks exactly like the end, so the file may be truncated
+            (a warning is logged too). Pass ``sha256`` to be sure.
     """
 
     path: Path
@@ -66,6 +73,7 @@ class DownloadResult:
     resumes: int
     restarts: int
     cuts: int
+    size_verified: bool
 
 
 @dataclass(slots=True)
@@ -141,6 +149,9 @@ class _Download:
         self.reached = 0
         self.digest = hashlib.sha256()
         self.requests = self.resumes = self.restarts = self.cuts = 0
+        # The last body had neither a length nor chunked framing: only the closing connection
+        # ended it, and a cut would have looked the same.
+        self.ended_by_close = False
 
     def error(self, message: str) -> DownloadError:
         return DownloadError(message, url=self.shown, path=self.path)
@@ -291,6 +302,10 @@ class _Download:
 
     async def stream(self, resp: aiohttp.ClientResponse, file: IO[bytes]) -> bool:
         reached = self.reached
+        self.ended_by_close = (
+            resp.content_length is None
+            and "chunked" not in resp.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
+        )
         try:
             async for chunk in resp.content.iter_chunked(self.chunk_size):
                 file.write(chunk)
@@ -314,6 +329,18 @@ class _Download:
         if self.sha256 is not None and digest != self.sha256.lower():
             self.discard()
             raise self.error(f"SHA-256 {digest} does not match the expected {self.sha256}")
+        verified = self.sha256 is not None or self.state.size is not None or not self.ended_by_close
+        if not verified:
+            logger.warning(
+                "download of %s: the server gave no size and the body ended with the "
+                "connection; the %d bytes saved in %s may be truncated (pass sha256= to verify)",
+                self.shown,
+                size,
+                self.path,
+                extra=log_fields(
+                    "download_unverified", "GET", self.shown, host_key(self.url), size=size
+                ),
+            )
         os.replace(self.part, self.path)
         with contextlib.suppress(FileNotFoundError):
             self.sidecar.unlink()
@@ -325,6 +352,7 @@ class _Download:
             resumes=self.resumes,
             restarts=self.restarts,
             cuts=self.cuts,
+            size_verified=verified,
         )
 
 
@@ -366,6 +394,11 @@ async def download(
     (``path + ".part.json"``: validator, URL without credentials, size) lets a later call, in
     another process, continue the part file; one that no longer matches starts over. Only these
     three files, all in ``path``'s directory, are written.
+
+    A body with neither a size nor chunked framing ends when the server closes the connection,
+    and a cut there looks the same as the end: such a file is still saved, but
+    :attr:`DownloadResult.size_verified` is ``False`` and a warning is logged, unless ``sha256``
+    was given and matched.
 
     Requests go through the session: with :func:`resilient_session` its policy, host health and
     deadline apply to each request (buffering is turned off for them, so that the body streams);
