@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import itertools
 import os
@@ -118,6 +119,27 @@ async def test_cuts_at_the_same_byte_without_ranges_are_no_progress(tmp_path: Pa
             await download(session, server.url_for("/f"), tmp_path / "f")
     # The first cut got somewhere; the next `attempts` got no further.
     assert [(s.status, s.sent) for s in file.served] == [(200, MiB)] * 4
+
+
+async def test_a_file_served_with_content_encoding_is_saved_as_sent(tmp_path: Path) -> None:
+    """A .tar.gz served with Content-Encoding: gzip is its gzip bytes, resumed by their offsets.
+
+    aiohttp decoded such a body while Content-Length and Content-Range counted the encoded
+    bytes: the download could never complete.
+    """
+    file = RangedFile(4 * MiB, seed=14, content_encoding="gzip")
+    file.cut_after(MiB, 2 * MiB)
+    archive = gzip.compress(RangedFile(MiB, seed=15).read(0, MiB))
+    async with FaultServer() as server, resilient_session(policy=FAST) as session:
+        server.serve("/f", file)
+        encoded = Fault.ok(body=archive, headers={"Content-Encoding": "gzip"})
+        server.set_default("/a.tar.gz", encoded)
+        result = await download(session, server.url_for("/f"), tmp_path / "f", sha256=file.sha256())
+        whole = await download(session, server.url_for("/a.tar.gz"), tmp_path / "a.tar.gz")
+    assert [s.status for s in file.served] == [200, 206, 206]
+    assert result.size == 4 * MiB
+    assert (tmp_path / "a.tar.gz").read_bytes() == archive
+    assert whole.size_verified
 
 
 async def test_no_validator_means_no_range(tmp_path: Path) -> None:

@@ -220,7 +220,10 @@ class _Download:
             headers[hdrs.RANGE] = f"bytes={self.offset}-"
             headers[hdrs.IF_RANGE] = self.state.validator  # type: ignore[assignment]
         with use_policy(self.policy) if self.policy is not None else contextlib.nullcontext():
-            async with self.session.get(self.url, headers=headers) as resp:
+            # The bytes as sent, never decoded: Content-Length, Content-Range and Range count
+            # them, and a file served with Content-Encoding (a .tar.gz on Apache, an S3 object
+            # stored with that metadata) is those bytes.
+            async with self.session.get(self.url, headers=headers, auto_decompress=False) as resp:
                 self.requests += 1
                 if resp.status == 416:
                     self.check_416(resp, resuming)
@@ -393,7 +396,8 @@ async def download(
     server ignores ranges, or the file changed) restarts from byte 0. A small sidecar
     (``path + ".part.json"``: validator, URL without credentials, size) lets a later call, in
     another process, continue the part file; one that no longer matches starts over. Only these
-    three files, all in ``path``'s directory, are written.
+    three files, all in ``path``'s directory, are written. The file is saved as the server sends
+    it: a ``Content-Encoding`` (gzip, say) is not decoded, since sizes and ranges count its bytes.
 
     A body with neither a size nor chunked framing ends when the server closes the connection,
     and a cut there looks the same as the end: such a file is still saved, but

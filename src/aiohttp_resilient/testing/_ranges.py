@@ -105,6 +105,10 @@ class RangedFile:
         ranges: Honour ``Range``; ``False`` answers every request with the whole file, as a
             server without range support does (and sends no ``Accept-Ranges``).
         weak_etag: Send the ``ETag`` weak (``W/"..."``): a client must not use it in ``If-Range``.
+        content_encoding: Send this ``Content-Encoding`` (``"gzip"``, say) with the bytes as they
+            are, as Apache does for a ``.tar.gz`` and S3 for an object stored with that
+            metadata: sizes and ranges count these bytes, and a client that decodes them gets
+            other bytes (or, the content being random, a decoding error).
 
     Attributes:
         version: Bumped by :meth:`change`.
@@ -120,6 +124,7 @@ class RangedFile:
         last_modified: bool = True,
         ranges: bool = True,
         weak_etag: bool = False,
+        content_encoding: str | None = None,
     ) -> None:
         _check_number("size", size, minimum=0, integer=True)
         self.size = size
@@ -128,6 +133,7 @@ class RangedFile:
         self.last_modified_enabled = last_modified
         self.ranges = ranges
         self.weak_etag = weak_etag
+        self.content_encoding = content_encoding
         self.version = 0
         self.served: list[ServedRange] = []
         self._cuts: collections.deque[tuple[int, str]] = collections.deque()
@@ -230,6 +236,8 @@ class RangedFile:
             headers.append(("ETag", self.etag))
         if self.last_modified_enabled:
             headers.append(("Last-Modified", self.last_modified))
+        if self.content_encoding is not None:
+            headers.append(("Content-Encoding", self.content_encoding))
         return headers
 
     def _record(
