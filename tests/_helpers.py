@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -135,12 +137,15 @@ RawAnswer = Callable[[str, bytes, asyncio.StreamWriter], Awaitable[bool]]
 
 
 @contextlib.asynccontextmanager
-async def raw_http_server(answer: RawAnswer) -> AsyncIterator[tuple[str, list[str]]]:
+async def raw_http_server(
+    answer: RawAnswer, *, reset: Callable[[str], bool] | None = None
+) -> AsyncIterator[tuple[str, list[str]]]:
     """A loopback HTTP/1.1 server for answers FaultServer does not make (chunked, no length).
 
     ``answer(head, body, writer)`` is called per request with its head (request line and
     headers) and its ``Content-Length`` body (``100 Continue`` is sent first when asked for).
-    Yields the base URL and the request heads, in order.
+    ``reset(head)``, when given, is asked first: True resets the connection (RST) before the
+    body is read. Yields the base URL and the request heads, in order.
     """
     heads: list[str] = []
     writers: set[asyncio.StreamWriter] = set()
@@ -154,6 +159,11 @@ async def raw_http_server(answer: RawAnswer) -> AsyncIterator[tuple[str, list[st
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 heads.append(head)
+                if reset is not None and reset(head):
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
                 lower = head.lower()
                 length = re.search(r"\r\ncontent-length: *(\d+)", lower)
                 size = int(length[1]) if length else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
@@ -9,6 +10,7 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 
+from _helpers import raw_http_server
 from aiohttp_resilient import RetryPolicy, resilient_session, upload_batches
 from aiohttp_resilient.testing import Fault, FaultServer, IdempotentSink
 
@@ -148,6 +150,64 @@ async def test_reset_after_the_body_is_reported_not_split() -> None:
     assert server.count("/b") == 1
     assert report.splits == 0
     assert report.items_failed == 5
+
+
+async def test_one_reset_while_sending_does_not_shrink_later_batches() -> None:
+    """A flaky link, not a size limit: one reset splits its batch, and that is all.
+
+    Every reset before the body went out lowered max_bytes for the rest of the run, so a flaky
+    link drove the upload toward one-item batches.
+    """
+    sizes: list[int] = []
+
+    async def answer(head: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        sizes.append(len(json.loads(body)))
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    resets = iter([True])  # the first request is reset before its body, the others are served
+
+    def reset(head: str) -> bool:
+        return next(resets, False)
+
+    async with raw_http_server(answer, reset=reset) as (url, heads):
+        async with aiohttp.ClientSession() as session:  # no retries: the upload sees the reset
+            report = await upload_batches(session, url + "/b", rows(40), max_items=10)
+    assert len(heads) == 6
+    assert sizes == [5, 5, 10, 10, 10]
+    assert report.ok
+    assert report.splits == 1
+    assert report.max_bytes == 1_000_000
+
+
+async def test_resets_that_repeat_still_shrink_later_batches() -> None:
+    """A body limit answered by resets: later batches come down below it, even without retries."""
+    sink = IdempotentSink()
+    async with FaultServer(max_body=10_000, max_body_action="rst") as server:
+        server.serve("/b", sink)
+        async with aiohttp.ClientSession() as session:
+            report = await upload_batches(session, server.url_for("/b"), rows(200), max_items=50)
+    assert report.ok
+    assert sorted(sink.applied) == list(range(200))
+    assert report.max_bytes <= 10_000
+    # Once lowered, batches fit: far fewer refusals than one per batch of 50.
+    assert server.action_counts["max_body_rst"] < 200 // 50 * 2
+
+
+async def test_a_batch_reset_on_every_attempt_of_the_session_shrinks_at_once() -> None:
+    """The session's middleware retried the batch (its key makes it idempotent): a repeat."""
+    sink = IdempotentSink()
+    policy = RetryPolicy(attempts=3, backoff_base=0.01, backoff_max=0.02)
+    async with (
+        FaultServer(max_body=5000, max_body_action="rst") as server,
+        resilient_session(policy=policy) as session,
+    ):
+        server.serve("/b", sink)
+        report = await upload_batches(session, server.url_for("/b"), rows(24), max_bytes=100_000)
+    assert server.action_counts["max_body_rst"] == 3  # all on the first batch, by the session
+    assert report.splits == 1
+    assert report.max_bytes < 5000
+    assert sorted(sink.applied) == list(range(24))
 
 
 def test_bad_arguments_are_named() -> None:

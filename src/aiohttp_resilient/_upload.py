@@ -4,9 +4,10 @@ Each batch carries an ``Idempotency-Key`` derived from the upload's id, the batc
 stream and its bytes, which makes the session's middleware retry it like an idempotent request (see
 ``RetryPolicy.idempotency_header``): a batch that may have reached the server is sent again with the
 same key, never outside its own retries, and two batches with the same bytes never share one.
-A ``413``, or a reset that came before the body was written whole, means the batch is too big for
-the server: it is halved (down to one item, which is then reported, not dropped), and later batches
-are built no larger than what was refused, halved.
+A ``413``, or a reset that came before the body was written whole, means the batch may be too big
+for the server: it is halved (down to one item, which is then reported, not dropped). Later batches
+are built no larger than half of what was refused only when the size is the likely cause: a
+``413``, or a reset that repeats (see :meth:`_Uploader.shrink`), not one reset of a flaky link.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiohttp.payload import Payload
 from yarl import URL
 
 from ._classify import Verdict, classify
+from ._exceptions import RetriesExhaustedError
 from ._middleware import session_policy
 from ._policy import DEFAULT_IDEMPOTENCY_HEADER, _check_int
 
@@ -69,7 +71,8 @@ class UploadReport:
         failed: Batches (or single items) not delivered, with their errors.
         stopped: The upload stopped at the first failure (``stop_on_failure``); items after it
             were not read.
-        max_bytes: The batch size in bytes the upload ended with (lowered by each split).
+        max_bytes: The batch size in bytes the upload ended with (lowered by a ``413``, or by
+            resets that repeat).
     """
 
     batches_sent: int = 0
@@ -119,8 +122,23 @@ class _Body(Payload):
 
 
 class _TooBig(Exception):
-    def __init__(self, why: str) -> None:
+    """The server refused the batch with a 413, or reset the connection before it was sent."""
+
+    def __init__(self, why: str, *, resets: int = 0) -> None:
         super().__init__(why)
+        self.resets = resets  # attempts of this body ended by a reset (0: a 413)
+
+
+def _resets(exc: aiohttp.ClientError) -> int:
+    """How many attempts of the request ``exc`` ended were reset (the session may have retried)."""
+    if not isinstance(exc, RetriesExhaustedError):
+        return 1
+    count = sum(
+        1
+        for attempt in exc.history
+        if attempt.error is not None and classify(attempt.error) is Verdict.MAYBE_SENT
+    )
+    return max(count, 1)
 
 
 class _Uploader:
@@ -146,6 +164,8 @@ class _Uploader:
         self.stop_on_failure = stop_on_failure
         self.headers = headers
         self.report = UploadReport(max_bytes=max_bytes)
+        # The smallest body reset once, while no body that large has been accepted since.
+        self.reset_size: int | None = None
         self.key_header = _key_header(session)
 
     def frame_size(self, sizes: int, count: int) -> int:
@@ -193,17 +213,18 @@ class _Uploader:
         try:
             failure = await self.post(body, first)
         except _TooBig as too_big:
+            self.shrink(too_big, len(body))
             if len(batch) == 1:
                 failure = FailedBatch(first, tuple(batch), f"too big on its own: {too_big}")
             else:
-                report = self.report
-                report.splits += 1
-                report.max_bytes = max(1, min(report.max_bytes, len(body) // 2))
+                self.report.splits += 1
                 half = len(batch) // 2
                 return await self.send(first, batch[:half], encoded[:half]) and await self.send(
                     first + half, batch[half:], encoded[half:]
                 )
         if failure is None:
+            if self.reset_size is not None and len(body) >= self.reset_size:
+                self.reset_size = None  # that size went through: the reset was not about size
             self.report.batches_sent += 1
             self.report.items_sent += len(batch)
             return True
@@ -216,6 +237,26 @@ class _Uploader:
             self.report.stopped = True
             return False
         return True
+
+    def shrink(self, refusal: _TooBig, size: int) -> None:
+        """Lower later batches' size after a refusal of ``size`` bytes, when size is the cause.
+
+        A 413 says so. A reset while sending may be a body limit (some servers and proxies
+        answer one by resetting) or a flaky link, and only a repeat tells them apart: the same
+        body reset on every attempt the session made (two or more: its middleware retries a
+        batch, the Idempotency-Key making it idempotent), or a reset of a body at least as big as
+        an earlier reset one, with no body that big accepted in between. A single reset costs
+        its batch a split and leaves later batches alone.
+        """
+        if refusal.resets == 0 or refusal.resets >= 2:
+            cap = size // 2
+        elif self.reset_size is not None and size >= self.reset_size:
+            cap = self.reset_size // 2
+        else:
+            self.reset_size = size if self.reset_size is None else min(self.reset_size, size)
+            return
+        self.reset_size = None
+        self.report.max_bytes = max(1, min(self.report.max_bytes, cap))
 
     def key(self, raw: bytes, first: int) -> str:
         """The batch's Idempotency-Key: its upload, its first item's position, its bytes.
@@ -261,7 +302,11 @@ class _Uploader:
             if not payload.written and classify(cause) is Verdict.MAYBE_SENT:
                 # The connection went while the body was being sent: the server cannot have
                 # taken it, and a server that resets oversized uploads looks exactly like this.
-                raise _TooBig(f"connection reset while sending {len(data)} bytes") from exc
+                resets = _resets(exc)
+                times = f" ({resets} attempts)" if resets > 1 else ""
+                raise _TooBig(
+                    f"connection reset while sending {len(data)} bytes{times}", resets=resets
+                ) from exc
             return FailedBatch(-1, (), str(exc) or type(exc).__name__, error=exc)
 
 
@@ -310,6 +355,11 @@ async def upload_batches(
     single items; one item still too big is reported in :attr:`UploadReport.failed`, never
     dropped silently. Other failures (statuses, retries exhausted) are reported per batch;
     ``stop_on_failure=True`` stops at the first one.
+
+    Later batches are built no larger than half of a refused one after a ``413``, or after a
+    reset that repeats: on every attempt the session made for that batch (two or more), or on a
+    batch at least as big as one reset earlier with none that big accepted since. A single reset
+    (a flaky link, not a limit) splits its batch and leaves later batches alone.
 
     Requests carry ``Expect: 100-continue``, so a server that refuses the size does so before
     the body is sent.
