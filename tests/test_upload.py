@@ -253,3 +253,36 @@ async def test_415_to_gzip_sends_plain_from_then_on() -> None:
     encodings = [r.headers.get("Content-Encoding") for r in server.records]
     assert encodings == ["gzip", None, None, None]
     assert sorted(sink.applied) == list(range(30))
+
+
+async def test_the_plain_resend_after_a_chunked_415_does_not_wait_for_its_own_slot() -> None:
+    """Under limit_per_host=1 the 415's connection holds the host's only slot until released.
+
+    The plain re-send was made inside the 415's ``async with``: with a chunked 415 body still
+    coming, it waited for the slot its own 415 held, until the deadline.
+    """
+    done = asyncio.Event()
+
+    async def answer(head: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        if "\r\ncontent-encoding: gzip" in head.lower():
+            writer.write(b"HTTP/1.1 415 Unsupported Media Type\r\nTransfer-Encoding: chunked\r\n")
+            writer.write(b"\r\n5\r\nno gz\r\n")  # the rest of the body never comes
+            await writer.drain()
+            await asyncio.wait_for(done.wait(), 10)
+            return False
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    async with (
+        raw_http_server(answer) as (url, heads),
+        resilient_session(policy=FAST, limit_per_host=1) as session,
+    ):
+        try:
+            report = await asyncio.wait_for(
+                upload_batches(session, url + "/b", rows(3), gzip=True), 5
+            )
+        finally:
+            done.set()
+    assert report.ok
+    assert len(heads) == 2
+    assert "content-encoding" not in heads[1].lower()

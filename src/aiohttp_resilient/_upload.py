@@ -287,16 +287,12 @@ class _Uploader:
             async with self.session.post(
                 self.url, data=payload, headers=headers, expect100=True
             ) as resp:
-                status = resp.status
+                status, reason = resp.status, resp.reason
                 if status == 413:
                     raise _TooBig(f"413 for {len(data)} bytes")
-                if status == 415 and self.gzip:
-                    self.gzip = False  # the server does not take gzip: send plain from now on
-                    return await self.post(raw, first)
-                await resp.read()
-                if status < 300:
-                    return None
-                return FailedBatch(-1, (), f"{status} {resp.reason}", status=status)
+                no_gzip = status == 415 and self.gzip
+                if not no_gzip:
+                    await resp.read()
         except aiohttp.ClientError as exc:
             cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
             if not payload.written and classify(cause) is Verdict.MAYBE_SENT:
@@ -308,6 +304,15 @@ class _Uploader:
                     f"connection reset while sending {len(data)} bytes{times}", resets=resets
                 ) from exc
             return FailedBatch(-1, (), str(exc) or type(exc).__name__, error=exc)
+        if no_gzip:
+            # The server does not take gzip: plain from now on. Sent once the 415 is released,
+            # not inside its block: until then its connection (a chunked body may still be on
+            # its way) holds a slot of the host, the only one under limit_per_host=1.
+            self.gzip = False
+            return await self.post(raw, first)
+        if status < 300:
+            return None
+        return FailedBatch(-1, (), f"{status} {reason}", status=status)
 
 
 def _key_header(session: aiohttp.ClientSession) -> str:
