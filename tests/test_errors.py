@@ -4,13 +4,13 @@ mistakes are named where they are made."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
+from _helpers import raw_http_server
 from aiohttp_resilient import (
     BodyNotReplayableError,
     HealthPolicy,
@@ -78,29 +78,15 @@ async def test_a_body_that_cannot_be_replayed_after_a_status_carries_it() -> Non
     assert "AsyncIterablePayload" in str(info.value)
 
 
-@contextlib.asynccontextmanager
-async def _chunked_then_cut() -> AsyncIterator[tuple[str, list[int]]]:
-    """A server whose chunked response is cut after its first chunk; counts requests."""
-    arrivals: list[int] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        arrivals.append(1)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/", arrivals
-    finally:
-        server.close()
-        await server.wait_closed()
+async def _chunked_then_cut(head: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+    """A chunked response cut after its first chunk."""
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    await writer.drain()
+    return False  # close the connection: the body ends mid-way
 
 
 async def test_a_chunked_body_cut_while_the_caller_reads_it_says_why_it_was_not_retried() -> None:
-    async with _chunked_then_cut() as (url, arrivals):
+    async with raw_http_server(_chunked_then_cut) as (url, arrivals):
         async with resilient_session(policy=FAST, health=NO_HEALTH) as session:
             async with session.get(url) as resp:
                 with pytest.raises(aiohttp.ClientPayloadError) as info:
