@@ -252,7 +252,7 @@ async def fetch_on_a_terminal(tmp_path: Path, *, hide_rich: bool) -> tuple[int, 
 async def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     """With the [cli] extra and stderr on a terminal: a rich bar with done/total, failed, in
     flight and retries, on stderr, instead of plain lines."""
-    pytest.importorskip("rich")
+    pytest.importorskip("rich", reason="rich is the [cli] extra (the test extra installs it)")
     code, text = await fetch_on_a_terminal(tmp_path, hide_rich=False)
     assert code == 0
     assert "3/3" in text
