@@ -82,12 +82,14 @@ async def _run_against(server: FaultServer, rounds: int) -> None:
     assert server.count("/", method="POST") == sent  # each arrived once
 
 
+@pytest.mark.slow
 async def test_posts_after_idle_gaps_around_the_servers_timeout_are_never_lost() -> None:
     # Both timeouts at once: the test lasts as long as the longer one.
     async with FaultServer(idle_close=1.0) as one, FaultServer(idle_close=2.0) as two:
         await asyncio.gather(_run_against(one, rounds=len(OFFSETS)), _run_against(two, rounds=6))
 
 
+@pytest.mark.slow
 async def test_an_announced_keep_alive_timeout_is_honoured_from_the_first_response() -> None:
     async with FaultServer(idle_close=1.0, keep_alive_header="timeout=1") as server:
         url = server.url_for("/")
@@ -104,6 +106,7 @@ async def test_an_announced_keep_alive_timeout_is_honoured_from_the_first_respon
     assert server.count("/", method="POST") == sent
 
 
+@pytest.mark.slow
 async def test_a_host_that_keeps_connections_long_is_still_reused_after_gaps() -> None:
     # Learning must not cost a server with a long timeout its keep-alive: a GET after 1.5 s of
     # idleness reuses the connection, and a POST does once a connection outlived the pool's time.
@@ -256,6 +259,7 @@ async def _uvicorn(tmp_path: Path, keep_alive: int) -> AsyncIterator[tuple[URL, 
         await asyncio.wait_for(proc.wait(), timeout=10)
 
 
+@pytest.mark.slow
 async def test_uvicorn_with_a_one_second_keep_alive_loses_no_post(tmp_path: Path) -> None:
     pytest.importorskip("uvicorn", reason="uvicorn is a test dependency (the test extra)")
     async with _uvicorn(tmp_path, keep_alive=1) as (url, counts):
