@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aiohttp_resilient._bench import QUICK_HEALTH_CLIENTS, _config
+from aiohttp_resilient._bench import QUICK_HEALTH_CLIENTS, _config, _cost
 from aiohttp_resilient._bench._report import evaluate_targets, write_plot, write_timeline_plot
 from aiohttp_resilient._bench._runner import recovery_figures, series
 from aiohttp_resilient._cli import build_parser, main
@@ -333,3 +335,63 @@ def test_ratelimit_target_counts_requests_the_cap_cut_off() -> None:
         ("NOT held", "0 failed, 196 not finished when the time cap cut the run, of 300"),
         ("NOT held", "69 req/s"),
     ]
+
+
+HAS_VALGRIND = shutil.which("valgrind") is not None
+
+
+def _run_cost(
+    out: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``aiohttp-resilient bench --cost ARGS --out OUT`` in a subprocess, bounded in time."""
+    command = [sys.executable, "-m", "aiohttp_resilient._cli", "bench", "--cost", *args]
+    return subprocess.run(
+        [*command, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+@pytest.mark.skipif(
+    not HAS_VALGRIND,
+    reason="valgrind is not installed (Debian package valgrind): bench --cost counts "
+    "instructions with callgrind",
+)
+def test_cost_counts_instructions_per_request(tmp_path: Path) -> None:
+    """At a tiny size (10 and 20 GETs under callgrind): a plausible count, the targets stated."""
+    proc = _run_cost(tmp_path, "--configs", "raw", "--requests", "10", "--runs", "1")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "cost.json").read_text(encoding="utf-8"))
+    raw = result["configs"]["raw"]
+    # A GET through aiohttp is a few hundred thousand instructions, not a handful nor millions.
+    assert 50_000 < raw["instructions"] < 5_000_000
+    assert raw["ratio"] == 1.0
+    assert result["method"]["n2"] - result["method"]["n1"] == 10
+    markdown = (tmp_path / "cost.md").read_text(encoding="utf-8")
+    assert "| `raw` |" in markdown
+    assert "instructions/request" in proc.stdout
+
+
+def test_cost_without_valgrind_says_why(tmp_path: Path) -> None:
+    """Where valgrind is missing, --cost names the package to install and counts nothing."""
+    env = {**os.environ, "PATH": str(tmp_path)}  # no valgrind on this PATH
+    proc = _run_cost(tmp_path / "out", "--configs", "raw", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "valgrind is not installed" in proc.stderr
+    assert "apt-get install valgrind" in proc.stderr
+    assert not (tmp_path / "out" / "cost.json").exists()
+
+
+def test_cost_targets_are_judged() -> None:
+    """Each target's verdict follows the ratio; a configuration not built yet is not measured."""
+    rows = {"raw": {"instructions": 100.0}, "middleware": {"instructions": 103.0}}
+    by_config = {t.config: t for t in _cost.TARGETS}
+    assert _cost._judge(by_config["middleware"], rows, list(_cost.CONFIGS))["verdict"] == "NOT held"
+    rows["middleware"]["instructions"] = 101.0
+    assert _cost._judge(by_config["middleware"], rows, list(_cost.CONFIGS))["verdict"] == "held"
+    metrics = _cost._judge(by_config["resilient-metrics"], rows, list(_cost.CONFIGS))
+    assert metrics["verdict"] == "not measured"
+    assert "issue 10" in metrics["measured"]

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import _cost
 from ._clients import CLIENTS
 from ._report import (
     evaluate_targets,
@@ -140,6 +141,20 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     bench.add_argument("--seed", type=int, default=1, help="seed of faults and client order (1)")
     bench.add_argument(
+        "--cost",
+        action="store_true",
+        help="instead of the fault runs: instructions per sequential GET of each --configs "
+        "configuration, counted with callgrind (needs valgrind), as ratios to raw aiohttp, "
+        f"with the issue's targets; --requests sets N2-N1 ({_cost.COST_REQUESTS}); "
+        "writes cost.json and cost.md",
+    )
+    bench.add_argument(
+        "--configs",
+        type=_names(list(_cost.CONFIG_NAMES), "configuration"),
+        metavar="A,B",
+        help=f"--cost configurations (all): {', '.join(_cost.CONFIG_NAMES)}",
+    )
+    bench.add_argument(
         "--no-plot", action="store_true", help="do not write plot.png and timeline.png"
     )
     bench.set_defaults(parser=bench)
@@ -206,6 +221,8 @@ def _cell(
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed ``args`` describe; returns the exit status."""
+    if args.cost:
+        return _run_cost(args)
     config = _config(args)
     _, skipped = available_clients(config.clients)
     out: Path = args.out
@@ -255,3 +272,22 @@ def run(args: argparse.Namespace) -> int:
             written.append("timeline.png")
     print(f"\nwrote {', '.join(str(out / name) for name in written)}")
     return 1 if raw["failures"] else 0
+
+
+def _run_cost(args: argparse.Namespace) -> int:
+    err = sys.stderr
+    print(
+        f"aiohttp-resilient bench --cost: callgrind, writing to {args.out}/", file=err, flush=True
+    )
+    result = _cost.run_cost(
+        args.out,
+        configs=args.configs,
+        requests=args.requests or _cost.COST_REQUESTS,
+        wall_rounds=args.runs or _cost.WALL_ROUNDS,
+        log=lambda line: print(line, file=err, flush=True),
+    )
+    if result is None:  # valgrind missing: said why
+        return 0
+    print(_cost.cost_markdown(result))
+    print(f"wrote {args.out / 'cost.json'}, {args.out / 'cost.md'}")
+    return 0
