@@ -79,6 +79,7 @@ def retry_session(
     middlewares: Iterable[Any] = (),
     tracking: bool = True,
     health: Any = None,
+    idle_timeout: float | None = None,
     **session_options: Any,
 ) -> aiohttp.ClientSession:
     """A real ClientSession with our middleware, its hidden retry left as aiohttp sets it."""
@@ -88,6 +89,7 @@ def retry_session(
         health=health,
         on_retry=on_retry,
         on_giveup=on_giveup,
+        idle_timeout=idle_timeout,
         sleep=sleep or SleepRecorder(),
     )
     connector_class = TrackingConnector if tracking else aiohttp.TCPConnector

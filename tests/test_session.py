@@ -47,7 +47,9 @@ async def test_presets_tune_the_connector_and_timeout(preset: str) -> None:
         assert connector.limit == tuning.limit
         assert connector.limit_per_host == tuning.limit_per_host
         assert session.timeout == tuning.timeout
-        assert session.timeout.sock_read is not None
+        # No per-read timer: the middleware's idle watchdog abandons a silent response instead.
+        assert session.timeout.sock_read is None
+        assert session._middlewares[0].idle_timeout == tuning.idle_timeout  # type: ignore[attr-defined]
         assert session.timeout.sock_connect is not None
         assert session.timeout.connect is not None
         assert session.timeout.total is not None

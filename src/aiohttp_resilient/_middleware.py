@@ -36,6 +36,7 @@ from ._exceptions import (
     RetryBudgetExhaustedError,
 )
 from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
+from ._idle import IdleWatchdog
 from ._limiter import HostKey, HostLimiter, host_key
 from ._notes import add_note
 from ._policy import RetryPolicy, parse_retry_after
@@ -145,6 +146,12 @@ class RetryMiddleware:
         health: The host-health state (:class:`HostHealth`, shared by whoever is given the same
             instance) or the :class:`HealthPolicy` of a new one; by default a new one with
             every mechanism on, over ``limiter``.
+        idle_timeout: Seconds without a byte of the response after which an attempt is
+            abandoned with :class:`aiohttp.SocketTimeoutError` (and retried if the request is
+            idempotent); it covers the wait for the headers, the body read inside the retry,
+            and a body the caller streams afterwards. One timer per event loop, not per read
+            (``_idle.py``). ``None``: no watchdog (aiohttp's ``sock_read`` still
+            works).
         on_retry: Called with a :class:`RetryEvent` before each wait (a coroutine function is
             awaited).
         on_giveup: Called with a :class:`RetryEvent` when giving up.
@@ -155,7 +162,16 @@ class RetryMiddleware:
         clock: A monotonic clock in seconds (inject a fake one in tests).
     """
 
-    __slots__ = ("_clock", "_health", "_on_giveup", "_on_retry", "_sleep", "_stats", "policy")
+    __slots__ = (
+        "_clock",
+        "_health",
+        "_idle",
+        "_on_giveup",
+        "_on_retry",
+        "_sleep",
+        "_stats",
+        "policy",
+    )
 
     def __init__(
         self,
@@ -166,6 +182,7 @@ class RetryMiddleware:
         on_retry: RetryHook | None = None,
         on_giveup: RetryHook | None = None,
         stats: StatsRecorder | bool = True,
+        idle_timeout: float | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -193,6 +210,7 @@ class RetryMiddleware:
         self._on_giveup = on_giveup
         self._sleep = sleep
         self._clock = clock
+        self._idle = None if idle_timeout is None else IdleWatchdog(idle_timeout)
         self._stats = StatsRecorder() if stats is True else (stats or None)
 
     @property
@@ -209,6 +227,11 @@ class RetryMiddleware:
     def health(self) -> HostHealth:
         """The host-health state."""
         return self._health
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds of silence after which an attempt's response is abandoned (``None``: off)."""
+        return None if self._idle is None else self._idle.idle
 
     def __repr__(self) -> str:
         return f"<RetryMiddleware policy={self.policy!r} health={self._health!r}>"
@@ -228,6 +251,7 @@ class RetryMiddleware:
             session._retry_connection = False
         health = self._health
         stats = self._stats
+        idle = self._idle
         url = req.url
         key = (url.scheme, url.host, url.port)  # host_key(), inlined: it runs per request
         buffer = idempotent and policy.buffer_body
@@ -247,6 +271,8 @@ class RetryMiddleware:
                 claim = await self._claim(
                     req, policy, key, run, number, started, wait_until, charged_at
                 )
+            if idle is not None:
+                idle.watch(req)
             try:
                 if deadline is None:  # the hot path: _send() inlined, a coroutine frame less
                     resp = await handler(req)
@@ -261,6 +287,8 @@ class RetryMiddleware:
                         started + deadline - clock(), req, handler, policy, buffer
                     )
             except _DeadlinePassedError as passed:
+                if idle is not None:
+                    idle.unwatch(req)
                 claim.abandon(clock())
                 raise await self._deadline_give_up(
                     passed, run, policy, req, started, number, claim.started
@@ -268,6 +296,8 @@ class RetryMiddleware:
             except Exception as exc:
                 error = exc
             except BaseException:  # cancelled: free the claim, never retry or swallow
+                if idle is not None:
+                    idle.unwatch(req)
                 claim.abandon(clock())
                 raise
             else:
@@ -288,6 +318,8 @@ class RetryMiddleware:
                         connection.add_callback(claim.release_slot)  # type: ignore[union-attr]
                     if stats is not None:
                         stats.served(key, now - started, now - claim.started, run)
+                    if idle is not None and resp.content.is_eof():
+                        idle.unwatch(req)  # else the watchdog follows the caller's read
                     return resp
                 # A retryable status. Until it is handed back or thrown away, the response and
                 # its slot must be freed on any way out (a cancelled hook, say).
@@ -342,6 +374,8 @@ class RetryMiddleware:
                 continue
 
             # The attempt raised.
+            if idle is not None:
+                idle.unwatch(req)
             now = clock()
             verdict = classify(error)
             reused = _take_reused()
