@@ -76,7 +76,7 @@ class IdleWatchdog:
         ValueError: ``idle`` is not a positive number.
     """
 
-    __slots__ = ("_handle", "_loop", "_period", "idle", "watched")
+    __slots__ = ("_handle", "_period", "idle", "loop", "watched")
 
     def __init__(self, idle: float) -> None:
         _check_number("idle_timeout", idle, minimum=0, inclusive=False)
@@ -85,31 +85,34 @@ class IdleWatchdog:
         #: The watched requests, each with what was known at the last look (before the first
         #: look: the response the request had before this attempt).
         self.watched: dict[ClientRequest, _Watch | ClientResponse | None] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: The loop the timer runs on (``None``: no timer).
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
 
     def watch(self, req: ClientRequest) -> None:
-        """Watch the attempt about to send ``req`` (again, on a retry)."""
+        """Watch the attempt about to send ``req`` (again, on a retry). The middleware inlines
+        this: keep the two alike."""
         self.watched[req] = req.response
-        if self._loop is not req.loop:
-            self._start(req.loop)
+        if self.loop is not req.loop:
+            self.start(req.loop)
 
     def unwatch(self, req: ClientRequest) -> None:
         """Stop watching ``req`` (its attempt failed, or its response is complete)."""
         self.watched.pop(req, None)
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        # The first watch, or the first on a new loop (a timer of a finished loop never fires).
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the timer on ``loop``: at the first watch, or the first on a new loop (the timer
+        of a finished loop never fires)."""
         if self._handle is not None:
             self._handle.cancel()
-        self._loop = loop
+        self.loop = loop
         self._handle = loop.call_later(self._period, self._look)
 
     def _look(self) -> None:
         watched = self.watched
-        loop = self._loop
+        loop = self.loop
         if not watched or loop is None:
-            self._loop = self._handle = None  # the next watch starts the timer again
+            self.loop = self._handle = None  # the next watch starts the timer again
             return
         now = loop.time()
         self._handle = loop.call_at(now + self._period, self._look)

@@ -271,8 +271,10 @@ class RetryMiddleware:
                 claim = await self._claim(
                     req, policy, key, run, number, started, wait_until, charged_at
                 )
-            if idle is not None:
-                idle.watch(req)
+            if idle is not None:  # idle.watch(req), inlined: it runs per attempt
+                idle.watched[req] = req.response
+                if idle.loop is not req.loop:
+                    idle.start(req.loop)
             try:
                 if deadline is None:  # the hot path: _send() inlined, a coroutine frame less
                     resp = await handler(req)
@@ -319,7 +321,7 @@ class RetryMiddleware:
                     if stats is not None:
                         stats.served(key, now - started, now - claim.started, run)
                     if idle is not None and resp.content.is_eof():
-                        idle.unwatch(req)  # else the watchdog follows the caller's read
+                        idle.watched.pop(req, None)  # else the watchdog follows the caller's read
                     return resp
                 # A retryable status. Until it is handed back or thrown away, the response and
                 # its slot must be freed on any way out (a cancelled hook, say).
