@@ -241,7 +241,8 @@ class HostClaim:
             if rate is not None:
                 rate.success(now)
         finally:
-            self._finish(keep_slot)
+            if self.probe or (self.slot and not keep_slot):  # else _finish() has nothing to do
+                self._finish(keep_slot)
 
     def end(
         self,

@@ -115,7 +115,7 @@ class HostLimiter:
     def release(self, key: HostKey) -> None:
         """Give back a slot taken by :meth:`acquire` or :meth:`try_acquire`."""
         host = self._hosts[key]
-        if host.held <= host.limit and self._hand_over(host):
+        if host.waiters and host.held <= host.limit and self._hand_over(host):
             return  # the slot went straight to the next in line
         host.held -= 1
 
