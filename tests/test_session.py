@@ -123,6 +123,33 @@ async def test_default_headers_and_user_headers(fault_server: FaultServer) -> No
     assert "gzip" in second.headers["Accept-Encoding"]
 
 
+async def test_user_agent_is_an_automatic_header(fault_server: FaultServer) -> None:
+    """Our User-Agent rides with aiohttp's automatic headers (no merge per request): a request's
+    own header wins, skipping another auto header keeps it, skipping it drops it, and a session
+    with a request_class of its own still sends it."""
+
+    class MyRequest(aiohttp.ClientRequest):
+        pass
+
+    url = fault_server.url_for("/ua")
+    async with resilient_session() as session:
+        for options in (
+            {"headers": {"User-Agent": "req/1"}},
+            {"skip_auto_headers": ["Accept"]},
+            {"skip_auto_headers": ["User-Agent"]},
+        ):
+            async with session.get(url, **options) as resp:  # type: ignore[arg-type]
+                assert resp.status == 200
+    async with resilient_session(request_class=MyRequest) as session:
+        async with session.get(url) as resp:
+            assert resp.status == 200
+    agents = [r.headers.get("User-Agent") for r in fault_server.records]
+    assert agents[0] == "req/1"
+    assert str(agents[1]).startswith("aiohttp-resilient/")
+    assert agents[2] is None
+    assert str(agents[3]).startswith("aiohttp-resilient/")
+
+
 async def test_force_close_sends_connection_close(fault_server: FaultServer) -> None:
     """force_close sends Connection: close and uses a new connection per request."""
     async with resilient_session(force_close=True) as session:
