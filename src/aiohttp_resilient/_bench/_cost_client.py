@@ -46,6 +46,34 @@ def _raw_sock_read() -> aiohttp.ClientSession:
     )
 
 
+async def _noop(
+    req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    return await handler(req)
+
+
+def _noop_middleware() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(middlewares=[_noop])
+
+
+def _connector(*, tracking: bool) -> Callable[[], aiohttp.ClientSession]:
+    def make() -> aiohttp.ClientSession:
+        from aiohttp_resilient._connector import TrackingConnector
+        from aiohttp_resilient._session import PRESETS
+
+        tuning = PRESETS["default"]
+        kind = TrackingConnector if tracking else aiohttp.TCPConnector
+        connector = kind(
+            limit=tuning.limit,
+            limit_per_host=tuning.limit_per_host,
+            ttl_dns_cache=tuning.ttl_dns_cache,
+            keepalive_timeout=tuning.keepalive_timeout,
+        )
+        return aiohttp.ClientSession(connector=connector)
+
+    return make
+
+
 def _middleware(*, health: bool) -> Callable[[], aiohttp.ClientSession]:
     def make() -> aiohttp.ClientSession:
         from aiohttp_resilient._health import HealthPolicy
@@ -83,6 +111,23 @@ CONFIGS: Final[tuple[CostConfig, ...]] = (
         "ClientSession(timeout=ClientTimeout(total=120, connect=15, sock_connect=10, "
         "sock_read=30)): the preset's former timeout",
         _raw_sock_read,
+    ),
+    # Where the time goes: aiohttp's own middleware plumbing, and the preset's connector alone.
+    CostConfig(
+        "noop-middleware",
+        "ClientSession(middlewares=[<a middleware that only awaits the handler>])",
+        _noop_middleware,
+    ),
+    CostConfig(
+        "connector",
+        "ClientSession(connector=TCPConnector(<the default preset's limit, limit_per_host=16, "
+        "ttl_dns_cache, keepalive_timeout>))",
+        _connector(tracking=False),
+    ),
+    CostConfig(
+        "tracking-connector",
+        "the same with TrackingConnector (reuse tracking, keep-alive learning)",
+        _connector(tracking=True),
     ),
     CostConfig(
         "middleware-nohealth",
