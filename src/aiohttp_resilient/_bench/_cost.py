@@ -127,25 +127,27 @@ def _start_server() -> tuple[subprocess.Popen[str], str]:
     return proc, line.split()[-1]
 
 
-def _instructions(name: str, url: str, requests: int, workdir: Path) -> int:
-    """Instructions (callgrind's Ir) of one client process making ``requests`` GETs."""
-    out = workdir / f"callgrind.{name}.{requests}"
+def _run_client(name: str, command: list[str], timeout: float) -> str:
+    """Run one client process pinned to the client CPU; its stdout."""
     proc = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            *_client_command(name, url, requests),
-        ],
+        command,
         capture_output=True,
         text=True,
         check=False,
-        timeout=1800,
+        timeout=timeout,
         env=_CLIENT_ENV,
         preexec_fn=_pinned(CLIENT_CPU),
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"{name} under callgrind failed: {proc.stderr[-2000:]}")
+        raise RuntimeError(f"{name} failed: {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def _instructions(name: str, url: str, requests: int, workdir: Path) -> int:
+    """Instructions (callgrind's Ir) of one client process making ``requests`` GETs."""
+    out = workdir / f"callgrind.{name}.{requests}"
+    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    _run_client(name, [*valgrind, *_client_command(name, url, requests)], timeout=1800)
     for line in out.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
@@ -154,18 +156,8 @@ def _instructions(name: str, url: str, requests: int, workdir: Path) -> int:
 
 def _wall(name: str, url: str, requests: int) -> float:
     """CPU seconds per request of one native client process."""
-    proc = subprocess.run(
-        _client_command(name, url, requests),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        env=_CLIENT_ENV,
-        preexec_fn=_pinned(CLIENT_CPU),
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed: {proc.stderr[-2000:]}")
-    return float(proc.stdout.split()[-1]) / requests
+    stdout = _run_client(name, _client_command(name, url, requests), timeout=600)
+    return float(stdout.split()[-1]) / requests
 
 
 def valgrind_missing() -> str | None:
