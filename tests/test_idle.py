@@ -57,8 +57,8 @@ async def test_body_that_stops_is_retried_within_the_idle_time(fault_server: Fau
 
 async def test_slow_steady_stream_is_not_cut(fault_server: FaultServer) -> None:
     """One chunk every sixth of the idle time, for several idle periods: delivered whole."""
-    idle = 0.6
-    body = b"y" * 16
+    idle = 1.0  # generous: a loaded machine may delay a chunk by a good part of a second
+    body = b"y" * 12
     fault_server.script("/steady", [Fault.drip(body, chunk=1, interval=idle / 6)])
     async with retry_session(idle_timeout=idle) as session:
         started = time.monotonic()
@@ -66,6 +66,35 @@ async def test_slow_steady_stream_is_not_cut(fault_server: FaultServer) -> None:
             assert await resp.read() == body
         assert time.monotonic() - started > 2 * idle  # it did outlast the idle time
     assert fault_server.count("/steady") == 1  # never cut, never retried
+
+
+async def test_a_stalled_event_loop_is_not_taken_for_a_silent_server(
+    fault_server: FaultServer,
+) -> None:
+    """The loop blocked longer than the idle time while a steady body flows: the late look
+    judges nothing (the bytes are not read yet), and the body arrives whole."""
+    body = b"s" * 24
+    # Bytes out of step with the looks (every IDLE / 4), so that some stall has none in flight.
+    fault_server.script("/blocked", [Fault.drip(body, chunk=1, interval=IDLE / 3)])
+
+    async with retry_session(idle_timeout=IDLE) as session:
+
+        async def block_the_loop() -> None:
+            for _ in range(4):  # a stall may catch a byte in flight: several make it certain
+                await asyncio.sleep(IDLE / 2)  # the stream is under way
+                # Right after a look, before a byte is read: the next look comes late and may
+                # find nothing new since the last one.
+                handle = _watchdog(session)._handle
+                assert handle is not None
+                when = handle.when() + 1e-6
+                asyncio.get_running_loop().call_at(when, time.sleep, 1.5 * IDLE)
+                await asyncio.sleep(max(0.0, when - asyncio.get_running_loop().time()) + 0.01)
+
+        blocker = asyncio.create_task(block_the_loop())
+        async with session.get(fault_server.url_for("/blocked")) as resp:
+            assert await resp.read() == body
+        await blocker
+    assert fault_server.count("/blocked") == 1
 
 
 async def test_stream_read_after_hand_over_still_times_out(fault_server: FaultServer) -> None:

@@ -106,7 +106,7 @@ class IdleWatchdog:
         if self._handle is not None:
             self._handle.cancel()
         self.loop = loop
-        self._handle = loop.call_later(self._period, self._look)
+        self._handle = loop.call_at(loop.time() + self._period, self._look)
 
     def _look(self) -> None:
         watched = self.watched
@@ -115,6 +115,10 @@ class IdleWatchdog:
             self.loop = self._handle = None  # the next watch starts the timer again
             return
         now = loop.time()
+        assert self._handle is not None
+        # A look that runs more than a period late judges nothing: the event loop was stalled
+        # (a blocking call, a starved process), and bytes that came meanwhile are not read yet.
+        stalled = now - self._handle.when() > self._period
         self._handle = loop.call_at(now + self._period, self._look)
         for req, state in list(watched.items()):
             if not isinstance(state, _Watch):  # its first look
@@ -140,7 +144,7 @@ class IdleWatchdog:
             if marker != state.marker:
                 state.marker = marker
                 state.since = now
-            elif now - state.since >= self.idle - _SLACK:
+            elif now - state.since >= self.idle - _SLACK and not stalled:
                 del watched[req]
                 self._expire(resp)
 
