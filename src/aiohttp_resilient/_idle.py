@@ -62,7 +62,8 @@ class IdleWatchdog:
     A silence is detected between ``idle`` and ``idle * (1 + 1/CHECKS_PER_IDLE)`` seconds after
     the last byte: one timer per event loop looks every ``idle / CHECKS_PER_IDLE`` seconds while
     something is watched, and stops when nothing is. A stream whose gaps are all shorter than
-    ``idle`` is never cut.
+    ``idle`` is never cut, and a look that comes more than a period late (the event loop was
+    blocked) cuts nothing.
 
     Usage::
 
