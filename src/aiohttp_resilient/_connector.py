@@ -23,14 +23,13 @@ from ._keepalive import (
     KeepAliveTable,
     parse_keep_alive_timeout,
 )
-from ._policy import DEFAULT_IDEMPOTENCY_HEADER
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientTimeout
     from aiohttp.client_reqrep import ConnectionKey
     from aiohttp.tracing import Trace
 
-__all__ = ["RACE_SAFE_METHODS", "TrackingConnector", "last_connection_reused"]
+__all__ = ["TrackingConnector", "last_connection_reused", "race_unsafe"]
 
 #: Whether the connection the current task's latest attempt got had carried a request before.
 #: A ContextVar, not an attribute on aiohttp's objects: storing a foreign attribute on the request
@@ -40,13 +39,11 @@ last_connection_reused: Final[ContextVar[bool | None]] = ContextVar(
     "aiohttp_resilient_last_connection_reused", default=None
 )
 
-#: Methods whose request can be sent again after the stale keep-alive race: they may reuse a
-#: connection up to the pool's idle time. Others only up to the host's safe idle limit.
-RACE_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-
-# Whether the connection being looked for is for a request the race would lose (the pool's
-# _get() does not see the request; the task's context carries it there).
-_race_unsafe: Final[ContextVar[bool]] = ContextVar("aiohttp_resilient_race_unsafe", default=False)
+#: Whether the request the current task sends is one the stale keep-alive race would lose (the
+#: retry policy would not send it again): RetryMiddleware sets it per call, and the pool's _get(),
+#: which does not see the request, reads it. Such a request reuses a connection only within the
+#: host's safe idle limit; others up to the pool's idle time.
+race_unsafe: Final[ContextVar[bool]] = ContextVar("aiohttp_resilient_race_unsafe", default=False)
 
 
 class _PooledHandler(ResponseHandler):
@@ -107,8 +104,9 @@ class TrackingConnector(aiohttp.TCPConnector):
 
     Keep-alive learning, per pool key: a server's ``Keep-Alive: timeout=N`` (the middleware passes
     it on), and the idle time after which the server was seen closing pooled connections, set how
-    long an idle connection may be reused; non-idempotent requests (which the race would lose)
-    reuse a connection to a host whose timeout is unknown only within 1 s of idleness. The pool
+    long an idle connection may be reused; requests the retry policy would not send again (which
+    the race would lose: :class:`RetryMiddleware` tells the pool which) reuse a connection to a
+    host whose timeout is unknown only within 1 s of idleness. The pool
     hands out its most recently used connection first. :attr:`keep_alive_estimate` tells what was
     learned. The rule in full is in the README ("Keep-alive").
 
@@ -148,26 +146,18 @@ class TrackingConnector(aiohttp.TCPConnector):
             )
         return table
 
-    async def connect(
+    async def _create_connection(
         self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
-    ) -> Connection:
-        """Get a connection as aiohttp does, and note whether it had served before."""
+    ) -> ResponseHandler:
+        # Only new connections pass here (not every request): the protocol learns its pool key,
+        # and the attempt is told that its connection is new.
         if self._keep_alive is None:
-            self._table()
-        # A request the middleware may send again after the race (an idempotent method, or one
-        # with an Idempotency-Key) may reuse a connection as long as the pool allows.
-        _race_unsafe.set(
-            req.method not in RACE_SAFE_METHODS and DEFAULT_IDEMPOTENCY_HEADER not in req.headers
-        )
-        connection = await super().connect(req, traces, timeout)
-        protocol = connection.protocol
+            self._table()  # before the first protocol is made: it swaps the factory
+        protocol = await super()._create_connection(req, traces, timeout)
         if isinstance(protocol, _PooledHandler):
-            if protocol.pool_key is None:
-                protocol.pool_key = req.connection_key
-                last_connection_reused.set(False)
-            else:
-                last_connection_reused.set(True)
-        return connection
+            protocol.pool_key = req.connection_key
+        last_connection_reused.set(False)
+        return protocol
 
     async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
         # aiohttp 3.14's _get(), with two changes: the most recently released connection goes
@@ -180,7 +170,7 @@ class TrackingConnector(aiohttp.TCPConnector):
         if table is None:
             return await super()._get(key, traces)
         safe, unsafe = table.limits(key)
-        limit = unsafe if _race_unsafe.get() else safe
+        limit = unsafe if race_unsafe.get() else safe
         now = monotonic()
         while conns:
             proto, released = conns[-1]
@@ -197,6 +187,7 @@ class TrackingConnector(aiohttp.TCPConnector):
             self._acquired.add(proto)
             if self._limit_per_host:
                 self._acquired_per_host[key].add(proto)
+            last_connection_reused.set(True)
             if traces:
                 for trace in traces:
                     try:

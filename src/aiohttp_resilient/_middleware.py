@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
 from ._classify import Signal, Verdict, classify, signal_of_error, signal_of_status
-from ._connector import TrackingConnector, last_connection_reused
+from ._connector import TrackingConnector, last_connection_reused, race_unsafe
 from ._decision import next_step, next_step_after_error
 from ._engine import (
     REASON_STALE,
@@ -243,6 +243,8 @@ class RetryMiddleware:
         idempotent = method in policy.methods or (
             policy.idempotency_header is not None and policy.idempotency_header in req.headers
         )
+        if race_unsafe.get() is idempotent:  # the pool keeps a request it cannot resend off
+            race_unsafe.set(not idempotent)  # connections idle long enough to be closing
         # aiohttp re-runs the chain once after a ClientOSError/ServerDisconnectedError unless the
         # session's private switch is off. It reads the switch when a request starts, so requests
         # already under way may still be re-run: _not_retried() never lets those errors through.
