@@ -106,3 +106,28 @@ def test_a_source_without_stats_is_refused() -> None:
     """A session without a RetryMiddleware cannot be exported: said at once."""
     with pytest.raises(ValueError, match="keeps no stats"):
         PrometheusCollector(object())
+
+
+def test_a_middleware_or_function_without_stats_is_refused() -> None:
+    """A RetryMiddleware(stats=False) or a @retry_on_disconnect(stats=False) function is
+    callable, but it is not a function returning Stats: refused at construction, not called at
+    every scrape. A plain function returning Stats is still taken."""
+    from aiohttp_resilient import RetryMiddleware, retry_on_disconnect, stats
+
+    calls = []
+
+    @retry_on_disconnect(stats=False)
+    async def fetch() -> None:
+        calls.append(1)
+
+    for source in (RetryMiddleware(stats=False), fetch):
+        with pytest.raises(ValueError, match="keeps no stats"):
+            PrometheusCollector(source)
+    assert not calls
+
+    @retry_on_disconnect
+    async def counted() -> None:
+        pass
+
+    collector = PrometheusCollector(lambda: stats(counted))
+    assert list(collector.collect())  # the function's Stats, read at each scrape

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Final
 
+import aiohttp
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -15,8 +16,9 @@ from prometheus_client.registry import Collector
 
 from ._breaker import CircuitState
 from ._histogram import Latency
+from ._middleware import RetryMiddleware
 from ._snapshot import HostStats, Stats, merge_hosts, stats
-from ._stats import OTHER_HOST
+from ._stats import OTHER_HOST, STATS_ATTR
 
 __all__ = ["HTTP_BUCKETS", "PrometheusCollector"]
 
@@ -68,14 +70,14 @@ class PrometheusCollector(Collector):
             raise ValueError(f"max_hosts must be an int >= 0, got {max_hosts!r}")
         if not namespace or not namespace.replace("_", "").isalnum():
             raise ValueError(f"namespace must be letters, digits and '_', got {namespace!r}")
-        if callable(source) and stats(source) is None:
-            self._read: Callable[[], Stats | None] = source  # a function that returns Stats
+        if stats(source) is not None:
+            self._read: Callable[[], Stats | None] = lambda: stats(source)
+        elif callable(source) and not _stats_capable(source):
+            self._read = source  # a function that returns Stats
         else:
-            if stats(source) is None:
-                raise ValueError(
-                    f"source keeps no stats (no RetryMiddleware, or stats=False): {source!r}"
-                )
-            self._read = lambda: stats(source)
+            raise ValueError(
+                f"source keeps no stats (no RetryMiddleware, or stats=False): {source!r}"
+            )
         self.max_hosts = max_hosts
         self.namespace = namespace
 
@@ -169,6 +171,16 @@ class PrometheusCollector(Collector):
             buckets.append(("+Inf", float(latency.count)))
             family.add_metric([host], buckets, latency.sum)
         return family
+
+
+def _stats_capable(source: object) -> bool:
+    """Whether ``source`` is a session, a :class:`RetryMiddleware` or a
+    ``@retry_on_disconnect`` function: something :func:`stats` reads (which keeps none when it
+    returned ``None``), not a function that returns :class:`Stats`. A middleware or a decorated
+    function is callable too: taken for a stats function, it would be called at every scrape."""
+    return isinstance(source, (aiohttp.ClientSession, RetryMiddleware)) or hasattr(
+        source, STATS_ATTR
+    )
 
 
 def capped_hosts(snapshot: Stats, max_hosts: int) -> list[HostStats]:
