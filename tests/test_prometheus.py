@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import aiohttp
 import pytest
@@ -131,3 +132,46 @@ def test_a_middleware_or_function_without_stats_is_refused() -> None:
 
     collector = PrometheusCollector(lambda: stats(counted))
     assert list(collector.collect())  # the function's Stats, read at each scrape
+
+
+def counter_samples(registry: prometheus_client.CollectorRegistry) -> dict[tuple, float]:
+    text = prometheus_client.generate_latest(registry).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.type in ("counter", "histogram")
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+async def test_named_hosts_stay_named_so_no_counter_goes_backwards(
+    registry: prometheus_client.CollectorRegistry,
+) -> None:
+    """max_hosts=1 while the hosts' ranks change: the first host named keeps its name, and
+    every counter series of every scrape is there, at least what it was, at the next."""
+    async with FaultServer() as first, FaultServer() as second:
+        first.script("/", [Fault.status(503), Fault.ok(), Fault.status(503), Fault.ok()])
+        second.script("/", [Fault.status(503), Fault.ok()])
+        async with resilient_session(policy=FAST) as session:
+            registry.register(PrometheusCollector(session, max_hosts=1))
+
+            async def get(server: FaultServer, times: int) -> None:
+                for _ in range(times):
+                    async with session.get(server.url_for("/")) as resp:
+                        await resp.read()
+
+            # first: 2 calls, 2 retries; second: 1 call, 1 retry. Then second takes the lead,
+            # then first takes it back.
+            scrapes = []
+            for server, times in ((first, 2), (second, 1), (second, 5), (first, 10)):
+                await get(server, times)
+                scrapes.append(counter_samples(registry))
+    assert first.count() == 14
+    assert second.count() == 7
+    for before, after in itertools.pairwise(scrapes):
+        for series, value in before.items():
+            assert series in after, f"{series} vanished"
+            assert after[series] >= value, f"{series} went from {value} to {after[series]}"
+    named = {dict(labels)["host"] for (name, labels) in scrapes[-1] if "host" in dict(labels)}
+    assert named == {f"http://127.0.0.1:{first.url.port}", "other"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Final
 
@@ -42,8 +43,10 @@ class PrometheusCollector(Collector):
     (logical calls) and ``attempt_duration_seconds``, with :data:`HTTP_BUCKETS`.
 
     Every metric has a ``host`` label (``scheme://host:port``; URLs carry no credentials into
-    it). A crawler meets millions of hosts and each would be a time series: only the
-    ``max_hosts`` busiest hosts are named, the others are summed under ``host="other"``.
+    it). A crawler meets millions of hosts and each would be a time series: only ``max_hosts``
+    hosts are named, the others are summed under ``host="other"``. The named hosts are the
+    busiest when first seen, and they keep their names for the collector's lifetime, so that
+    every counter only grows (a host moving to ``"other"`` would look like a counter reset).
 
     Usage::
 
@@ -80,6 +83,8 @@ class PrometheusCollector(Collector):
             )
         self.max_hosts = max_hosts
         self.namespace = namespace
+        self._named: dict[str, None] = {}  # the hosts exported by name, for good
+        self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
         """Nothing to check at registration: the names are fixed and collected lazily."""
@@ -90,7 +95,8 @@ class PrometheusCollector(Collector):
         snapshot = self._read()
         if snapshot is None:
             return
-        rows = capped_hosts(snapshot, self.max_hosts)
+        with self._lock:  # scrapes may run in several threads at once
+            rows = capped_hosts(snapshot, self._named, self.max_hosts)
         yield from self._counters(rows)
         yield from self._gauges(rows)
         yield self._histogram(
@@ -183,12 +189,22 @@ def _stats_capable(source: object) -> bool:
     )
 
 
-def capped_hosts(snapshot: Stats, max_hosts: int) -> list[HostStats]:
-    """The ``max_hosts`` busiest hosts, then the rest summed as ``"other"`` (if any)."""
+def capped_hosts(snapshot: Stats, named: dict[str, None], max_hosts: int) -> list[HostStats]:
+    """The hosts in ``named`` by name, then the rest summed as ``"other"`` (if any).
+
+    ``named`` is updated first: while it holds fewer than ``max_hosts`` hosts, the busiest
+    hosts not in it yet join it, and stay. A host never moves between its name and ``"other"``:
+    were the top hosts picked again at each scrape, a host leaving the top would take its
+    counts out of its series into ``"other"``'s, and a counter would go backwards (read by
+    Prometheus as a reset)."""
     rows = list(snapshot.hosts.values())  # busiest first
-    named = [row for row in rows if row.host != OTHER_HOST][:max_hosts]
-    kept = {row.host for row in named}
-    rest = [row for row in rows if row.host not in kept]
+    for row in rows:
+        if len(named) >= max_hosts:
+            break
+        if row.host != OTHER_HOST:
+            named.setdefault(row.host, None)
+    kept = [row for row in rows if row.host in named]
+    rest = [row for row in rows if row.host not in named]
     if rest:
-        named.append(merge_hosts(OTHER_HOST, rest))
-    return named
+        kept.append(merge_hosts(OTHER_HOST, rest))
+    return kept
