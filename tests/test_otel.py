@@ -140,3 +140,24 @@ async def test_with_the_aiohttp_instrumentation_nothing_is_counted_twice(
     assert all(s.parent.span_id == theirs[0].context.span_id for s in ours)  # type: ignore[union-attr]
     assert [e.name for e in theirs[0].events] == ["aiohttp_resilient.retry"]
     assert all(scope != "aiohttp_resilient" for scope, _ in duration_points(reader))
+
+
+async def test_instrumenting_twice_counts_once(fault_server: FaultServer) -> None:
+    """A second instrument_session() leaves the session as it was: one call span, one attempt
+    span and one duration point per attempt, resend_count as the server saw it."""
+    fault_server.script("/a", [Fault.status(503), Fault.ok()])
+    tracer_provider, exporter, meter_provider, reader = providers()
+    async with resilient_session(policy=FAST) as session:
+        for _ in range(2):
+            same = instrument_session(
+                session, tracer_provider=tracer_provider, meter_provider=meter_provider
+            )
+            assert same is session
+        async with session.get(fault_server.url_for("/a")) as resp:
+            await resp.read()
+    spans = exporter.get_finished_spans()
+    assert len(by_kind(spans, SpanKind.INTERNAL)) == 1
+    attempts = by_kind(spans, SpanKind.CLIENT)
+    assert len(attempts) == fault_server.count("/a") == 2
+    assert [s.attributes.get("http.request.resend_count") for s in attempts] == [None, 1]
+    assert sum(p.count for _, p in duration_points(reader)) == 2

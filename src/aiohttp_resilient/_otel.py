@@ -57,7 +57,8 @@ def instrument_session(
     attempt spans and events go under its span, and ``http.client.request.duration`` is left
     to it, so nothing is counted twice.
 
-    URLs in attributes are redacted (user info and credential-like query values).
+    URLs in attributes are redacted (user info and credential-like query values). A session
+    instrumented already is returned unchanged (the first call's providers stay).
 
     Usage::
 
@@ -72,6 +73,8 @@ def instrument_session(
     index = next((i for i, m in enumerate(middlewares) if isinstance(m, RetryMiddleware)), None)
     if index is None:
         raise ValueError("instrument_session() needs a session with a RetryMiddleware")
+    if any(isinstance(m, (_CallSpan, _AttemptSpan)) for m in middlewares):
+        return session  # instrumented already: a second pair would count everything twice
     retry = middlewares[index]
     assert isinstance(retry, RetryMiddleware)
     tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
