@@ -25,6 +25,7 @@ from aiohttp_resilient import (
     stats,
 )
 from aiohttp_resilient._histogram import Histogram
+from aiohttp_resilient._snapshot import take_snapshot
 from aiohttp_resilient.testing import Fault, FaultServer
 
 FAST = RetryPolicy(attempts=4, backoff_base=0.001, backoff_max=0.002, jitter=None)
@@ -271,3 +272,33 @@ async def test_the_decorator_counts_an_error_it_does_not_retry() -> None:
     assert snapshot is not None
     assert (snapshot.total.requests, snapshot.total.not_retried) == (1, 1)
     assert snapshot.total.attempts == 1
+
+
+def test_successes_never_go_backwards_while_calls_end_during_a_read() -> None:
+    """A give-up that ends while a scraping thread reads the counts (between the give-ups and
+    the calls) must not be read as a success that the next read takes back."""
+    recorder = StatsRecorder()
+    key = ("http", "127.0.0.1", 8080)
+    recorder.served(key, 0.01, 0.01, None)
+    counters = recorder._hosts[key]
+
+    class GiveUpDuringRead(Histogram):
+        """The calls' histogram, with a call given up on just as it is read, once."""
+
+        __slots__ = ("fired",)
+
+        def freeze(self) -> Latency:
+            if not getattr(self, "fired", False):
+                self.fired = True
+                recorder.gave_up(key, "attempts", [], 0.02)
+            return super().freeze()
+
+    calls = GiveUpDuringRead()
+    calls.counts[:] = counters.calls.counts
+    calls.total = counters.calls.total
+    counters.calls = calls
+    first = take_snapshot(recorder, None).total
+    second = take_snapshot(recorder, None).total
+    assert (first.successes, second.successes) == (1, 1)
+    assert (first.requests, second.requests) == (2, 2)
+    assert second.give_ups == {"attempts": 1}

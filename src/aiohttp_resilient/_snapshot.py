@@ -204,7 +204,7 @@ def _host_row(
     return HostStats(
         host=name,
         requests=requests,
-        successes=requests - sum(counts.give_ups.values()) - counts.not_retried,
+        successes=counts.successes,
         attempts=counts.attempt_latency.count,
         retries=counts.retries,
         give_ups=counts.give_ups,

@@ -90,9 +90,10 @@ def error_cause(error: BaseException) -> str:
 class _Counters:
     """One host's counts (mutable; read through :meth:`StatsRecorder.snapshot`)."""
 
-    __slots__ = ("attempts", "calls", "give_ups", "not_retried", "retries")
+    __slots__ = ("attempts", "calls", "give_ups", "not_retried", "retries", "successes")
 
     def __init__(self) -> None:
+        self.successes = 0
         self.not_retried = 0
         self.retries: dict[str, int] = {}
         self.give_ups: dict[str, int] = {}
@@ -145,9 +146,11 @@ class StatsRecorder:
         self, key: HostKey, call_elapsed: float, attempt_elapsed: float, run: RetryRun | None
     ) -> None:
         """A call ended with a response handed to the caller (after ``run``'s failures)."""
-        # Histogram.observe() twice, inlined: this runs once per request. Successes are not
-        # counted: they are the calls that neither gave up nor failed.
+        # Histogram.observe() twice, inlined: this runs once per request. Successes are
+        # counted, not derived (calls - give-ups - not retried): those counts, read one after
+        # the other from a scraping thread while calls end, could make successes go backwards.
         counters = self._hosts.get(key) or self._counters(key)
+        counters.successes += 1
         index = bisect_left(LATENCY_BOUNDS, call_elapsed)
         calls = counters.calls
         calls.counts[index] += 1
@@ -205,6 +208,7 @@ class StatsRecorder:
         if counters is None:
             return HostCounts()
         return HostCounts(
+            successes=counters.successes,  # read first: never more than the calls read after
             not_retried=counters.not_retried,
             retries=MappingProxyType(dict(counters.retries)),
             give_ups=MappingProxyType(dict(counters.give_ups)),
@@ -228,8 +232,9 @@ def _empty() -> Mapping[str, int]:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostCounts:
     """What a :class:`StatsRecorder` counted for one host (the calls that ended are
-    ``call_latency.count``; those that neither gave up nor failed succeeded)."""
+    ``call_latency.count``)."""
 
+    successes: int = 0
     not_retried: int = 0
     retries: Mapping[str, int] = field(default_factory=_empty)
     give_ups: Mapping[str, int] = field(default_factory=_empty)
