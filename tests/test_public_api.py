@@ -69,9 +69,13 @@ async def main():
             print("attempts", stats(session).total.attempts, server.count())
     for name in ("PrometheusCollector", "instrument_session"):
         try:
-            getattr(aiohttp_resilient, name)
+            getattr(aiohttp_resilient, name)(None)
         except ImportError as exc:
             print(exc)
+    print("hasattr", hasattr(aiohttp_resilient, "PrometheusCollector"))
+    names = {}
+    exec("from aiohttp_resilient import *", names)
+    print("import *", "stats" in names, "instrument_session" in names)
 
 asyncio.run(main())
 """
@@ -87,3 +91,4 @@ asyncio.run(main())
     assert lines[0] == "attempts 2 2"
     assert "needs the [prometheus] extra" in lines[1]
     assert "needs the [otel] extra" in lines[2]
+    assert lines[3:] == ["hasattr True", "import * True True"]

@@ -137,11 +137,29 @@ if _typing.TYPE_CHECKING:
     from ._prometheus import PrometheusCollector
 
 # The integrations whose libraries come with optional extras: imported on first use, so that the
-# library imports and works without them.
+# library imports and works without them. Without its extra, a name is a placeholder that raises
+# the ImportError naming the extra when called: `from aiohttp_resilient import *`, `hasattr()`
+# and importing the name still work, and the mistake is told where the integration is used.
 _OPTIONAL = {
     "PrometheusCollector": ("._prometheus", "prometheus"),
     "instrument_session": ("._otel", "otel"),
 }
+
+
+def _needs_extra(
+    name: str, extra: str, cause: ImportError
+) -> _typing.Callable[..., _typing.NoReturn]:
+    message = (
+        f"aiohttp_resilient.{name} needs the [{extra}] extra: "
+        f"pip install 'aiohttp-resilient[{extra}]' ({cause})"
+    )
+
+    def missing(*args: object, **kwargs: object) -> _typing.NoReturn:
+        raise ImportError(message) from cause
+
+    missing.__name__ = missing.__qualname__ = name
+    missing.__doc__ = message
+    return missing
 
 
 def __getattr__(name: str) -> object:
@@ -150,12 +168,8 @@ def __getattr__(name: str) -> object:
     except KeyError:
         raise AttributeError(f"module 'aiohttp_resilient' has no attribute {name!r}") from None
     try:
-        module = _importlib.import_module(module_name, __name__)
+        value: object = getattr(_importlib.import_module(module_name, __name__), name)
     except ImportError as exc:
-        raise ImportError(
-            f"aiohttp_resilient.{name} needs the [{extra}] extra: "
-            f"pip install 'aiohttp-resilient[{extra}]' ({exc})"
-        ) from exc
-    value = getattr(module, name)
+        value = _needs_extra(name, extra, exc)
     globals()[name] = value
     return value
