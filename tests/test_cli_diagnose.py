@@ -260,3 +260,34 @@ async def test_resolve_through_aiodns_and_each_family() -> None:
     assert families["IPv4"]["error"] is None
     assert set(families) == {"IPv6" if ":" in a else "IPv4" for a in resolve["facts"]["addresses"]}
     assert server.count() == 2  # http's GET and repeat's one
+
+
+async def test_a_server_that_never_answers_is_a_finding_not_a_crash() -> None:
+    """Every HTTP step against a server that reads requests and never answers (direct and as a
+    proxy, GET and POST) ends in the total timeout: a failed step, not a traceback. On 3.10
+    aiohttp raises asyncio.TimeoutError there, which is not the builtin TimeoutError."""
+    async with FaultServer() as server:
+        for path in ("/", str(server.url_for("/"))):  # direct, and as a proxy is asked
+            server.set_default(path, Fault.hang(30))
+        code, out, err = await run_cli(
+            "diagnose",
+            str(server.url_for("/")),
+            "--json",
+            "--timeout",
+            "0.3",
+            "--repeat",
+            "2",
+            "--no-keepalive",
+            "--probe-body",
+            "--proxy",
+            str(server.url),
+        )
+        assert code == 1, err
+        assert not err, err
+        report = json.loads(out)
+    for name in ("http", "repeat", "proxy"):
+        assert step(report, name)["verdict"] in ("fail", "warn"), name
+    assert step(report, "http")["facts"]["error"] == "TimeoutError"
+    assert step(report, "repeat")["facts"]["causes"] == {"TimeoutError": 2}
+    assert step(report, "proxy")["facts"]["direct"]["failures"] == 2
+    assert server.count(method="POST") == step(report, "body-limit")["facts"]["requests"]

@@ -4,6 +4,7 @@ and the opt-in body limit (POSTs of growing size)."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
@@ -116,7 +117,9 @@ class _Client:
                 outcome.headers = {
                     h: resp.headers[h] for h in _REPORTED_HEADERS if h in resp.headers
                 }
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        # asyncio.TimeoutError, not TimeoutError: on 3.10 they differ, and aiohttp's total
+        # timeout raises the asyncio one there.
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             outcome.cause = cause_name(exc)
             return outcome
         if outcome.status >= 500:
