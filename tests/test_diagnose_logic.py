@@ -61,3 +61,22 @@ def test_a_close_bracketed_by_a_failed_request_suggests_under_the_lower_bound() 
     assert step.verdict == "warn"
     assert "between 1.00 and 2.00 s" in step.summary
     assert step.facts["suggested_keepalive_timeout"] == pytest.approx(0.8)
+
+
+async def test_repeat_concludes_on_connections_that_could_not_be_opened() -> None:
+    """Repeat GETs to a port nothing listens on fail in the connect phase: nothing was sent,
+    and the conclusion says so (it said nothing)."""
+    import socket
+
+    from aiohttp_resilient._diagnose._http import probe_repeat
+
+    with socket.socket() as sock:  # a port just freed, with nothing listening on it
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = DiagnoseConfig(url=URL(f"http://127.0.0.1:{port}/"), repeat=3, timeout=5.0)
+    step = await probe_repeat(config)
+    (found,) = conclude([step], config)
+    assert found.step == "repeat"
+    assert "3/3 connections could not be opened (ClientConnectorError), every time" in found.cause
+    assert "connect step" in found.fix
+    assert step.facts["not_sent"] == {"ClientConnectorError": 3}

@@ -13,7 +13,10 @@ from typing import Any
 
 import aiohttp
 
+from .._classify import Verdict as SendVerdict
+from .._classify import classify
 from .._events import cause_name
+from .._exceptions import ResilientError
 from .._health import HealthPolicy
 from .._keepalive import parse_keep_alive_timeout
 from .._policy import RetryPolicy
@@ -50,6 +53,7 @@ class _Outcome:
     status: int | None = None
     cause: str | None = None  # "HTTP 503" or an exception's class; None when it succeeded
     reused: bool = False
+    not_sent: bool = False  # failed before anything was sent (connect phase, DNS, pool wait)
     marks: dict[str, float] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -121,6 +125,8 @@ class _Client:
         # timeout raises the asyncio one there.
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             outcome.cause = cause_name(exc)
+            error = exc.__cause__ if isinstance(exc, ResilientError) and exc.__cause__ else exc
+            outcome.not_sent = classify(error) is SendVerdict.NOT_SENT
             return outcome
         if outcome.status >= 500:
             outcome.cause = f"HTTP {outcome.status}"
@@ -180,6 +186,10 @@ def _tally(outcomes: list[_Outcome]) -> dict[str, Any]:
         "causes": dict(causes.most_common()),
         "statuses": dict(statuses.most_common()),
         "failed_on_reused_connection": sum(1 for o in outcomes if o.cause and o.reused),
+        # Failures before anything was sent (the connection could not be opened), by cause.
+        "not_sent": dict(
+            collections.Counter(o.cause for o in outcomes if o.cause and o.not_sent).most_common()
+        ),
     }
 
 

@@ -205,8 +205,26 @@ def _repeat(step: Step, config: DiagnoseConfig) -> list[Conclusion]:
     if not facts["failures"]:
         return []
     found = []
-    causes = facts["causes"]
+    not_sent = facts.get("not_sent", {})
+    causes = {c: n for c, n in facts["causes"].items() if c not in not_sent}
     share = f"{facts['failures']}/{facts['requests']}"
+    if not_sent:
+        every = sum(not_sent.values()) == facts["requests"]
+        found.append(
+            Conclusion(
+                step="repeat",
+                cause=f"{sum(not_sent.values())}/{facts['requests']} connections could not be "
+                f"opened ({', '.join(not_sent)})" + (", every time" if every else ""),
+                fix="nothing was sent, so resilient_session() retries these for any method, "
+                "POST included, with backoff (RetryPolicy(attempts=5)); "
+                + (
+                    "a server down or a wrong port is not retried away: see the connect step"
+                    if every
+                    else "intermittent refusals come from a server or load balancer at its "
+                    "connection limit: lower limit_per_host= to open fewer at once"
+                ),
+            )
+        )
     drops = {c: n for c, n in causes.items() if c in _DROPS}
     if drops:
         found.append(
