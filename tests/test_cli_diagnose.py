@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from _certs import self_signed, server_context
 from _helpers import run_cli
@@ -290,4 +291,100 @@ async def test_a_server_that_never_answers_is_a_finding_not_a_crash() -> None:
     assert step(report, "http")["facts"]["error"] == "TimeoutError"
     assert step(report, "repeat")["facts"]["causes"] == {"TimeoutError": 2}
     assert step(report, "proxy")["facts"]["direct"]["failures"] == 2
-    assert server.count(method="POST") == step(report, "body-limit")["facts"]["requests"]
+    body = step(report, "body-limit")
+    assert body["verdict"] == "warn"
+    assert body["summary"].startswith("not measured")
+    assert body["facts"]["refused"] is None  # no limit of "about 0 bytes"
+    assert server.count(method="POST") == body["facts"]["requests"] == 3
+    assert "body-limit" not in {c["step"] for c in report["conclusions"]}
+
+
+async def test_body_probe_goes_through_the_proxy() -> None:
+    """With --proxy the POSTs go through it as the GETs do (they went direct), and the limit
+    behind it is found."""
+    limit = 100_000
+    async with (
+        FaultServer(max_body=limit, max_body_action="413") as server,
+        dropping_proxy(drop_every=10**6) as (proxy, seen),
+    ):
+        _, report = await diagnose(
+            server.url, "--no-keepalive", "--repeat", "1", "--probe-body", "--proxy", proxy
+        )
+    facts = step(report, "body-limit")["facts"]
+    assert limit / 2 <= facts["accepted"] <= limit < facts["refused"] <= 2 * limit
+    posts = [line for line in seen if line.startswith("POST ")]
+    assert len(posts) == server.count(method="POST") == facts["requests"]
+
+
+def closed_port() -> int:
+    """A port just freed, with nothing listening on it."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_body_probe_measures_nothing_when_nothing_was_sent() -> None:
+    """POSTs that could not even connect say nothing about bodies: not measured, no limit."""
+    from aiohttp_resilient._diagnose._http import probe_body_limit
+    from aiohttp_resilient._diagnose._model import DiagnoseConfig
+    from aiohttp_resilient._diagnose._report import conclude
+
+    config = DiagnoseConfig(url=URL(f"http://127.0.0.1:{closed_port()}/"), timeout=5.0)
+    found = await probe_body_limit(config)
+    assert found.summary.startswith("not measured: no POST could be sent")
+    assert found.facts["not_sent"] == 3
+    assert conclude([found], config) == []
+
+
+@pytest.mark.parametrize("status", [302, 401, 503])
+async def test_body_probe_does_not_count_a_redirect_401_or_5xx_as_accepted(status: int) -> None:
+    """Answers that say nothing about the size (a redirect, not followed; credentials wanted)
+    or fail every POST (a 5xx) are not "accepted": the probe says it measured nothing."""
+    from aiohttp_resilient._diagnose._http import probe_body_limit
+    from aiohttp_resilient._diagnose._model import DiagnoseConfig
+    from aiohttp_resilient._diagnose._report import conclude
+
+    async with FaultServer() as server, FaultServer() as elsewhere:
+        headers = {"Location": str(elsewhere.url_for("/"))} if status == 302 else {}
+        server.set_default("/", Fault.status(status, headers=headers))
+        config = DiagnoseConfig(url=server.url_for("/"), timeout=5.0, body_max=64 * 1024)
+        found = await probe_body_limit(config)
+    assert found.summary.startswith("not measured"), found.summary
+    assert found.facts.get("refused") is None
+    assert found.verdict != "ok"
+    assert conclude([found], config) == []
+    assert elsewhere.count() == 0  # the redirect was not followed
+    assert server.count(method="POST") == (3 if status == 503 else 1)
+
+
+async def test_body_probe_streams_its_bodies() -> None:
+    """Bodies up to 16 MiB go out without being allocated whole: the probe's peak memory stays
+    well under the largest body (the server is another process)."""
+    import re
+    import tracemalloc
+
+    from _helpers import start_cli
+    from aiohttp_resilient._diagnose._http import probe_body_limit
+    from aiohttp_resilient._diagnose._model import DiagnoseConfig
+
+    proc = await start_cli("serve")
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        match = re.fullmatch(r"serving on (http://127\.0\.0\.1:\d+)\n", first)
+        assert match, first
+        body_max = 16 * 1024 * 1024
+        config = DiagnoseConfig(url=URL(match[1] + "/"), timeout=10.0, body_max=body_max)
+        tracemalloc.start()
+        try:
+            found = await probe_body_limit(config)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    finally:
+        proc.kill()
+        await proc.communicate()
+    assert found.facts["accepted"] == body_max  # every size was sent and accepted
+    assert peak < body_max / 4, peak

@@ -12,6 +12,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import aiohttp.payload
+from aiohttp.abc import AbstractStreamWriter
 
 from .._classify import Verdict as SendVerdict
 from .._classify import classify
@@ -107,13 +109,23 @@ class _Client:
         await self.session.close()
 
     async def request(
-        self, method: str = "GET", *, proxy: str | None = None, data: bytes | None = None
+        self,
+        method: str = "GET",
+        *,
+        proxy: str | None = None,
+        data: aiohttp.payload.Payload | None = None,
+        allow_redirects: bool = True,
     ) -> _Outcome:
         key = str(len(self.outcomes))
         outcome = self.outcomes[key] = _Outcome()
         try:
             async with self.session.request(
-                method, self.config.url, proxy=proxy, data=data, trace_request_ctx=key
+                method,
+                self.config.url,
+                proxy=proxy,
+                data=data,
+                allow_redirects=allow_redirects,
+                trace_request_ctx=key,
             ) as resp:
                 outcome.status = resp.status
                 await resp.read()
@@ -235,28 +247,78 @@ async def probe_proxy(config: DiagnoseConfig, proxy: str, shown: str) -> Step:
     return Step(name="proxy", verdict=verdict, seconds=watch.seconds, summary=summary, facts=facts)
 
 
+class _Zeros(aiohttp.payload.Payload):
+    """``size`` zero bytes with a Content-Length, written a chunk at a time: a probe of tens of
+    MiB must not be allocated whole (nor each of its sizes in turn)."""
+
+    _CHUNK = bytes(64 * 1024)
+
+    def __init__(self, size: int) -> None:
+        super().__init__(None, content_type="application/octet-stream")
+        self._size = self._length = size  # _size is what aiohttp sends as Content-Length
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return "\0" * self._length
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        remaining = self._length if content_length is None else min(self._length, content_length)
+        chunk = memoryview(self._CHUNK)
+        while remaining > 0:
+            piece = chunk[: min(remaining, len(chunk))]
+            await writer.write(piece)
+            remaining -= len(piece)
+
+
+def _unprobable(status: int) -> bool:
+    """An answer that says nothing about the body's size: POST not allowed here, credentials
+    wanted, or the resource is elsewhere (redirects are not followed: a 303 turns a POST into a
+    GET without its body)."""
+    return status in (401, 405, 407, 501) or 300 <= status < 400
+
+
 async def probe_body_limit(config: DiagnoseConfig) -> Step:
     """The largest POST body accepted: double from 1 KiB until refused (413, or the connection
-    reset or closed), then bisect; bounded by ``body_max`` and a number of rounds."""
+    reset or closed, or a 5xx), then bisect; bounded by ``body_max`` and a number of rounds.
+
+    Sent as the other steps send, through ``--proxy`` if one is given. A POST that failed
+    before anything was sent (the connection could not be opened) measures nothing, and a
+    refusal other than a 413 of the smallest size is no size limit: a server that fails every
+    POST is said to, not given a limit of 0 bytes."""
     accepted = 0
     refused: int | None = None
     how: str | None = None
-    sent = 0
+    sent = not_sent = 0
     with Stopwatch() as watch:
         async with _Client(config, force_close=True) as client:
 
             async def attempt(size: int) -> str | None:
-                nonlocal sent
+                """``None`` if ``size`` was accepted, else how it was refused."""
+                nonlocal sent, not_sent
+                failure = None
                 for _ in range(_BODY_DROP_TRIES):
+                    outcome = await client.request(
+                        "POST", proxy=config.proxy, data=_Zeros(size), allow_redirects=False
+                    )
+                    if outcome.not_sent:
+                        not_sent += 1  # nothing reached the server: nothing measured
+                        continue
                     sent += 1
-                    outcome = await client.request("POST", data=b"\0" * size)
-                    if outcome.status == 413:
+                    status = outcome.status
+                    if status == 413:
                         return "413"
-                    if outcome.status in (405, 501):
-                        raise _NotProbable(f"the server answers POST with {outcome.status}")
-                    if outcome.status is not None:
-                        return None
-                return outcome.cause
+                    if status is not None and _unprobable(status):
+                        raise _NotProbable(f"the server answers POST with {status}")
+                    if status is not None and status < 500:
+                        return None  # read and answered (a 400 for a body of zeros counts)
+                    failure = outcome.cause  # dropped, timed out or a 5xx: try again
+                if failure is None:
+                    raise _NotProbable(f"no POST could be sent ({outcome.cause})")
+                return failure
 
             try:
                 size = BODY_PROBE_START
@@ -266,6 +328,8 @@ async def probe_body_limit(config: DiagnoseConfig) -> Step:
                         refused, how = size, result
                         break
                     accepted, size = size, size * 2
+                if refused is not None and not accepted and how != "413":
+                    return _every_post_fails(watch.elapsed, refused, how, sent)
                 for _ in range(_BODY_BISECT_ROUNDS):
                     if refused is None or refused <= max(accepted, 1) * BODY_PROBE_PRECISION:
                         break
@@ -281,9 +345,15 @@ async def probe_body_limit(config: DiagnoseConfig) -> Step:
                     verdict="info",
                     seconds=watch.elapsed,
                     summary=f"not measured: {exc}",
-                    facts={"error": str(exc)},
+                    facts={"error": str(exc), "requests": sent, "not_sent": not_sent},
                 )
-    facts = {"accepted": accepted, "refused": refused, "refused_with": how, "requests": sent}
+    facts = {
+        "accepted": accepted,
+        "refused": refused,
+        "refused_with": how,
+        "requests": sent,
+        "not_sent": not_sent,
+    }
     verdict: Verdict
     if refused is None:
         summary = f"bodies up to {_size(accepted)} accepted (the probe's bound)"
@@ -298,6 +368,19 @@ async def probe_body_limit(config: DiagnoseConfig) -> Step:
         verdict = "info" if how == "413" else "warn"
     return Step(
         name="body-limit", verdict=verdict, seconds=watch.seconds, summary=summary, facts=facts
+    )
+
+
+def _every_post_fails(seconds: float, size: int, how: str | None, sent: int) -> Step:
+    """Even the smallest body failed, and not with a 413: no size limit can be told apart from
+    a server (or network) that fails POSTs."""
+    return Step(
+        name="body-limit",
+        verdict="warn",
+        seconds=seconds,
+        summary=f"not measured: even {_size(size)} failed ({how}, {sent} POSTs): POSTs fail "
+        "whatever their size",
+        facts={"accepted": 0, "refused": None, "refused_with": how, "requests": sent},
     )
 
 
