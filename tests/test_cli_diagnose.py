@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,10 @@ from yarl import URL
 
 from _certs import self_signed, server_context
 from _helpers import run_cli
+from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
+from aiohttp_resilient._diagnose._keepalive import probe_keepalive
+from aiohttp_resilient._diagnose._model import DiagnoseConfig, Step
+from aiohttp_resilient._diagnose._report import conclude
 from aiohttp_resilient.testing import Fault, FaultServer
 
 #: Quick bounds for every run: the probes' defaults are for real servers.
@@ -327,10 +331,6 @@ def closed_port() -> int:
 
 async def test_body_probe_measures_nothing_when_nothing_was_sent() -> None:
     """POSTs that could not even connect say nothing about bodies: not measured, no limit."""
-    from aiohttp_resilient._diagnose._http import probe_body_limit
-    from aiohttp_resilient._diagnose._model import DiagnoseConfig
-    from aiohttp_resilient._diagnose._report import conclude
-
     config = DiagnoseConfig(url=URL(f"http://127.0.0.1:{closed_port()}/"), timeout=5.0)
     found = await probe_body_limit(config)
     assert found.summary.startswith("not measured: no POST could be sent")
@@ -342,10 +342,6 @@ async def test_body_probe_measures_nothing_when_nothing_was_sent() -> None:
 async def test_body_probe_does_not_count_a_redirect_401_or_5xx_as_accepted(status: int) -> None:
     """Answers that say nothing about the size (a redirect, not followed; credentials wanted)
     or fail every POST (a 5xx) are not "accepted": the probe says it measured nothing."""
-    from aiohttp_resilient._diagnose._http import probe_body_limit
-    from aiohttp_resilient._diagnose._model import DiagnoseConfig
-    from aiohttp_resilient._diagnose._report import conclude
-
     async with FaultServer() as server, FaultServer() as elsewhere:
         headers = {"Location": str(elsewhere.url_for("/"))} if status == 302 else {}
         server.set_default("/", Fault.status(status, headers=headers))
@@ -359,32 +355,69 @@ async def test_body_probe_does_not_count_a_redirect_401_or_5xx_as_accepted(statu
     assert server.count(method="POST") == (3 if status == 503 else 1)
 
 
-async def test_body_probe_streams_its_bodies() -> None:
-    """Bodies up to 16 MiB go out without being allocated whole: the probe's peak memory stays
-    well under the largest body (the server is another process)."""
+@contextlib.asynccontextmanager
+async def served(*args: str) -> AsyncIterator[URL]:
+    """``aiohttp-resilient serve ARGS`` in another process (so that its memory is not the
+    probe's): yields its URL."""
     import re
-    import tracemalloc
 
     from _helpers import start_cli
-    from aiohttp_resilient._diagnose._http import probe_body_limit
-    from aiohttp_resilient._diagnose._model import DiagnoseConfig
 
-    proc = await start_cli("serve")
+    proc = await start_cli("serve", *args)
     try:
         assert proc.stdout is not None
         first = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
         match = re.fullmatch(r"serving on (http://127\.0\.0\.1:\d+)\n", first)
         assert match, first
-        body_max = 16 * 1024 * 1024
-        config = DiagnoseConfig(url=URL(match[1] + "/"), timeout=10.0, body_max=body_max)
-        tracemalloc.start()
-        try:
-            found = await probe_body_limit(config)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        yield URL(match[1] + "/")
     finally:
         proc.kill()
         await proc.communicate()
+
+
+async def peak_memory(probe: Awaitable[Step]) -> tuple[Step, int]:
+    """What ``probe`` returns and the peak of memory allocated while it ran."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        found = await probe
+        return found, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+async def test_body_probe_streams_its_bodies() -> None:
+    """Bodies up to 16 MiB go out without being allocated whole: the probe's peak memory stays
+    well under the largest body."""
+    body_max = 16 * 1024 * 1024
+    async with served() as url:
+        config = DiagnoseConfig(url=url, timeout=10.0, body_max=body_max)
+        found, peak = await peak_memory(probe_body_limit(config))
     assert found.facts["accepted"] == body_max  # every size was sent and accepted
     assert peak < body_max / 4, peak
+
+
+@pytest.mark.parametrize("name", ["http", "repeat", "keep-alive"])
+async def test_a_large_body_is_not_downloaded_whole(name: str) -> None:
+    """A 64 MiB response: the http and repeat steps read 1 MiB of it and say so; the
+    keep-alive step, which needs a connection whose response was read to its end, measures
+    with HEAD. The probe's peak memory stays a few MiB."""
+    size = 64 * 1024 * 1024
+    async with served("--fault", f"drip:{size}:65536:0=100%") as url:
+        config = DiagnoseConfig(
+            url=url, timeout=10.0, repeat=3, keepalive_max=1.2, keepalive_first_gap=0.5
+        )
+        if name == "keep-alive":
+            probe = probe_keepalive(config, "127.0.0.1")
+        else:
+            probe = (probe_http if name == "http" else probe_repeat)(config)
+        found, peak = await peak_memory(probe)
+    assert peak < 8 * 1024 * 1024, peak
+    assert found.verdict in ("ok", "info"), found.summary
+    if name == "keep-alive":
+        assert found.facts["method"] == "HEAD"
+        assert found.facts["held"] > 0  # the connection was reused after idle gaps
+        assert "probed with HEAD" in found.summary
+    else:
+        assert "not read past 1048576 B" in found.summary

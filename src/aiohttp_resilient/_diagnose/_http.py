@@ -26,6 +26,7 @@ from .._session import resilient_session
 from ._model import (
     BODY_PROBE_PRECISION,
     BODY_PROBE_START,
+    BODY_READ_CAP,
     DiagnoseConfig,
     Step,
     Stopwatch,
@@ -35,7 +36,10 @@ from ._model import (
 __all__ = ["probe_body_limit", "probe_http", "probe_proxy", "probe_repeat"]
 
 #: One attempt, statuses handed back: the probe must see each failure, not a retried success.
-_ONE_ATTEMPT = RetryPolicy(attempts=1, raise_on_status=False)
+#: Bodies are not buffered by the middleware: the probe reads them itself, up to a cap.
+_ONE_ATTEMPT = RetryPolicy(attempts=1, raise_on_status=False, buffer_body=False)
+#: Response bodies are read in chunks of this size, and dropped.
+_READ_CHUNK = 64 * 1024
 #: No breaker, budget or adaptive limits: a run of failures must not turn into refusals.
 _NO_HEALTH = HealthPolicy(budget=None, breaker=None, adaptive_limit=None, adaptive_rate=None)
 #: The response headers the http step reports.
@@ -56,6 +60,7 @@ class _Outcome:
     cause: str | None = None  # "HTTP 503" or an exception's class; None when it succeeded
     reused: bool = False
     not_sent: bool = False  # failed before anything was sent (connect phase, DNS, pool wait)
+    truncated: bool = False  # the body was not read past BODY_READ_CAP
     marks: dict[str, float] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -128,7 +133,7 @@ class _Client:
                 trace_request_ctx=key,
             ) as resp:
                 outcome.status = resp.status
-                await resp.read()
+                outcome.truncated = await _drain(resp)
                 outcome.marks["read"] = time.monotonic()
                 outcome.headers = {
                     h: resp.headers[h] for h in _REPORTED_HEADERS if h in resp.headers
@@ -143,6 +148,18 @@ class _Client:
         if outcome.status >= 500:
             outcome.cause = f"HTTP {outcome.status}"
         return outcome
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> bool:
+    """Read the body and drop it, up to :data:`BODY_READ_CAP` bytes; returns whether it went
+    on past that. A body not read to its end cannot leave its connection in the pool: aiohttp
+    closes that connection when the response is released."""
+    read = 0
+    async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+        read += len(chunk)
+        if read >= BODY_READ_CAP and not resp.content.at_eof():
+            return True
+    return False
 
 
 def _phases(outcome: _Outcome) -> dict[str, float]:
@@ -174,6 +191,7 @@ async def probe_http(config: DiagnoseConfig) -> Step:
         "phases": phases,
         "keep_alive_header": parse_keep_alive_timeout(outcome.headers.get("Keep-Alive", "")),
         "connection_close": outcome.headers.get("Connection", "").lower() == "close",
+        "body_truncated": outcome.truncated,
     }
     timing = " ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in phases.items())
     if outcome.status is None:
@@ -185,6 +203,8 @@ async def probe_http(config: DiagnoseConfig) -> Step:
             if k in ("Server", "Connection", "Keep-Alive")
         )
         summary = f"HTTP {outcome.status}" + (f" ({heads})" if heads else "") + f"; {timing}"
+        if outcome.truncated:
+            summary += f" (body not read past {_size(BODY_READ_CAP)}: transfer is of that part)"
     verdict: Verdict = "fail" if outcome.cause is not None else "ok"
     return Step(name="http", verdict=verdict, seconds=watch.seconds, summary=summary, facts=facts)
 
@@ -198,6 +218,7 @@ def _tally(outcomes: list[_Outcome]) -> dict[str, Any]:
         "causes": dict(causes.most_common()),
         "statuses": dict(statuses.most_common()),
         "failed_on_reused_connection": sum(1 for o in outcomes if o.cause and o.reused),
+        "bodies_truncated": sum(1 for o in outcomes if o.truncated),
         # Failures before anything was sent (the connection could not be opened), by cause.
         "not_sent": dict(
             collections.Counter(o.cause for o in outcomes if o.cause and o.not_sent).most_common()
@@ -206,10 +227,16 @@ def _tally(outcomes: list[_Outcome]) -> dict[str, Any]:
 
 
 def _tally_text(tally: dict[str, Any]) -> str:
+    truncated = (
+        f"; bodies not read past {_size(BODY_READ_CAP)}, so their connections were closed, "
+        "not reused"
+        if tally["bodies_truncated"]
+        else ""
+    )
     if not tally["failures"]:
-        return f"{tally['requests']}/{tally['requests']} succeeded"
+        return f"{tally['requests']}/{tally['requests']} succeeded{truncated}"
     causes = ", ".join(f"{cause} x{n}" for cause, n in tally["causes"].items())
-    return f"{tally['failures']}/{tally['requests']} failed ({causes})"
+    return f"{tally['failures']}/{tally['requests']} failed ({causes}){truncated}"
 
 
 async def probe_repeat(config: DiagnoseConfig) -> Step:

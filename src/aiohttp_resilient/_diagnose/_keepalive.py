@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import time
 from typing import Any
 
 from .._session import PRESETS, _tls_context, default_user_agent
-from ._model import DiagnoseConfig, Step, Stopwatch
+from ._model import BODY_READ_CAP, DiagnoseConfig, Step, Stopwatch
 from ._network import open_stream
 
 __all__ = ["probe_keepalive", "suggested_keepalive"]
@@ -30,6 +31,15 @@ KEEPALIVE_SHARE = 0.75
 
 class _Closed(Exception):
     """The connection was closed (or reset) while the probe used it."""
+
+
+class _TooLarge(Exception):
+    """The response body goes on past :data:`BODY_READ_CAP`: not read, so the connection
+    cannot carry another request."""
+
+
+#: Bodies are read in pieces of this size and dropped.
+_READ_CHUNK = 64 * 1024
 
 
 def suggested_keepalive(server_timeout: float) -> float:
@@ -56,25 +66,50 @@ async def probe_keepalive(config: DiagnoseConfig, address: str) -> Step:
                 summary=f"cannot connect: {type(exc).__name__}",
                 facts=facts,
             )
+        method = "GET"
         try:
             requests += 1
-            if not await _exchange(reader, writer, config):
+            try:
+                keep = await _exchange(reader, writer, config, method)
+            except _TooLarge:
+                # The idle timer starts when a response ends: a connection whose body was not
+                # read to its end measures nothing, and reading a large body at every gap would
+                # download it again each time. HEAD gets the same head with no body, and
+                # servers time idle connections the same after it.
+                await _close(writer)
+                reader, writer = await open_stream(config, address, tls)
+                method = "HEAD"
+                facts["method"] = method
+                facts["note"] = f"the body is over {BODY_READ_CAP} bytes: probed with HEAD"
+                requests += 1
+                keep = await _exchange(reader, writer, config, method)
+            if not keep:
                 facts.update(server_idle_timeout=0.0, detected_by="Connection: close")
             else:
-                facts.update(await _hold(reader, writer, config))
+                facts.update(await _hold(reader, writer, config, method))
                 requests += facts.pop("requests")
-        except (_Closed, OSError, asyncio.TimeoutError, ValueError) as exc:
+        except (_Closed, _TooLarge, OSError, asyncio.TimeoutError, ValueError) as exc:
             facts.update(error=f"the first request failed: {type(exc).__name__}")
         finally:
-            writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError):
-                await writer.wait_closed()
+            await _close(writer)
     facts["requests"] = requests
-    return _verdict(facts, watch.seconds, client_timeout)
+    step = _verdict(facts, watch.seconds, client_timeout)
+    if "note" in facts:
+        return dataclasses.replace(step, summary=f"{step.summary} ({facts['note']})")
+    return step
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
 
 
 async def _hold(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, config: DiagnoseConfig
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    config: DiagnoseConfig,
+    method: str,
 ) -> dict[str, Any]:
     """Idle gaps of growing length until the server closes; returns the facts."""
     deadline = time.monotonic() + config.keepalive_max
@@ -107,7 +142,9 @@ async def _hold(
             return {"server_idle_timeout": idle, "detected_by": "FIN", "requests": requests}
         requests += 1
         try:
-            open_after = await _exchange(reader, writer, config)
+            open_after = await _exchange(reader, writer, config, method)
+        except _TooLarge:
+            return {"error": f"the body grew over {BODY_READ_CAP} bytes", "requests": requests}
         except (_Closed, OSError, asyncio.TimeoutError, ValueError):
             # Closed as the request went out (a timeout right at the gap's end), or dropped
             # without a word earlier: the timeout lies between the last gap that survived and
@@ -128,9 +165,13 @@ async def _hold(
 
 
 async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, config: DiagnoseConfig
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    config: DiagnoseConfig,
+    method: str = "GET",
 ) -> bool:
-    """One GET and its whole response; returns whether the connection stays open."""
+    """One request and its whole response (a body over :data:`BODY_READ_CAP` raises
+    :class:`_TooLarge`); returns whether the connection stays open."""
     url = config.url
     host = url.raw_host or ""
     if ":" in host:
@@ -138,15 +179,21 @@ async def _exchange(
     if url.explicit_port:
         host = f"{host}:{url.port}"
     head = (
-        f"GET {url.raw_path_qs} HTTP/1.1\r\nHost: {host}\r\n"
+        f"{method} {url.raw_path_qs} HTTP/1.1\r\nHost: {host}\r\n"
         f"User-Agent: {default_user_agent()}\r\nAccept: */*\r\n\r\n"
     )
     writer.write(head.encode("latin-1"))
     await writer.drain()
-    return await asyncio.wait_for(_read_response(reader), config.timeout)
+    return await asyncio.wait_for(_read_response(reader, method == "HEAD"), config.timeout)
 
 
-async def _read_response(reader: asyncio.StreamReader) -> bool:
+async def _skip(reader: asyncio.StreamReader, size: int) -> None:
+    """Read ``size`` bytes and drop them, a piece at a time."""
+    while size > 0:
+        size -= len(await reader.readexactly(min(size, _READ_CHUNK)))
+
+
+async def _read_response(reader: asyncio.StreamReader, head: bool = False) -> bool:
     try:
         raw = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
@@ -159,14 +206,23 @@ async def _read_response(reader: asyncio.StreamReader) -> bool:
         headers[name.strip().lower()] = value.strip()
     connection = headers.get("connection", "").lower()
     keep = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    if head:
+        return keep  # no body, whatever the headers say
     try:
         if headers.get("transfer-encoding", "").lower().endswith("chunked"):
+            read = 0
             while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
-                await reader.readexactly(size + 2)
+                read += size
+                if read > BODY_READ_CAP:
+                    raise _TooLarge
+                await _skip(reader, size + 2)
             while await reader.readuntil(b"\r\n") != b"\r\n":
                 pass  # trailers
         elif "content-length" in headers:
-            await reader.readexactly(int(headers["content-length"]))
+            length = int(headers["content-length"])
+            if length > BODY_READ_CAP:
+                raise _TooLarge
+            await _skip(reader, length)
         elif keep is False:
             return False
     except asyncio.IncompleteReadError as exc:

@@ -29,6 +29,9 @@ DEFAULT_KEEPALIVE_MAX: Final = 45.0
 DEFAULT_KEEPALIVE_FIRST_GAP: Final = 1.0
 #: The body probe doubles from this size.
 BODY_PROBE_START: Final = 1024
+#: Response bodies are read (and dropped) up to this many bytes: a 2 GB URL probed 20 times
+#: must not be downloaded 20 times, nor held in memory once.
+BODY_READ_CAP: Final = 1024 * 1024
 #: The body probe sends no body larger than this unless ``--body-max`` says otherwise.
 DEFAULT_BODY_MAX: Final = 64 * 1024 * 1024
 #: Bisection stops once the limit is bracketed this tightly (accepted * this >= refused).
