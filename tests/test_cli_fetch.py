@@ -183,6 +183,27 @@ async def test_second_interrupt_exits_at_once(tmp_path: Path) -> None:
     ] == [urls[0]]
 
 
+async def test_first_interrupt_does_not_wait_for_paced_slots(tmp_path: Path) -> None:
+    """-c 16 --rate 0.1 on one host: 15 workers hold slots 10 to 150 s ahead. The first SIGINT
+    ends the run at once (the pacer waits on the stop), with the one URL fetched recorded and
+    the others left for a resumed run."""
+    out = tmp_path / "out"
+    async with FaultServer() as server:
+        urls = [str(server.url_for(f"/{i}")) for i in range(16)]
+        proc = await start_cli("fetch", "--out", str(out), "-c", "16", "--rate", "0.1", *urls)
+        manifest_file = out / "manifest.jsonl"
+        for _ in range(1000):
+            if manifest_file.exists() and manifest_file.read_text():
+                break
+            await asyncio.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        # Before the second slot (10 s after the first); without the fix, 150 s.
+        await asyncio.wait_for(proc.communicate(), 8)
+    assert proc.returncode == 130
+    assert server.count() == 1
+    assert len(manifest_file.read_text().splitlines()) == 1
+
+
 async def test_output_of_an_earlier_run_needs_resume(tmp_path: Path) -> None:
     """A second run into the same --out without --resume is refused: nothing is overwritten."""
     out = tmp_path / "out"
