@@ -188,3 +188,15 @@ async def raw_http_server(
         for writer in list(writers):
             writer.close()
         await server.wait_closed()
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can listen on ::1."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import email.utils
 import errno
-import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -14,6 +13,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from _helpers import has_ipv6_loopback
 from aiohttp_resilient.testing import Fault, FaultServer, Outage, RecordedRequest
 
 #: Bounds every request of this file, so a server bug fails a test instead of hanging it.
@@ -41,17 +41,6 @@ async def exchange(server: FaultServer, data: bytes) -> bytes:
     writer.close()
     await writer.wait_closed()
     return received
-
-
-def has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 # -- faults as aiohttp sees them -------------------------------------------------------------

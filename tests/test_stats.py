@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from _helpers import has_ipv6_loopback
 from aiohttp_resilient import (
     LATENCY_BOUNDS,
     BodyNotReplayableError,
@@ -302,3 +303,15 @@ def test_successes_never_go_backwards_while_calls_end_during_a_read() -> None:
     assert (first.successes, second.successes) == (1, 1)
     assert (first.requests, second.requests) == (2, 2)
     assert second.give_ups == {"attempts": 1}
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_an_ipv6_host_is_named_with_brackets() -> None:
+    """A host on ::1 is named as in its URL, http://[::1]:PORT, not the ambiguous
+    http://::1:PORT."""
+    async with FaultServer(host="::1") as server, resilient_session() as session:
+        async with session.get(server.url_for("/")) as resp:
+            await resp.read()
+        snapshot = stats(session)
+    assert snapshot is not None
+    assert list(snapshot.hosts) == [f"http://[::1]:{server.url.port}"]

@@ -23,8 +23,11 @@ def host_key(url: URL) -> HostKey:
 
 
 def format_host(key: HostKey) -> str:
-    """``scheme://host:port``, as hosts are named in messages, stats and metric labels."""
+    """``scheme://host:port``, as hosts are named in messages, stats and metric labels; an
+    IPv6 address in brackets, as in a URL (``http://[::1]:8080``)."""
     scheme, host, port = key
+    if host is not None and ":" in host and not host.startswith("["):
+        host = f"[{host}]"
     return f"{scheme}://{host}:{port}" if port is not None else f"{scheme}://{host}"
 
 
