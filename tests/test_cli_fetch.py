@@ -216,6 +216,25 @@ async def test_output_of_an_earlier_run_needs_resume(tmp_path: Path) -> None:
     assert server.count() == 1
 
 
+@pytest.mark.parametrize("resume", [False, True])
+async def test_a_report_without_a_manifest_is_not_overwritten(tmp_path: Path, resume: bool) -> None:
+    """--out into a folder that holds a report.json and failed.txt but no manifest (not a run
+    to resume) is refused, with or without --resume: the files are left as they were."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}\n")
+    (out / "failed.txt").write_text("http://127.0.0.1:9/\n")
+    async with FaultServer() as server:
+        args = ("--resume",) if resume else ()
+        code, _, err = await run_cli("fetch", "--out", str(out), *args, str(server.url_for("/a")))
+    assert code == 2
+    assert "report.json" in err
+    assert "choose another output" in err
+    assert server.count() == 0
+    assert (out / "report.json").read_text() == "{}\n"
+    assert (out / "failed.txt").read_text() == "http://127.0.0.1:9/\n"
+
+
 async def test_bad_url_line_is_named(tmp_path: Path) -> None:
     """A list with a line that is not an http(s) URL: exit 2 naming the file and the line."""
     url_list = tmp_path / "urls.txt"

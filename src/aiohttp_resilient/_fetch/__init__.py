@@ -138,6 +138,16 @@ def run(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> int:
             file=sys.stderr,
         )
         return 2
+    if not store.manifest.exists() and (
+        clobbered := [path for path in (store.report, store.failed) if path.exists()]
+    ):
+        # Not a run of ours to continue (no manifest), yet its report would be overwritten.
+        print(
+            f"aiohttp-resilient fetch: error: {', '.join(map(str, clobbered))} exists without "
+            f"{store.manifest.name}: a run would overwrite it; choose another output",
+            file=sys.stderr,
+        )
+        return 2
     config = CrawlConfig(
         concurrency=args.concurrency,
         per_host=args.per_host,
