@@ -14,6 +14,15 @@ import pytest
 from yarl import URL
 
 from _certs import self_signed, server_context
+
+# Python 3.10's asyncio leaves the server side's TLS transport unclosed when a handshake fails
+# (the old sslproto never closes the app transport it made; 3.11's rewrite does): its __del__
+# warns in the test process, though nothing of the library's is involved.
+_TLS_HANDSHAKE_LEAK_310 = pytest.mark.filterwarnings(
+    "ignore:unclosed transport <asyncio.sslproto._SSLProtocolTransport:ResourceWarning",
+    "ignore:Exception ignored in. <function _SSLProtocolTransport.__del__"
+    ":pytest.PytestUnraisableExceptionWarning",
+)
 from _helpers import run_cli
 from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
 from aiohttp_resilient._diagnose._keepalive import probe_keepalive
@@ -119,6 +128,7 @@ async def test_body_probe_is_opt_in() -> None:
     assert server.count() == server.count(method="GET") > 0
 
 
+@_TLS_HANDSHAKE_LEAK_310
 async def test_self_signed_certificate(tmp_path: Path) -> None:
     """A self-signed certificate: explained, the fix is ca_bundle=, never turning verification
     off; with --ca-bundle pointing at it, TLS verifies and nothing is wrong."""
@@ -139,6 +149,7 @@ async def test_self_signed_certificate(tmp_path: Path) -> None:
     assert 85 <= tls["facts"]["days_to_expiry"] <= 90
 
 
+@_TLS_HANDSHAKE_LEAK_310
 async def test_expired_certificate(tmp_path: Path) -> None:
     """An expired certificate, even when trusted: expired, 10 days ago; only the operator can
     renew it."""
