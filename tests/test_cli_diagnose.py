@@ -14,6 +14,12 @@ import pytest
 from yarl import URL
 
 from _certs import self_signed, server_context
+from _helpers import run_cli
+from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
+from aiohttp_resilient._diagnose._keepalive import probe_keepalive
+from aiohttp_resilient._diagnose._model import DiagnoseConfig, Step
+from aiohttp_resilient._diagnose._report import conclude
+from aiohttp_resilient.testing import Fault, FaultServer
 
 # Python 3.10's asyncio leaves the server side's TLS transport unclosed when a handshake fails
 # (the old sslproto never closes the app transport it made; 3.11's rewrite does): its __del__
@@ -23,12 +29,6 @@ _TLS_HANDSHAKE_LEAK_310 = pytest.mark.filterwarnings(
     "ignore:Exception ignored in. <function _SSLProtocolTransport.__del__"
     ":pytest.PytestUnraisableExceptionWarning",
 )
-from _helpers import run_cli
-from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
-from aiohttp_resilient._diagnose._keepalive import probe_keepalive
-from aiohttp_resilient._diagnose._model import DiagnoseConfig, Step
-from aiohttp_resilient._diagnose._report import conclude
-from aiohttp_resilient.testing import Fault, FaultServer
 
 #: Quick bounds for every run: the probes' defaults are for real servers.
 QUICK = ("--json", "--timeout", "5", "--repeat", "5")
