@@ -4,13 +4,14 @@ per-read sock_read timer; a slow but steady one is not."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 
 import aiohttp
 import pytest
 
-from _helpers import fast_policy, retry_session
-from aiohttp_resilient import RetryMiddleware, resilient_session
+from _helpers import fast_policy, raw_http_server, retry_session
+from aiohttp_resilient import RetryMiddleware, resilient_session, use_policy
 from aiohttp_resilient._idle import CHECKS_PER_IDLE, IdleWatchdog
 from aiohttp_resilient.testing import Fault, FaultServer
 
@@ -173,3 +174,45 @@ async def test_resilient_session_rejects_a_negative_idle_timeout() -> None:
     """A negative idle_timeout is a ValueError naming it (0 turns the watchdog off)."""
     with pytest.raises(ValueError, match="idle_timeout"):
         resilient_session(idle_timeout=-1)
+
+
+async def test_a_long_poll_turns_the_watchdog_off_for_its_calls(fault_server: FaultServer) -> None:
+    """A server silent on purpose (a long poll answered after 3 idle periods): cut and sent
+    again by default; one attempt, answered, under a policy with watch_idle=False."""
+    fault_server.script("/poll", [Fault.hang(30.0), Fault.ok(body=b"fresh")])
+    fault_server.script("/long", [Fault.drip(b"event", chunk=5, interval=3 * IDLE)])
+    async with retry_session(idle_timeout=IDLE) as session:
+        async with session.get(fault_server.url_for("/poll")) as resp:
+            assert await resp.read() == b"fresh"
+        middleware = session._middlewares[0]
+        assert isinstance(middleware, RetryMiddleware)
+        with use_policy(middleware.policy.replace(watch_idle=False)):
+            async with session.get(fault_server.url_for("/long")) as resp:
+                assert await resp.read() == b"event"
+    assert fault_server.count("/poll") == 2  # watched: the silence was cut and retried
+    assert fault_server.count("/long") == 1  # not watched: waited for
+
+
+async def test_a_compressed_body_is_judged_by_the_bytes_that_arrive() -> None:
+    """gzip bytes arrive steadily while the decoder has nothing to give yet: not a silence."""
+    body = gzip.compress(b"x" * 4000)
+    idle = 1.0
+    step = 4
+    pause = idle / 4
+
+    async def drip(head: str, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        for at in range(0, len(body), step):
+            writer.write(body[at : at + step])
+            await writer.drain()
+            await asyncio.sleep(pause)
+        return True
+
+    assert len(body) / step * pause > 2 * idle  # longer than the idle time, in small steps
+    async with raw_http_server(drip) as (url, heads):
+        async with resilient_session(idle_timeout=idle) as session:
+            async with session.get(url) as resp:
+                assert await resp.read() == b"x" * 4000
+    assert len(heads) == 1  # not cut, not retried

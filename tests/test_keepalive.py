@@ -21,7 +21,13 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from aiohttp_resilient import TrackingConnector, resilient_session
+from aiohttp_resilient import (
+    HealthPolicy,
+    RetriesExhaustedError,
+    RetryPolicy,
+    TrackingConnector,
+    resilient_session,
+)
 from aiohttp_resilient._keepalive import (
     MIN_IDLE_EVIDENCE,
     REUSE_SHARE,
@@ -274,3 +280,35 @@ async def test_uvicorn_with_a_one_second_keep_alive_loses_no_post(tmp_path: Path
             sent, failures = await _bursts(session, url, 1.0, rounds=len(OFFSETS))
         assert failures == [], f"{len(failures)} of {sent} POSTs lost: {failures[:3]}"
         assert len(counts.read_text()) - before == sent
+
+
+async def test_a_post_sent_around_the_middleware_keeps_the_strict_limit() -> None:
+    # The connector judges each request itself: a POST with middlewares=() (a token refresh
+    # inside a middleware, say) after a GET in the same task must not inherit the GET's limit.
+    async with FaultServer() as server:
+        url = server.url_for("/")
+        async with resilient_session() as session:
+            async with session.get(url) as resp:
+                await resp.read()
+            await asyncio.sleep(UNKNOWN_UNSAFE_IDLE + 0.2)
+            async with session.post(url, data=b"x", middlewares=()) as resp:
+                await resp.read()
+            assert server.connections_opened == 2
+
+
+async def test_a_failed_connect_after_a_reused_one_is_not_taken_for_the_race() -> None:
+    # After requests on a reused connection, an attempt that never got a pooled connection
+    # must not be reported as having run on one (nor retried as the stale race).
+    async with FaultServer() as server:
+        policy = RetryPolicy(attempts=1)
+        # No breaker: it would hold refused connections for its probe instead of giving up.
+        async with resilient_session(policy=policy, health=HealthPolicy(breaker=None)) as session:
+            for _ in range(2):
+                async with session.get(server.url_for("/")) as resp:
+                    await resp.read()
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                closed = sock.getsockname()[1]
+            with pytest.raises(RetriesExhaustedError) as info:
+                await session.get(f"http://127.0.0.1:{closed}/")
+    assert [a.reused_connection for a in info.value.history] == [False]

@@ -8,9 +8,10 @@ import functools
 import math
 import weakref
 from collections import deque
+from collections.abc import Coroutine
 from contextvars import ContextVar
 from time import monotonic
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
@@ -23,13 +24,14 @@ from ._keepalive import (
     KeepAliveTable,
     parse_keep_alive_timeout,
 )
+from ._policy import DEFAULT_IDEMPOTENCY_HEADER
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientTimeout
     from aiohttp.client_reqrep import ConnectionKey
     from aiohttp.tracing import Trace
 
-__all__ = ["TrackingConnector", "last_connection_reused", "race_unsafe"]
+__all__ = ["RACE_SAFE_METHODS", "TrackingConnector", "last_connection_reused", "race_unsafe"]
 
 #: Whether the connection the current task's latest attempt got had carried a request before.
 #: A ContextVar, not an attribute on aiohttp's objects: storing a foreign attribute on the request
@@ -39,10 +41,13 @@ last_connection_reused: Final[ContextVar[bool | None]] = ContextVar(
     "aiohttp_resilient_last_connection_reused", default=None
 )
 
-#: Whether the request the current task sends is one the stale keep-alive race would lose (the
-#: retry policy would not send it again): RetryMiddleware sets it per call, and the pool's _get(),
-#: which does not see the request, reads it. Such a request reuses a connection only within the
-#: host's safe idle limit; others up to the pool's idle time.
+#: Methods whose request RetryMiddleware sends again after the stale keep-alive race: they may
+#: reuse a connection up to the pool's idle time. Others (unless they carry an Idempotency-Key)
+#: only up to the host's safe idle limit.
+RACE_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+#: Whether the request the current task is connecting for is one the race would lose: set by
+#: connect() for each request, read by the pool's _get(), which does not see the request.
 race_unsafe: Final[ContextVar[bool]] = ContextVar("aiohttp_resilient_race_unsafe", default=False)
 
 
@@ -104,9 +109,9 @@ class TrackingConnector(aiohttp.TCPConnector):
 
     Keep-alive learning, per pool key: a server's ``Keep-Alive: timeout=N`` (the middleware passes
     it on), and the idle time after which the server was seen closing pooled connections, set how
-    long an idle connection may be reused; requests the retry policy would not send again (which
-    the race would lose: :class:`RetryMiddleware` tells the pool which) reuse a connection to a
-    host whose timeout is unknown only within 1 s of idleness. The pool
+    long an idle connection may be reused; requests the race would lose (not idempotent, and
+    without an ``Idempotency-Key``) reuse a connection to a host whose timeout is unknown only
+    within 1 s of idleness. The pool
     hands out its most recently used connection first. :attr:`keep_alive_estimate` tells what was
     learned. The rule in full is in the README ("Keep-alive").
 
@@ -146,6 +151,17 @@ class TrackingConnector(aiohttp.TCPConnector):
             )
         return table
 
+    def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
+    ) -> Coroutine[Any, Any, Connection]:
+        """aiohttp's ``connect()``, told first whether ``req`` is one the stale keep-alive race
+        would lose (the pool's ``_get()`` does not see the request). A plain function returning
+        aiohttp's coroutine: no coroutine frame of its own on every request."""
+        race_unsafe.set(
+            req.method not in RACE_SAFE_METHODS and DEFAULT_IDEMPOTENCY_HEADER not in req.headers
+        )
+        return super().connect(req, traces, timeout)
+
     async def _create_connection(
         self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
     ) -> ResponseHandler:
@@ -165,6 +181,7 @@ class TrackingConnector(aiohttp.TCPConnector):
         # the host's reuse limit goes out (those stay pooled, as observations, until the pool's
         # keepalive_timeout ends them).
         if (conns := self._conns.get(key)) is None:
+            last_connection_reused.set(False)  # a new connection comes (or its making fails)
             return None
         table = self._keep_alive
         if table is None:
@@ -180,6 +197,7 @@ class TrackingConnector(aiohttp.TCPConnector):
                 continue
             if now - released > limit:
                 self._observe_only(key, conns, now)
+                last_connection_reused.set(False)
                 return None
             conns.pop()
             if not conns:
@@ -197,6 +215,7 @@ class TrackingConnector(aiohttp.TCPConnector):
                         raise
             return Connection(self, key, proto, self._loop)
         del self._conns[key]
+        last_connection_reused.set(False)
         return None
 
     def _observe_only(

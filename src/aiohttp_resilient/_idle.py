@@ -141,7 +141,9 @@ class IdleWatchdog:
                     continue
                 if getattr(content, "_size", 0):  # unread: the caller's turn, not the server's
                     state.since = now
-                marker = content.total_bytes
+                # Bytes off the network, not decoded ones: a compressed body arrives steadily
+                # while its decoder may give nothing for a while.
+                marker = content.total_raw_bytes
             if marker != state.marker:
                 state.marker = marker
                 state.since = now

@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
 from ._classify import Signal, Verdict, classify, signal_of_error, signal_of_status
-from ._connector import TrackingConnector, last_connection_reused, race_unsafe
+from ._connector import TrackingConnector, last_connection_reused
 from ._decision import next_step, next_step_after_error
 from ._engine import (
     REASON_STALE,
@@ -243,8 +243,6 @@ class RetryMiddleware:
         idempotent = method in policy.methods or (
             policy.idempotency_header is not None and policy.idempotency_header in req.headers
         )
-        if race_unsafe.get() is idempotent:  # the pool keeps a request it cannot resend off
-            race_unsafe.set(not idempotent)  # connections idle long enough to be closing
         # aiohttp re-runs the chain once after a ClientOSError/ServerDisconnectedError unless the
         # session's private switch is off. It reads the switch when a request starts, so requests
         # already under way may still be re-run: _not_retried() never lets those errors through.
@@ -253,7 +251,7 @@ class RetryMiddleware:
             session._retry_connection = False
         health = self._health
         stats = self._stats
-        idle = self._idle
+        idle = self._idle if policy.watch_idle else None  # off for a long poll's policy
         url = req.url
         key = (url.scheme, url.host, url.port)  # host_key(), inlined: it runs per request
         buffer = idempotent and policy.buffer_body

@@ -102,6 +102,9 @@ class RetryPolicy:
         max_buffer_size: Bodies larger than this many bytes are not buffered.
         raise_on_status: After the last attempt got a retryable status, raise
             :class:`RetriesExhaustedError` (``True``) or return that response (``False``).
+        watch_idle: Let the middleware's idle watchdog (``idle_timeout``) abandon a response
+            that goes silent. Turn off for long polls and watches, whose server is silent on
+            purpose: ``with use_policy(policy.replace(watch_idle=False)): ...``.
     """
 
     attempts: int = DEFAULT_ATTEMPTS
@@ -120,6 +123,7 @@ class RetryPolicy:
     buffer_body: bool = True
     max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE
     raise_on_status: bool = True
+    watch_idle: bool = True
 
     def __post_init__(self) -> None:
         _check_int("attempts", self.attempts, minimum=1)
@@ -155,6 +159,7 @@ class RetryPolicy:
             "retry_stale_immediately",
             "buffer_body",
             "raise_on_status",
+            "watch_idle",
         ):
             _check_bool(name, getattr(self, name))
         if self.deadline is not None:

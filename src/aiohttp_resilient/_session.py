@@ -163,7 +163,9 @@ def resilient_session(
       (30) is abandoned and retried, at one timer per event loop instead of one per read.
     - TLS verification on, TLS 1.2 at least, optionally with ``ca_bundle`` as trusted CAs.
     - An honest ``User-Agent`` (an automatic header, as aiohttp's own: ``headers=`` replaces it,
-      ``skip_auto_headers=("User-Agent",)`` drops it) and aiohttp's ``Accept-Encoding``.
+      ``skip_auto_headers=("User-Agent",)`` drops it; with a ``request_class=`` of yours it is a
+      session header instead, which only ``headers=`` replaces) and aiohttp's
+      ``Accept-Encoding``.
     - ``enable_cleanup_closed`` only on the Python versions where aiohttp still needs it.
 
     Args:
