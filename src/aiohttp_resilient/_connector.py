@@ -178,8 +178,8 @@ class TrackingConnector(aiohttp.TCPConnector):
     async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
         # aiohttp 3.14's _get(), with two changes: the most recently released connection goes
         # first (the least likely to have been closed by the server), and none idle longer than
-        # the host's reuse limit goes out (those stay pooled, as observations, until the pool's
-        # keepalive_timeout ends them).
+        # the host's reuse limit goes out (the oldest of those stays pooled as an observation,
+        # the others are closed: _observe_only()).
         if (conns := self._conns.get(key)) is None:
             last_connection_reused.set(False)  # a new connection comes (or its making fails)
             return None
