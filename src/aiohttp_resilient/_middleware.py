@@ -43,7 +43,7 @@ from ._policy import RetryPolicy, parse_retry_after
 from ._redact import redact_url
 from ._stats import GIVEUP_BODY, GIVEUP_CIRCUIT, GIVEUP_DEADLINE, StatsRecorder
 
-__all__ = ["HANDLED_ATTR", "RetryMiddleware", "session_policy", "use_policy"]
+__all__ = ["HANDLED_ATTR", "RetryMiddleware", "session_middleware", "session_policy", "use_policy"]
 
 #: Set on an exception the middleware let through as not retryable, so that an enclosing
 #: ``@retry_on_disconnect`` does not retry what was judged unsafe.
@@ -91,9 +91,16 @@ def use_policy(policy: RetryPolicy) -> Iterator[RetryPolicy]:
 def session_policy(session: aiohttp.ClientSession) -> RetryPolicy | None:
     """The policy requests made here through ``session`` get: :func:`use_policy`'s, else that of
     the session's first :class:`RetryMiddleware`; ``None`` when the session has none."""
+    middleware = session_middleware(session)
+    return None if middleware is None else _policy_override.get() or middleware.policy
+
+
+def session_middleware(session: aiohttp.ClientSession) -> RetryMiddleware | None:
+    """The first :class:`RetryMiddleware` in ``session``'s chain, if any (aiohttp keeps the
+    chain in a private attribute: this is the one place that reads it to find ours)."""
     for middleware in getattr(session, "_middlewares", None) or ():
         if isinstance(middleware, RetryMiddleware):
-            return _policy_override.get() or middleware.policy
+            return middleware
     return None
 
 

@@ -24,7 +24,7 @@ from ._connector import TrackingConnector
 from ._events import RetryHook
 from ._health import HealthPolicy, HostHealth
 from ._limiter import HostLimiter
-from ._middleware import RetryMiddleware
+from ._middleware import RetryMiddleware, session_middleware
 from ._policy import RetryPolicy, _check_bool, _check_int, _check_number
 from ._response import ResilientResponse
 
@@ -296,10 +296,8 @@ def session_health(session: aiohttp.ClientSession) -> HostHealth | None:
         health = session_health(session)
         health.circuit_state(("https", "api.example.org", 443))
     """
-    for middleware in getattr(session, "_middlewares", None) or ():
-        if isinstance(middleware, RetryMiddleware):
-            return middleware.health
-    return None
+    middleware = session_middleware(session)
+    return None if middleware is None else middleware.health
 
 
 def _tls_context(ca_bundle: str | PathLike[str] | None) -> ssl_module.SSLContext:

@@ -329,15 +329,14 @@ def stats(target: object) -> Stats | None:
             ...
             print(stats(session))  # a table: which host failed how
     """
-    from ._middleware import RetryMiddleware  # the middleware imports this module's recorder
+    # The middleware imports this module's recorder.
+    from ._middleware import RetryMiddleware, session_middleware
 
     connector = None
     middleware = target
     if isinstance(target, aiohttp.ClientSession):
         connector = target.connector
-        middleware = next(
-            (m for m in target._middlewares or () if isinstance(m, RetryMiddleware)), None
-        )
+        middleware = session_middleware(target)
     if isinstance(middleware, RetryMiddleware):
         recorder = middleware.stats_recorder
         health: HostHealth | None = middleware.health
