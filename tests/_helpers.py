@@ -34,6 +34,14 @@ class SleepRecorder:
         await asyncio.sleep(0)
 
 
+def closed_port() -> int:
+    """A loopback port just freed, with nothing listening on it (for a connection refused, or
+    a server of the test's own to bind)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> None:
     """Poll ``predicate`` every 10 ms until it holds; fail after ``timeout`` seconds."""
     for _ in range(int(timeout / 0.01)):

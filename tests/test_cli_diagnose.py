@@ -14,7 +14,7 @@ import pytest
 from yarl import URL
 
 from _certs import self_signed, server_context
-from _helpers import run_cli
+from _helpers import closed_port, run_cli
 from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
 from aiohttp_resilient._diagnose._keepalive import probe_keepalive
 from aiohttp_resilient._diagnose._model import DiagnoseConfig, Step
@@ -329,15 +329,6 @@ async def test_body_probe_goes_through_the_proxy() -> None:
     assert limit / 2 <= facts["accepted"] <= limit < facts["refused"] <= 2 * limit
     posts = [line for line in seen if line.startswith("POST ")]
     assert len(posts) == server.count(method="POST") == facts["requests"]
-
-
-def closed_port() -> int:
-    """A port just freed, with nothing listening on it."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_body_probe_measures_nothing_when_nothing_was_sent() -> None:

@@ -4,13 +4,12 @@ mistakes are named where they are made."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from _helpers import raw_http_server
+from _helpers import closed_port, raw_http_server
 from aiohttp_resilient import (
     BodyNotReplayableError,
     HealthPolicy,
@@ -31,14 +30,8 @@ def _notes(error: BaseException) -> str:
     return "\n".join(getattr(error, "__notes__", ()))
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_giving_up_on_refused_connections_names_the_refusal() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}/"
+    url = f"http://127.0.0.1:{closed_port()}/"
     async with resilient_session(policy=FAST, health=NO_HEALTH) as session:
         with pytest.raises(RetriesExhaustedError) as info:
             await session.get(url)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from _helpers import closed_port
 from aiohttp_resilient import (
     HealthPolicy,
     RetriesExhaustedError,
@@ -229,18 +229,12 @@ _ASGI_APP = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def _uvicorn(tmp_path: Path, keep_alive: int) -> AsyncIterator[tuple[URL, Path]]:
     (tmp_path / "asgi_app.py").write_text(_ASGI_APP)
     counts = tmp_path / "posts"
     counts.write_text("")
-    port = _free_port()
+    port = closed_port()
     env = {**os.environ, "COUNT_FILE": str(counts), "PYTHONPATH": str(tmp_path)}
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "uvicorn", "asgi_app:app", "--host", "127.0.0.1"),
@@ -306,9 +300,6 @@ async def test_a_failed_connect_after_a_reused_one_is_not_taken_for_the_race() -
             for _ in range(2):
                 async with session.get(server.url_for("/")) as resp:
                     await resp.read()
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                closed = sock.getsockname()[1]
             with pytest.raises(RetriesExhaustedError) as info:
-                await session.get(f"http://127.0.0.1:{closed}/")
+                await session.get(f"http://127.0.0.1:{closed_port()}/")
     assert [a.reused_connection for a in info.value.history] == [False]
