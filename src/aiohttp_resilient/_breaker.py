@@ -55,9 +55,13 @@ class BreakerPolicy:
         break_jitter: Breaks are lengthened by up to this share, so clients told the same do
             not probe together. A break is never shorter than a ``Retry-After`` the host sent
             with the failure that opened it, up to ``max_break``.
-        patience: Seconds a call may wait for the probe while the breaker is open, within its
-            deadline; ``0`` fails at once with :class:`CircuitOpenError`, ``None`` waits as
-            long as the deadline (or the session's timeout) allows.
+        patience: Seconds, from the breaker's opening (the outage's start, not the call's),
+            during which calls wait for the probe, within their deadline; after that they
+            fail at once with :class:`CircuitOpenError` until a probe finds the host back (the
+            call whose turn it is to probe still goes). 2.5 s covers a process restart of up to
+            about 1.8 s (probes at 0.5, 1.1 and 1.9 s) and bounds what a dead host costs a
+            crawl. ``0`` never waits, ``None`` waits as long as the deadline (or the session's
+            timeout) allows.
     """
 
     consecutive_failures: int = 5
