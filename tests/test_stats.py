@@ -113,7 +113,7 @@ async def test_the_table_counts_4xx_and_5xx_answers_apart_from_ok(
     assert header[:5] == ["host", "calls", "ok", "4xx", "5xx"]
     row = dict(zip(header[:8], lines[1].split()[:8], strict=True))
     assert (row["calls"], row["ok"], row["4xx"], row["5xx"]) == ("6", "3", "2", "1")
-    assert f"{host_of(fault_server)} responses: 2xx 3, 4xx 2, 5xx 1" in text
+    assert f"{host_of(fault_server)} responses to attempts: 2xx 3, 4xx 2, 5xx 1" in text
 
 
 def test_a_status_outside_the_classes_is_counted_and_not_a_success() -> None:

@@ -324,9 +324,8 @@ def _cells(row: HostStats) -> tuple[str, ...]:
 
 
 _LEGEND: Final = (
-    "(calls: ok (answered 2xx/3xx) + 4xx + 5xx (answered so) + gave up + failed (errors not "
-    "retried); latency of logical calls, waits and retries included; responses: one per "
-    "attempt that got one)"
+    "(ok: answered 2xx/3xx; 4xx, 5xx: answered so; failed: errors not retried; "
+    "latency of logical calls, waits and retries included)"
 )
 _SUCCESS_CLASSES: Final = frozenset({"1xx", "2xx", "3xx"})
 
@@ -349,7 +348,7 @@ def format_table(stats: Stats) -> str:
     for row in stats.hosts.values():
         if row.responses.keys() - _SUCCESS_CLASSES:  # some attempt got an error status
             classes = ", ".join(f"{name} {n}" for name, n in sorted(row.responses.items()))
-            lines.append(f"{row.host} responses: {classes}")
+            lines.append(f"{row.host} responses to attempts: {classes}")
         if row.retries:
             lines.append(f"{row.host} retries: {_pairs(row.retries)}")
         if row.give_ups:
