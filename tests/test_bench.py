@@ -395,3 +395,34 @@ def test_cost_targets_are_judged() -> None:
     skipped = _cost._judge(by_config["resilient"], rows, list(_cost.CONFIGS))
     assert skipped["verdict"] == "not measured"
     assert skipped["measured"] == "not run"
+
+
+async def test_every_client_counts_an_error_status_as_a_failure() -> None:
+    """A 404 (never retried) or a 503 to a POST handed back raises in every client's fetch, so
+    the bench counts it as a failure, not as a success; a 200 returns. Counted on the server."""
+    from aiohttp_resilient._bench._clients import CLIENTS, missing_module
+    from aiohttp_resilient.testing import Fault, FaultServer
+
+    async with FaultServer() as server:
+        server.set_default("/missing", Fault.status(404))
+        server.set_default("/busy", Fault.status(503))
+        tried = []
+        for spec in CLIENTS:
+            if missing_module(spec) is not None:
+                continue
+            client = await spec.build(4)
+            try:
+                for path, method, status in (("/missing", "GET", 404), ("/busy", "POST", 503)):
+                    before = server.count(path)
+                    with pytest.raises(Exception) as raised:  # noqa: PT011 - types differ
+                        await client.fetch(str(server.url_for(path)), method, None)
+                    assert server.count(path) > before, spec.name  # the server answered it
+                    # Some *-defaults clients retry every error, a 404 included: still a failure.
+                    assert getattr(raised.value, "status", None) == status, spec.name
+                before = server.count("/ok")
+                await client.fetch(str(server.url_for("/ok")), "GET", None)
+                assert server.count("/ok") == before + 1
+            finally:
+                await client.close()
+            tried.append(spec.name)
+        assert "resilient" in tried

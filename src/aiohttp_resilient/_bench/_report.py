@@ -462,7 +462,8 @@ def markdown(raw: dict[str, Any], summaries: Sequence[dict[str, Any]], targets: 
     lines += [
         "",
         "Figures: median over rounds, (min-max) where they differ. `x raw` = ratio to raw aiohttp "
-        "in the same round. `success` = successes / finished requests, pooled over the rounds. "
+        "in the same round. `success` = successes (a 200 with its whole body; a 4xx or 5xx "
+        "handed back is a failure, as an error is) / finished requests, pooled over the rounds. "
         "`srv att/ok` = requests the server saw / successes (amplification); `srv att/req` = "
         "requests the server saw / logical requests; `lib att/req` = attempts the retry layer "
         "counted itself. Latency: successful requests. Brownout: `outage att` = requests the "
