@@ -265,7 +265,7 @@ async def test_output_onto_an_existing_file_or_folder_is_one_line(
     async with FaultServer() as server:
         url_list.write_text(f"{server.url_for('/a')}\n")
         target = url_list if option == "--out" else tmp_path
-        code, out, err = await run_cli("fetch", "--input", str(url_list), option, str(target))
+        code, _, err = await run_cli("fetch", "--input", str(url_list), option, str(target))
     assert code == 2
     assert len(err.splitlines()) == 1, err
     kind = "a file, not a folder" if option == "--out" else "a folder, not a file"

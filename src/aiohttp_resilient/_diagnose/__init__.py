@@ -153,7 +153,7 @@ async def diagnose(
     if config.proxy is not None:
         record(await probe_proxy(config, config.proxy, redact_url(config.proxy)))
     record(await probe_http(config))
-    if keepalive and reachable:
+    if keepalive and (reachable or config.proxy is not None):
         record(await probe_keepalive(config, address))
     record(await probe_repeat(config))
     if config.probe_body:

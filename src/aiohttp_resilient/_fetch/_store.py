@@ -159,7 +159,10 @@ class Store:
 
     def resume_command(self, url_list: Path) -> str:
         """The command that fetches ``url_list`` into this output, skipping what is done."""
-        where = ["--out", str(self.out)] if self.out is not None else ["--jsonl", str(self.manifest)]
+        if self.out is not None:
+            where = ["--out", str(self.out)]
+        else:
+            where = ["--jsonl", str(self.manifest)]
         words = ["aiohttp-resilient", "fetch", "--resume", "--input", str(url_list), *where]
         return shlex.join(words)
 
