@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shlex
 import sys
 from collections.abc import AsyncIterator, Awaitable
@@ -601,3 +602,24 @@ async def test_a_gap_that_failed_twice_brackets_without_contradiction() -> None:
         code, out, err = await run_cli(*shlex.split(command)[1:], "--repeat", "1", "--json")
     assert code in (0, 1), err
     assert step(json.loads(out), "keep-alive")["facts"]["requests"] >= 2
+
+
+async def test_keepalive_compare_hint_runs_as_printed() -> None:
+    """A hold too short to compare with the pool's 4 s prints a command that compares; run as
+    printed (the installed aiohttp-resilient on PATH), it holds one 4 s gap and says ok."""
+    async with FaultServer() as server:
+        _, report = await diagnose(server.url, "--keepalive-max", "0.6")
+        keepalive = step(report, "keep-alive")
+        assert keepalive["verdict"] == "info"
+        command = keepalive["summary"].split("; to compare: ", 1)[1]
+        assert command == keepalive["facts"]["compare_command"]
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            *shlex.split(command), stdout=asyncio.subprocess.PIPE, env=env
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out
+    assert "an idle connection survived gaps up to 4.00 s" in out.decode()

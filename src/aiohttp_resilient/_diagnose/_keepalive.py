@@ -19,12 +19,14 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import shlex
 import ssl
 import time
 from typing import Any
 
 from yarl import URL
 
+from .._redact import redact_url
 from .._session import PRESETS, _tls_context, default_user_agent
 from ._model import BODY_READ_CAP, DiagnoseConfig, Step, Stopwatch, Verdict
 from ._network import open_stream
@@ -179,8 +181,12 @@ async def probe_keepalive(config: DiagnoseConfig, address: str) -> Step:
     """Measure how long an idle connection is kept (the server's, or through a proxy the
     proxy's) and compare it with the client pool's ``keepalive_timeout``."""
     client_timeout = PRESETS[config.preset].keepalive_timeout
-    facts: dict[str, Any] = {"client_keepalive_timeout": client_timeout}
+    facts: dict[str, Any] = {
+        "client_keepalive_timeout": client_timeout,
+        "url": redact_url(config.url),
+    }
     if config.proxy is not None:
+        facts["proxy"] = redact_url(config.proxy)
         if config.tls:
             return Step(
                 name="keep-alive",
@@ -328,8 +334,21 @@ def _verdict(facts: dict[str, Any], seconds: float, client_timeout: float) -> St
         )
         if held >= client_timeout:
             return step("ok", summary)
-        # Not long enough to tell whether the server outlasts the pool.
-        return step("info", summary + " (raise --keepalive-max to compare)")
+        # Not long enough to tell whether the server outlasts the pool: one gap as long as
+        # the pool's idle time tells.
+        facts["compare_command"] = shlex.join(
+            [
+                "aiohttp-resilient",
+                "diagnose",
+                facts.get("url", "URL"),
+                *(["--proxy", facts["proxy"]] if "proxy" in facts else []),
+                "--keepalive-first-gap",
+                f"{client_timeout:g}",
+                "--keepalive-max",
+                f"{client_timeout + 0.5:g}",
+            ]
+        )
+        return step("info", f"{summary}; to compare: {facts['compare_command']}")
     if "bracket" in facts:
         low, high = facts["bracket"]
         measured = f"between {low:.2f} and {high:.2f} s (a request after that gap failed twice)"
