@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import closed_port
+from _helpers import closed_port, wait_listening
 
 #: Where Debian installs it (apt-get install squid); PATH may not have /usr/sbin.
 SQUID = shutil.which("squid") or shutil.which("squid", path="/usr/sbin:/usr/local/sbin")
@@ -84,13 +84,11 @@ def _log_tail(folder: str) -> str:
 
 
 async def _wait_listening(port: int, proc: asyncio.subprocess.Process, folder: str) -> None:
-    for _ in range(200):  # 10 s
-        if proc.returncode is not None:
-            raise RuntimeError(f"squid exited with {proc.returncode}: {_log_tail(folder)}")
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            await writer.wait_closed()
-            return
-        await asyncio.sleep(0.05)
-    raise RuntimeError("squid did not listen within 10 s")
+    listening = asyncio.ensure_future(wait_listening(port))
+    exited = asyncio.ensure_future(proc.wait())
+    await asyncio.wait({listening, exited}, return_when=asyncio.FIRST_COMPLETED)
+    if not listening.done():
+        listening.cancel()
+        raise RuntimeError(f"squid exited with {proc.returncode}: {_log_tail(folder)}")
+    exited.cancel()
+    listening.result()

@@ -17,7 +17,7 @@ import pytest
 from yarl import URL
 
 from _certs import self_signed, server_context
-from _helpers import closed_port, run_cli
+from _helpers import closed_port, run_cli, wait_listening
 from _squid import IDLE_TIMEOUT, needs_squid, squid_proxy
 from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
 from aiohttp_resilient._diagnose._keepalive import probe_keepalive
@@ -537,13 +537,7 @@ async def python_http_server(folder: Path) -> AsyncIterator[URL]:
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        for _ in range(200):
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                await writer.wait_closed()
-                break
-            await asyncio.sleep(0.05)
+        await wait_listening(port)
         yield URL(f"http://127.0.0.1:{port}/")
     finally:
         proc.terminate()

@@ -184,22 +184,32 @@ async def test_second_interrupt_exits_at_once(tmp_path: Path) -> None:
     ] == [urls[0]]
 
 
+async def _paced_run_interrupted(
+    server: FaultServer, out: Path
+) -> tuple[asyncio.subprocess.Process, bytes]:
+    """``fetch`` of 16 URLs of ``server`` at -c 16 --rate 0.1, SIGINT once the first is
+    recorded; returns the ended process and its stdout (bounded: 8 s after the SIGINT)."""
+    urls = [str(server.url_for(f"/{i}")) for i in range(16)]
+    proc = await start_cli("fetch", "--out", str(out), "-c", "16", "--rate", "0.1", *urls)
+    manifest_file = out / "manifest.jsonl"
+    for _ in range(1000):
+        if manifest_file.exists() and manifest_file.read_text():
+            break
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 8)
+    return proc, stdout
+
+
 async def test_first_interrupt_does_not_wait_for_paced_slots(tmp_path: Path) -> None:
     """-c 16 --rate 0.1 on one host: 15 workers hold slots 10 to 150 s ahead. The first SIGINT
     ends the run at once (the pacer waits on the stop), with the one URL fetched recorded and
     the others left for a resumed run."""
     out = tmp_path / "out"
     async with FaultServer() as server:
-        urls = [str(server.url_for(f"/{i}")) for i in range(16)]
-        proc = await start_cli("fetch", "--out", str(out), "-c", "16", "--rate", "0.1", *urls)
-        manifest_file = out / "manifest.jsonl"
-        for _ in range(1000):
-            if manifest_file.exists() and manifest_file.read_text():
-                break
-            await asyncio.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
         # Before the second slot (10 s after the first); without the fix, 150 s.
-        await asyncio.wait_for(proc.communicate(), 8)
+        proc, _ = await _paced_run_interrupted(server, out)
+        manifest_file = out / "manifest.jsonl"
     assert proc.returncode == 130
     assert server.count() == 1
     assert len(manifest_file.read_text().splitlines()) == 1
@@ -314,15 +324,7 @@ async def test_interrupted_run_prints_how_to_resume(tmp_path: Path) -> None:
     rest; run as printed, it fetches those 15 and only those (each path served once)."""
     out = tmp_path / "out"
     async with FaultServer() as server:
-        urls = [str(server.url_for(f"/{i}")) for i in range(16)]
-        proc = await start_cli("fetch", "--out", str(out), "-c", "16", "--rate", "0.1", *urls)
-        manifest_file = out / "manifest.jsonl"
-        for _ in range(1000):
-            if manifest_file.exists() and manifest_file.read_text():
-                break
-            await asyncio.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        stdout, _ = await asyncio.wait_for(proc.communicate(), 8)
+        proc, stdout = await _paced_run_interrupted(server, out)
         assert proc.returncode == 130
         hint = _hint(stdout.decode(), "to fetch the rest")
         code, again, err = await _run_as_printed(hint)
