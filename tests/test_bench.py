@@ -225,7 +225,7 @@ def test_health_tables_and_targets_name_the_new_figures(health_run: tuple[Path, 
         "restart c=64: resilient loses 0 idempotent requests (GETs failed, all rounds)",
         twice,
     ):
-        assert targets[name]["verdict"] in ("held", "NOT held"), name
+        assert targets[name]["verdict"] in ("held", "NOT held", "full run only"), name
         assert f"| {name} |" in summary
         assert name in stdout
     assert targets[twice]["verdict"] == "held"
