@@ -455,10 +455,11 @@ async def test_keepalive_through_squid_is_the_proxys_idle_timeout() -> None:
     keepalive = step(report, "keep-alive")
     assert keepalive["facts"]["hop"] == "proxy"
     assert keepalive["verdict"] == "warn", keepalive
-    # squid looks for idle connections about once a second: it closes 1-2.5 s after the last
-    # response, under the pool's 4 s either way (direct, the server keeps them for good).
+    # squid times idle connections from its own last write and looks for them about once a
+    # second: the probe sees the close 0.5-2.5 s into a gap (a loaded machine reads the response
+    # late), under the pool's 4 s either way (direct, the server keeps them for good).
     measured = keepalive["facts"]["server_idle_timeout"]
-    assert IDLE_TIMEOUT - 0.2 <= measured < keepalive["facts"]["client_keepalive_timeout"]
+    assert IDLE_TIMEOUT / 2 <= measured < keepalive["facts"]["client_keepalive_timeout"]
     assert keepalive["summary"].startswith("the proxy closes idle connections after")
     assert code == 1
     (found,) = [c for c in report["conclusions"] if c["step"] == "keep-alive"]
