@@ -396,6 +396,46 @@ async def test_rate_limited_host_with_retry_after_is_paced_not_slept_on() -> Non
         assert server.count("/b") <= 1.1 * 400
 
 
+async def test_throttled_rate_recovers_after_sparse_sending() -> None:
+    """A host admitting 20 requests/s (429 with Retry-After beyond), sent 1 request a second,
+    then a burst of 30: every request succeeds, and 5 s after the server's last 429 the host's
+    send rate is back past 15/s (botocore's rules held it near 0.5/s for minutes). Real clock;
+    the 429s are counted on the server."""
+    async with FaultServer(record=False, rate_limit=20, compute_retry_after=True) as server:
+        url = server.url_for("/r")
+        last_429 = asyncio.get_running_loop().time()
+        seen = 0
+
+        async def watch() -> None:  # when the server last refused, on its own count
+            nonlocal last_429, seen
+            while True:
+                if server.shed_counts.get("rate", 0) != seen:
+                    seen = server.shed_counts["rate"]
+                    last_429 = asyncio.get_running_loop().time()
+                await asyncio.sleep(0.005)
+
+        health = HostHealth(HealthPolicy(breaker=None))
+        watcher = asyncio.create_task(watch())
+        try:
+            async with aiohttp.ClientSession(
+                middlewares=[RetryMiddleware(health=health)]
+            ) as session:
+                for _ in range(3):  # sparse: 1 request a second
+                    async with session.get(url) as resp:
+                        assert resp.status == 200
+                    await asyncio.sleep(1.0)
+                served = await asyncio.wait_for(get_many(session, url, requests=30, workers=30), 15)
+        finally:
+            watcher.cancel()
+        assert served == 30
+        assert seen > 0  # the burst was throttled
+        assert server.count("/r") == 33 + seen
+        await asyncio.sleep(max(0.0, last_429 + 5.0 - asyncio.get_running_loop().time()))
+        rate = health.send_rate(key_of(server))
+        assert rate is not None
+        assert rate >= 15.0
+
+
 async def test_an_outage_of_503s_leaves_the_send_rate_alone(fault_server: FaultServer) -> None:
     """503s from a host that is down say nothing about a rate: no pacing after it recovers."""
     fault_server.script("/d", [Fault.status(503)] * 30)
