@@ -89,9 +89,44 @@ def test_grows_by_one_only_in_clean_windows_that_use_it() -> None:
     assert not feed(state, good=14, in_flight=5)  # not using half of it: no growth
     assert feed(state, good=14, in_flight=7)
     assert state.limit == 15
-    assert not feed(state, good=14, dropped=1, in_flight=15)  # one drop: no growth
+    assert not feed(state, good=14, dropped=1, in_flight=12)  # one drop: no growth
     feed(state, good=15, in_flight=15)
     feed(state, good=16, in_flight=15)
+    assert state.limit == 16
+
+
+def test_the_cut_comes_as_soon_as_it_is_certain() -> None:
+    """A fifth of the window refused with 429/503 cuts at once, not after the rest of the
+    window was refused too; three of sixteen are not enough, whatever follows."""
+    state = LimitState(POLICY, 16)
+    assert feed(state, good=0, throttled=4)  # 4 >= 0.2 x 16: certain
+    assert state.limit == 14
+    state = LimitState(POLICY, 16)
+    assert not feed(state, good=0, throttled=3)
+    assert not feed(state, good=13)
+    assert state.limit == 16
+
+
+def test_a_refused_growth_is_taken_back_at_once() -> None:
+    """A host at its capacity: the slot a growth added is refused (sent at the limit), so the
+    limit goes back at once, not after a window of refusals, and the next probes wait 1, then 3
+    clean windows; a refusal below the limit is counted as usual."""
+    state = LimitState(POLICY, 16)
+    feed(state, good=8, dropped=8)
+    assert feed(state, good=14, in_flight=14)
+    assert state.limit == 15
+    assert not state.sample(False, True, 12, state.epoch)  # below the limit: counted
+    assert state.sample(False, True, 15, state.epoch)  # the new slot refused
+    assert state.limit == 14
+    assert state.cuts == 2
+    assert not feed(state, good=14, in_flight=14)  # one window skipped
+    assert feed(state, good=14, in_flight=14)
+    assert state.sample(True, False, 15, state.epoch)  # a drop takes it back too
+    assert state.limit == 14
+    for _ in range(3):
+        assert not feed(state, good=14, in_flight=14)
+    assert feed(state, good=14, in_flight=14)
+    feed(state, good=15, in_flight=15)  # the probe held a whole window: no more skipping
     assert state.limit == 16
 
 
