@@ -130,6 +130,51 @@ def test_a_refused_growth_is_taken_back_at_once() -> None:
     assert state.limit == 16
 
 
+def cut_to_15() -> LimitState:
+    state = LimitState(POLICY, 20)
+    feed(state, good=10, throttled=10, in_flight=17)
+    assert state.limit == 15  # int(17 x 0.9)
+    return state
+
+
+def test_refusals_that_stop_one_slot_lower_keep_it_lower() -> None:
+    """A cut limit one slot over a full host's capacity: refusals too few to cut, window after
+    window. One slot less is tried, and kept since they stop."""
+    state = cut_to_15()
+    assert not feed(state, good=13, dropped=2, in_flight=15)  # 2 of 15: too few to try
+    assert feed(state, good=11, dropped=4, in_flight=15)  # 4 of 15: try one less
+    assert state.limit == 14
+    assert not feed(state, good=14, in_flight=14)  # none: kept
+    assert state.limit == 14
+
+
+def test_random_refusals_undo_the_trial_and_delay_the_next() -> None:
+    """Refusals that do not fall one slot lower are random faults: the slot comes back, and
+    the next trial waits 4 windows (then 8)."""
+    state = cut_to_15()
+    assert feed(state, good=11, dropped=4, in_flight=15)
+    assert state.limit == 14
+    assert feed(state, good=10, dropped=4, in_flight=14)  # as many: undone
+    assert state.limit == 15
+    for _ in range(3):
+        assert not feed(state, good=11, dropped=4, in_flight=15)
+    assert feed(state, good=11, dropped=4, in_flight=15)  # the 4th window: a new trial
+    assert state.limit == 14
+    assert feed(state, good=11, dropped=3, in_flight=14)  # 3 > 4/4: undone again
+    assert state.limit == 15
+    for _ in range(7):
+        assert not feed(state, good=11, dropped=4, in_flight=15)
+    assert feed(state, good=11, dropped=4, in_flight=15)
+
+
+def test_a_limit_at_the_cap_is_never_tried_lower() -> None:
+    """Refusals too few to cut, at a limit never cut for congestion, are left alone."""
+    state = LimitState(POLICY, 16)
+    for _ in range(10):
+        assert not feed(state, good=12, dropped=4)
+    assert state.limit == 16
+
+
 def test_never_below_the_floor() -> None:
     state = LimitState(AdaptiveLimitPolicy(window_samples=10, min_limit=3), 4)
     for _ in range(5):

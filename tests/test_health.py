@@ -351,8 +351,9 @@ async def test_health_state_changes_are_logged(
 @pytest.mark.parametrize("refusal", [Fault.status(503), Fault.rst()], ids=["503", "rst"])
 async def test_overloaded_host_gets_its_capacity_and_loses_nothing(refusal: Fault) -> None:
     """A host that serves 4 at a time and refuses the rest at once (503 or RST): the live limit
-    comes down to about its capacity, the rest wait in the client's queue, and no request is
-    lost; the server sees few refusals (counted there)."""
+    comes down to its capacity, the rest wait in the client's queue, and no request is lost
+    though every attempt counts; the server sees few refusals (counted there: 1.06-1.08
+    attempts per success measured)."""
     async with FaultServer(
         record=False, capacity=4, service_time=0.01, over_capacity=refusal
     ) as server:
@@ -374,8 +375,8 @@ async def test_overloaded_host_gets_its_capacity_and_loses_nothing(refusal: Faul
         assert served == 400
         limit = health.live_limit(key_of(server))
         assert limit is not None
-        assert limit <= 6
-        assert server.count("/b") <= 1.5 * 400  # refusals stay a fraction of the requests
+        assert limit <= 5  # the capacity, or one over it while a probe is out
+        assert server.count("/b") <= 1.3 * 400  # at most 0.3 refusals per success
 
 
 async def test_rate_limited_host_with_retry_after_is_paced_not_slept_on() -> None:

@@ -25,10 +25,15 @@ class AdaptiveLimitPolicy:
     cut to it within a service time or two. A window without a drop, in which at least half the
     limit was in use, adds one; if the slot it added is refused (an attempt sent at the new
     limit), the limit goes back at once, and the next growth waits 1, 3, 7, then 15 clean
-    windows: a host at its capacity costs a refusal per probe, not a window of them. Only
+    windows: a host at its capacity costs a refusal per probe, not a window of them. A cut
+    limit whose windows keep a few refusals, too few to cut (4 or more; one slot over a full
+    host's capacity is refused attempt after attempt), tries one slot less for a window: kept
+    if the refusals fall to a quarter, else given back (random faults), the next trial waiting
+    4, 8, 16, 32, then 64 windows. Only
     answers below 400 count as good samples, so fast error pages never make it grow (scrapy's
     AutoThrottle guard). Random faults rarely fill half a window: at 20% faults and 50
-    samples, about once in 10**5 windows; one that refuses a probe only takes that probe back.
+    samples, about once in 10**5 windows; one that refuses a probe only takes that probe back,
+    and a limit never cut is never tried lower.
 
     Usage::
 
@@ -82,12 +87,15 @@ class LimitState:
         "_correlated",
         "_drops",
         "_failed_probes",
+        "_failed_trials",
         "_max_in_flight",
         "_policy",
         "_probing",
         "_samples",
         "_skip",
         "_throttles",
+        "_trial_from",
+        "_trial_wait",
         "ceiling",
         "cuts",
         "epoch",
@@ -112,6 +120,9 @@ class LimitState:
         self._probing = False  # the last change was a growth, not yet borne out by a window
         self._failed_probes = 0  # growths taken back in a row
         self._skip = 0  # clean windows still to pass before the next growth
+        self._trial_from = 0  # refusals of the window before a trial step down (0: none)
+        self._trial_wait = 0  # windows still to pass before the next trial
+        self._failed_trials = 0  # trials undone (refusals that did not fall)
 
     @property
     def min_limit(self) -> int:
@@ -127,7 +138,7 @@ class LimitState:
         self.limit = max(self._policy.min_limit, int(min(limit, used) * self._policy.decrease))
         self._reset()
         self._probing = False
-        self._failed_probes = self._skip = 0
+        self._failed_probes = self._skip = self._trial_from = 0
         if self.limit == limit:
             return False
         self.cuts += 1
@@ -191,14 +202,28 @@ class LimitState:
                 return self._cut(self._max_in_flight)
         if self._samples < full:
             return False
-        clean = self._drops + self._throttles == 0
+        return self._close_window(limit)
+
+    def _close_window(self, limit: int) -> bool:
+        refused = self._drops + self._throttles
         used = self._max_in_flight
         self._reset()
-        if not clean:
-            return False
-        if self._probing:  # a whole window at the grown limit without a refusal
-            self._probing = False
+        if self._probing and not refused:  # a whole window at the grown limit, no refusal
             self._failed_probes = 0
+        self._probing = False
+        if self._trial_wait:
+            self._trial_wait -= 1
+        if self._trial_from:
+            return self._judge_trial(refused)
+        if refused:
+            # A cut limit with refusals too few to cut (one slot over a full host's capacity
+            # bounces attempt after attempt): try one slot less, kept only if they stop.
+            if refused < 4 or self._trial_wait or limit >= self.ceiling or limit <= self.min_limit:
+                return False
+            self._trial_from = refused
+            self.limit = limit - 1
+            self.epoch += 1
+            return True
         if self._skip:
             self._skip -= 1
             return False
@@ -208,3 +233,16 @@ class LimitState:
             self._probing = True
             return True
         return False
+
+    def _judge_trial(self, refused: int) -> bool:
+        before = self._trial_from
+        self._trial_from = 0
+        if 4 * refused <= before:
+            return False  # they came with the load: the slot less stays
+        # Refusals that do not fall with the load are random faults: the slot comes back, and
+        # the next trial waits 4, 8, 16, 32, then 64 windows.
+        self._failed_trials = min(self._failed_trials + 1, 5)
+        self._trial_wait = 2 << self._failed_trials
+        self.limit = min(self.limit + 1, self.ceiling)
+        self.epoch += 1
+        return True
