@@ -27,6 +27,7 @@ from .testing._faults import (
     parse_fault_spec,
     parse_fault_specs,
 )
+from .testing._load import ServerLoad
 from .testing._server import FaultServer
 
 __all__ = ["build_parser", "main"]
@@ -230,6 +231,20 @@ def _counts_line(server: FaultServer) -> str:
     return " ".join(parts)
 
 
+def _server_load(args: argparse.Namespace) -> ServerLoad:
+    """The ``host health`` flags as the server's load shaping."""
+    return ServerLoad(
+        capacity=args.capacity,
+        service_time=0.0 if args.service_time_ms is None else args.service_time_ms / 1000,
+        over_capacity=args.over_capacity,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        over_rate=args.over_rate,
+        compute_retry_after=args.compute_retry_after,
+        exempt_paths=args.exempt_path,
+    )
+
+
 async def _serve(args: argparse.Namespace, weights: dict[Fault, float], seed: int) -> int:
     server = FaultServer(
         host=args.host,
@@ -241,14 +256,7 @@ async def _serve(args: argparse.Namespace, weights: dict[Fault, float], seed: in
         require_header=args.require_header,
         # A long run would keep every request in memory; the counters are all serve prints.
         record=False,
-        capacity=args.capacity,
-        service_time=0.0 if args.service_time_ms is None else args.service_time_ms / 1000,
-        over_capacity=args.over_capacity,
-        rate_limit=args.rate_limit,
-        rate_burst=args.rate_burst,
-        over_rate=args.over_rate,
-        compute_retry_after=args.compute_retry_after,
-        exempt_paths=args.exempt_path,
+        load=_server_load(args),
         request_id_header=args.request_id_header,
     )
     if weights:

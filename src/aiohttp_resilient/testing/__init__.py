@@ -10,7 +10,7 @@ Example::
 
     # A host's health as a whole: an overloaded server, a rate limit, an outage.
     FaultServer(capacity=16, service_time=0.01, over_capacity=Fault.status(503))
-    FaultServer(rate_limit=500, over_rate=Fault.status(429), compute_retry_after=True)
+    FaultServer(load=ServerLoad(rate_limit=500, compute_retry_after=True))  # options as one value
     server.outage(3.0, Fault.rst())
 
     # Large transfers: a file served with ranges and cuts, a batch endpoint applied once per key.
@@ -21,8 +21,10 @@ Example::
 """
 
 from ._faults import Fault
+from ._load import Outage, ServerLoad
 from ._ranges import Endpoint, IdempotentSink, RangedFile, ServedRange
-from ._server import FaultServer, Outage, RecordedRequest
+from ._records import RecordedRequest
+from ._server import FaultServer
 
 __all__ = [
     "Endpoint",
@@ -33,4 +35,5 @@ __all__ = [
     "RangedFile",
     "RecordedRequest",
     "ServedRange",
+    "ServerLoad",
 ]

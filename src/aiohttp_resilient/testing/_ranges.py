@@ -28,12 +28,10 @@ import random
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal
 
+from ._endpoint import Endpoint, Exchange
 from ._faults import _check_number
-
-if TYPE_CHECKING:
-    from ._server import _Connection
 
 __all__ = ["Endpoint", "IdempotentSink", "RangedFile", "ServedRange"]
 
@@ -45,16 +43,6 @@ _PERIOD = 1_048_583
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 # Last-Modified of version 0: a fixed date, one second later per version.
 _EPOCH = 1_700_000_000
-
-
-class Endpoint(Protocol):
-    """What a :class:`FaultServer` calls for a path given to :meth:`FaultServer.serve`."""
-
-    def received(self, conn: _Connection) -> None:
-        """The request's body arrived whole (called whatever fault then answers it)."""
-
-    def respond(self, conn: _Connection) -> None:
-        """Answer the request (called instead of an ``ok`` fault's canned response)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +70,7 @@ class ServedRange:
     cut: str | None
 
 
-def _header(conn: _Connection, name: str) -> str | None:
+def _header(conn: Exchange, name: str) -> str | None:
     lname = name.lower()
     for key, value in conn.headers:
         if key.lower() == lname:
@@ -197,10 +185,10 @@ class RangedFile:
 
     # -- Endpoint ------------------------------------------------------------------------------
 
-    def received(self, conn: _Connection) -> None:
+    def received(self, conn: Exchange) -> None:
         pass
 
-    def respond(self, conn: _Connection) -> None:
+    def respond(self, conn: Exchange) -> None:
         range_header = _header(conn, "Range")
         if_range = _header(conn, "If-Range")
         start, end, status = 0, self.size, 200
@@ -266,7 +254,7 @@ class _Stream:
     def __init__(
         self,
         file: RangedFile,
-        conn: _Connection,
+        conn: Exchange,
         status: int,
         headers: list[tuple[str, str]],
         start: int,
@@ -346,7 +334,7 @@ class IdempotentSink:
         self.replays = 0
         self.bad = 0
 
-    def received(self, conn: _Connection) -> None:
+    def received(self, conn: Exchange) -> None:
         key = _header(conn, self.header)
         if key is not None and key in self.batches:
             self.replays += 1
@@ -371,7 +359,7 @@ class IdempotentSink:
             self.batches[key] = len(items)
         conn.endpoint_answer = (201, {"applied": len(items)})
 
-    def respond(self, conn: _Connection) -> None:
+    def respond(self, conn: Exchange) -> None:
         status, answer = conn.endpoint_answer or (500, {"error": "no body"})
         conn.write_simple(
             status, [("Content-Type", "application/json")], json.dumps(answer).encode()
