@@ -20,7 +20,7 @@ from ._faults import Fault
 from ._http11 import BUSY, CLOSED, HEAD, RequestHead, RequestReader
 from ._load import LoadShaper
 from ._plan import FaultPlan
-from ._records import RECORDED_BODY_LIMIT
+from ._records import RECORDED_BODY_LIMIT, Ledger
 from ._render import ResponseWriter
 
 __all__ = ["Host", "ServerConnection"]
@@ -60,18 +60,14 @@ class Host(Protocol):
     def _writer(self) -> ResponseWriter: ...
     @property
     def _endpoints(self) -> dict[str, Endpoint]: ...
+    @property
+    def _ledger(self) -> Ledger: ...
 
     def _connected(self, conn: ServerConnection) -> int:
         """A connection was accepted; returns its id."""
 
     def _disconnected(self, conn: ServerConnection) -> None:
         """A connection is gone."""
-
-    def _arrived(self, path: str, method: str, request_id: str | None) -> None:
-        """A request head was read."""
-
-    def _finished(self, conn: ServerConnection, action: str, shed: str | None = None) -> None:
-        """The current request of ``conn`` is done with: ``action`` was its fate."""
 
 
 def _find_header(headers: list[tuple[str, str]], lname: str) -> str | None:
@@ -242,7 +238,7 @@ class ServerConnection(RequestReader):
 
     def _finish(self, action: str, shed: str | None = None) -> None:
         self.in_request = False
-        self.server._finished(self, action, shed)
+        self.server._ledger.finished(self, action, shed)
 
     def _on_head(self, head: RequestHead) -> None:
         server = self.server
@@ -250,7 +246,7 @@ class ServerConnection(RequestReader):
         required = server._required_lower
         id_header = server._id_lower
         request_id = None if id_header is None else _find_header(head.headers, id_header)
-        server._arrived(head.path, head.method, request_id)
+        server._ledger.arrived(head.path, head.method, request_id)
         if required is not None and _find_header(head.headers, required) is None:
             # Like a CDN that refuses the request: no response, just a closed connection.
             self._finish("dropped")

@@ -454,12 +454,6 @@ class FaultServer:
         if not self._conns and self._all_closed is not None:
             self._all_closed.set()
 
-    def _arrived(self, path: str, method: str, request_id: str | None) -> None:
-        self._ledger.arrived(path, method, request_id)
-
-    def _finished(self, conn: ServerConnection, action: str, shed: str | None = None) -> None:
-        self._ledger.finished(conn, action, shed)
-
 
 #: ``load=`` alone: the keywords at their defaults.
 _NO_KEYWORDS = ServerLoad()
