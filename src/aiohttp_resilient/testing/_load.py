@@ -46,7 +46,8 @@ class ServerLoad:
         over_rate: What a request over ``rate_limit`` gets: ``Fault.status(429)`` by default.
         compute_retry_after: Give ``status`` faults of outages, ``over_rate`` and
             ``over_capacity`` that set no ``retry_after`` of their own a ``Retry-After`` of the
-            whole seconds (at least 1) until the refusal should end.
+            whole seconds (at least 1) until the refusal should end: the end of the outage, the
+            next free token of the rate limit, ``service_time`` for the capacity.
         exempt_paths: Paths that outages, ``rate_limit``, ``capacity`` and ``service_time`` leave
             alone, such as a health check; any iterable of paths, kept as a frozenset.
     """

@@ -85,6 +85,8 @@ class FaultServer:
         default: The fault for requests nothing else decides.
         idle_close: Close a keep-alive connection after it was idle this many seconds, without
             ``Connection: close`` (a plain FIN), as servers with short idle timeouts do.
+        keep_alive_header: Send ``Keep-Alive: <this value>`` (``"timeout=5"``, say) with every
+            response that keeps the connection open.
         max_requests_per_conn: Close a connection (FIN) after this many responses on it, without
             announcing it with ``Connection: close``.
         max_body: Reject request bodies larger than this many bytes.
