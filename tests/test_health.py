@@ -21,6 +21,7 @@ from aiohttp_resilient import (
     HealthPolicy,
     HostHealth,
     HostLimiter,
+    RetriesExhaustedError,
     RetryBudgetExhaustedError,
     RetryMiddleware,
     resilient_session,
@@ -162,7 +163,7 @@ async def test_cancelled_probe_frees_the_half_open_breaker(fault_server: FaultSe
     )
     health = HostHealth(HealthPolicy(breaker=breaker))
     async with retry_session(fast_policy(attempts=2), health=health) as session:
-        with pytest.raises(CircuitOpenError):
+        with pytest.raises(RetriesExhaustedError):  # its two attempts opened the breaker
             await session.get(fault_server.url_for("/s"))
         assert health.circuit_state(key_of(fault_server)) is CircuitState.OPEN
         assert fault_server.count("/s") == 2
@@ -319,19 +320,32 @@ async def test_limiter_waiters_cancelled_together_raise_cancelled() -> None:
 async def test_health_state_changes_are_logged(
     fault_server: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The breaker's openings are logged at WARNING with the host."""
-    fault_server.set_default("/down", Fault.rst())
-    caplog.set_level(logging.WARNING, logger="aiohttp_resilient")
-    breaker = BreakerPolicy(consecutive_failures=2, min_failure_span=0.0, patience=0.0)
+    """The breaker's opening and closing are logged once each at INFO with the host; the
+    probes in between only at DEBUG; the failed call itself at WARNING, once."""
+    fault_server.script("/down", [Fault.rst(), Fault.rst(), Fault.rst()])
+    fault_server.set_default("/down", Fault.ok())
+    caplog.set_level(logging.DEBUG, logger="aiohttp_resilient")
+    breaker = BreakerPolicy(
+        consecutive_failures=2, min_failure_span=0.0, break_duration=0.05, patience=0.0
+    )
     middleware = RetryMiddleware(fast_policy(), health=HealthPolicy(breaker=breaker))
     async with aiohttp.ClientSession(middlewares=[middleware]) as session:
         with pytest.raises(CircuitOpenError):
             await session.get(fault_server.url_for("/down"))
-    assert any(
-        "circuit for http://127.0.0.1" in r.getMessage()
-        and "is open (2 failures in a row" in r.getMessage()
-        for r in caplog.records
-    )
+        await asyncio.sleep(0.06)
+        with pytest.raises(CircuitOpenError):  # its probe fails; no patience to wait again
+            await session.get(fault_server.url_for("/down"))
+        await asyncio.sleep(0.1)
+        async with session.get(fault_server.url_for("/down")) as resp:
+            assert resp.status == 200  # the probe that closes it
+    circuit = [r for r in caplog.records if r.getMessage().startswith("circuit for ")]
+    told = [r for r in circuit if r.levelno >= logging.INFO]
+    assert [r.levelname for r in told] == ["INFO", "INFO"]
+    assert "is open (2 failures in a row" in told[0].getMessage()
+    assert "is closed" in told[1].getMessage()
+    assert len(circuit) > 2  # the probes, at DEBUG
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2  # one per failed call
 
 
 @pytest.mark.parametrize("refusal", [Fault.status(503), Fault.rst()], ids=["503", "rst"])

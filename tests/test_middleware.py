@@ -10,7 +10,7 @@ import gzip
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -33,8 +33,10 @@ from aiohttp_resilient import (
     RetryPolicy,
     TrackingConnector,
     resilient_session,
+    stats,
     use_policy,
 )
+from aiohttp_resilient._keepalive import MIN_IDLE_EVIDENCE
 from aiohttp_resilient.testing import Fault, FaultServer
 
 OK_JSON = Fault.ok(body=b'{"ok": true}', headers={"Content-Type": "application/json"})
@@ -168,15 +170,19 @@ async def test_retryable_statuses_are_retried(fault_server: FaultServer, status:
 
 
 async def test_disconnect_on_reused_connection_retries_at_once(fault_server: FaultServer) -> None:
-    """A FIN on a pooled connection before any response byte is retried without a backoff wait."""
+    """A FIN on a pooled connection that sat idle long enough for the server to have closed it
+    (here past MIN_IDLE_EVIDENCE, the floor while the host's timeout is unknown) is the stale
+    keep-alive race: retried without a backoff wait, and charged to nothing."""
     fault_server.script("/k", [Fault.ok(), Fault.fin(), Fault.ok(body=b"again")])
     sleeps, events = SleepRecorder(), EventLog()
     policy = fast_policy(backoff_base=1.0)
     async with retry_session(policy, sleep=sleeps, on_retry=events) as session:
         async with session.get(fault_server.url_for("/k")) as resp:
             await resp.read()
+        await asyncio.sleep(MIN_IDLE_EVIDENCE + 0.05)
         async with session.get(fault_server.url_for("/k")) as resp:
             assert await resp.read() == b"again"
+        retried = stats(session).total.retries
     records = fault_server.records
     assert [(r.conn_id, r.seq_on_conn, r.action) for r in records] == [
         (1, 1, "ok"),
@@ -185,6 +191,27 @@ async def test_disconnect_on_reused_connection_retries_at_once(fault_server: Fau
     ]
     assert events.reasons == ["stale keep-alive connection"]
     assert sleeps.delays == []
+    assert retried == {"stale_connection": 1}
+
+
+@pytest.mark.parametrize("fault", [Fault.fin, Fault.rst])
+async def test_a_failure_on_a_connection_reused_at_once_is_not_the_race(
+    fault_server: FaultServer, fault: Callable[[], Fault]
+) -> None:
+    """A connection reused a moment after its last response cannot have been closed idle by
+    the server: a FIN or RST there is a real fault, booked and retried as one (on loopback every
+    failure comes within the old 50 ms window, and resets were hidden as the race)."""
+    fault_server.script("/k", [Fault.ok(), fault(), Fault.ok()])
+    events = EventLog()
+    async with retry_session(fast_policy(), on_retry=events) as session:
+        for _ in range(2):
+            async with session.get(fault_server.url_for("/k")) as resp:
+                await resp.read()
+        retried = stats(session).total.retries
+    assert [(r.conn_id, r.seq_on_conn) for r in fault_server.records][:2] == [(1, 1), (1, 2)]
+    assert events.reasons == ["disconnect, retried at once within the host's retry budget"]
+    assert "stale_connection" not in retried
+    assert sum(retried.values()) == 1
 
 
 async def test_disconnect_on_fresh_connection_is_retried_at_once(fault_server: FaultServer) -> None:

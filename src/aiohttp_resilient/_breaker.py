@@ -69,7 +69,7 @@ class BreakerPolicy:
     break_multiplier: float = 1.25
     max_break: float = 30.0
     break_jitter: float = 0.1
-    patience: float | None = 10.0
+    patience: float | None = 2.5
 
     def __post_init__(self) -> None:
         _check_int("consecutive_failures", self.consecutive_failures, minimum=1)
@@ -118,6 +118,7 @@ class BreakerState:
         "consecutive",
         "last_success",
         "open_until",
+        "opened_at",
         "openings",
         "reason",
         "state",
@@ -131,6 +132,9 @@ class BreakerState:
         #: When the host last answered (or when it was first seen).
         self.last_success = now
         self.open_until = 0.0
+        #: When the outage began: the breaker's last move from closed to open (failed probes
+        #: reopen it without moving this). Calls' patience counts from here.
+        self.opened_at = 0.0
         #: Consecutive openings: each break is longer (reset when a probe succeeds).
         self.openings = 0
         #: Why it last opened, in words (for logs, hooks and CircuitOpenError).
@@ -220,6 +224,8 @@ class BreakerState:
         else:
             self.openings += 1
         pause = base * (1.0 + policy.break_jitter * self._rng.random())
+        if self.state is CircuitState.CLOSED:
+            self.opened_at = now
         if retry_after is not None and retry_after > pause:
             # Never probe before the host said it would be back, within max_break.
             pause = min(retry_after, max(policy.max_break, pause))

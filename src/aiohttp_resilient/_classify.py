@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
+from typing import Final
 
 import aiohttp
 
@@ -16,7 +18,15 @@ from ._exceptions import (
     RetryBudgetExhaustedError,
 )
 
-__all__ = ["VERDICTS", "Signal", "Verdict", "classify", "signal_of_error", "signal_of_status"]
+__all__ = [
+    "VERDICTS",
+    "Signal",
+    "Verdict",
+    "classify",
+    "malformed_host",
+    "signal_of_error",
+    "signal_of_status",
+]
 
 
 class Verdict(enum.Enum):
@@ -111,6 +121,28 @@ VERDICTS: dict[type[BaseException], Verdict] = {
 
 _cache: dict[type[BaseException], Verdict] = {}
 
+#: A DNS name as resolvers take it: labels of letters, digits, '-' and '_' (seen in the wild),
+#: 1-63 characters each, 253 in all, an optional final dot.
+_HOST_NAME: Final = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?")
+
+
+def malformed_host(host: str | None) -> bool:
+    """Whether ``host`` cannot be a DNS name (a space, an empty label, a label over 63
+    characters): resolving it fails the same way every time. IP literals never get here (they
+    are not resolved). Runs on DNS failures only."""
+    if not host:
+        return True
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return True
+    return _HOST_NAME.fullmatch(ascii_host) is None
+
+
+def _bad_name(exc: BaseException) -> bool:
+    # A DNS failure for a name that cannot exist: the URL is wrong, not the network.
+    return isinstance(exc, aiohttp.ClientConnectorDNSError) and malformed_host(exc.host)
+
 
 def classify(exc: BaseException) -> Verdict:
     """The verdict on ``exc``: whether the request can have reached the server, or never retry.
@@ -127,6 +159,8 @@ def classify(exc: BaseException) -> Verdict:
     if verdict is None:
         verdict = next((VERDICTS[base] for base in cls.__mro__ if base in VERDICTS), _NEVER)
         _cache[cls] = verdict
+    if verdict is _NOT_SENT and _bad_name(exc):
+        return _NEVER  # a malformed host name: retrying cannot help
     return verdict
 
 
@@ -157,6 +191,8 @@ def signal_of_error(exc: BaseException) -> Signal:
     if signal is None:
         signal = next((_SIGNALS[base] for base in cls.__mro__ if base in _SIGNALS), Signal.LOCAL)
         _signal_cache[cls] = signal
+    if signal is Signal.UNREACHABLE and _bad_name(exc):
+        return Signal.LOCAL  # the URL's mistake says nothing about any host
     return signal
 
 

@@ -31,14 +31,24 @@ if TYPE_CHECKING:
     from aiohttp.client_reqrep import ConnectionKey
     from aiohttp.tracing import Trace
 
-__all__ = ["RACE_SAFE_METHODS", "TrackingConnector", "last_connection_reused", "race_unsafe"]
+__all__ = [
+    "NEW_CONNECTION",
+    "RACE_SAFE_METHODS",
+    "TrackingConnector",
+    "last_connection_idle",
+    "race_unsafe",
+]
 
-#: Whether the connection the current task's latest attempt got had carried a request before.
+#: :data:`last_connection_idle` of an attempt that got a new connection.
+NEW_CONNECTION: Final = -1.0
+
+#: How long the connection the current task's latest attempt got had sat idle in the pool before
+#: it was handed out, in seconds; :data:`NEW_CONNECTION` for a new one, ``None`` when unknown.
 #: A ContextVar, not an attribute on aiohttp's objects: storing a foreign attribute on the request
 #: or the protocol forces CPython to give them an instance dict, which slowed every attribute
 #: access aiohttp makes on them (25k more instructions per request, measured with callgrind).
-last_connection_reused: Final[ContextVar[bool | None]] = ContextVar(
-    "aiohttp_resilient_last_connection_reused", default=None
+last_connection_idle: Final[ContextVar[float | None]] = ContextVar(
+    "aiohttp_resilient_last_connection_idle", default=None
 )
 
 #: Methods whose request RetryMiddleware sends again after the stale keep-alive race: they may
@@ -138,6 +148,12 @@ class TrackingConnector(aiohttp.TCPConnector):
                 return table.estimate(key)
         return table.estimate(req_key)
 
+    def race_idle_floor(self, key: ConnectionKey) -> float:
+        """Seconds a connection of ``key``'s pool must have sat idle before a failure on its
+        reuse can be the stale keep-alive race (the server could have closed it idle): see
+        :meth:`KeepAliveTable.race_idle_floor`."""
+        return self._table().race_idle_floor(key)
+
     def note_keep_alive(self, key: ConnectionKey, header: str) -> None:
         """Take a response's ``Keep-Alive`` header for ``key``'s pool."""
         timeout = parse_keep_alive_timeout(header)
@@ -178,7 +194,7 @@ class TrackingConnector(aiohttp.TCPConnector):
         protocol = await super()._create_connection(req, traces, timeout)
         if isinstance(protocol, _PooledHandler):
             protocol.pool_key = req.connection_key
-        last_connection_reused.set(False)
+        last_connection_idle.set(NEW_CONNECTION)
         return protocol
 
     async def _get(self, key: ConnectionKey, traces: list[Trace]) -> Connection | None:
@@ -187,7 +203,7 @@ class TrackingConnector(aiohttp.TCPConnector):
         # the host's reuse limit goes out (the oldest of those stays pooled as an observation,
         # the others are closed: _observe_only()).
         if (conns := self._conns.get(key)) is None:
-            last_connection_reused.set(False)  # a new connection comes (or its making fails)
+            last_connection_idle.set(NEW_CONNECTION)  # a new connection comes (or its making fails)
             return None
         table = self._keep_alive
         if table is None:
@@ -203,7 +219,7 @@ class TrackingConnector(aiohttp.TCPConnector):
                 continue
             if now - released > limit:
                 self._observe_only(key, conns, now)
-                last_connection_reused.set(False)
+                last_connection_idle.set(NEW_CONNECTION)
                 return None
             conns.pop()
             if not conns:
@@ -211,7 +227,7 @@ class TrackingConnector(aiohttp.TCPConnector):
             self._acquired.add(proto)
             if self._limit_per_host:
                 self._acquired_per_host[key].add(proto)
-            last_connection_reused.set(True)
+            last_connection_idle.set(now - released)
             if traces:
                 for trace in traces:
                     try:
@@ -221,7 +237,7 @@ class TrackingConnector(aiohttp.TCPConnector):
                         raise
             return Connection(self, key, proto, self._loop)
         del self._conns[key]
-        last_connection_reused.set(False)
+        last_connection_idle.set(NEW_CONNECTION)
         return None
 
     def _observe_only(

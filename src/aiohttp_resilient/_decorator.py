@@ -243,7 +243,6 @@ def retry_on_disconnect(
                     first=number == 1,
                     charged_at=charged_at,
                     wait_until=wait_until,
-                    patience_from=None if run is None else run.circuit_since,
                     last_error=last,
                 )
             except WaitExpiredError as expired:

@@ -59,7 +59,6 @@ class RetryRun:
 
     __slots__ = (
         "_clock",
-        "_forgiven",
         "_history",
         "_key",
         "_method",
@@ -72,7 +71,6 @@ class RetryRun:
         "_url_source",
         "_verdict",
         "_waits",
-        "circuit_since",
         "stale_used",
     )
 
@@ -104,11 +102,6 @@ class RetryRun:
         self._on_giveup = on_giveup
         self._history: list[Attempt] = []
         self._waits = policy.schedule()
-        #: Attempts that failed while the host's circuit was open: they do not use up the
-        #: policy's attempts (the call waits for the probe instead).
-        self._forgiven = 0
-        #: When this call first waited for an open circuit (its patience counts from there).
-        self.circuit_since: float | None = None
         #: Whether a failure already passed for the stale keep-alive race.
         self.stale_used = False
 
@@ -137,23 +130,17 @@ class RetryRun:
         """The policy this call follows."""
         return self._policy
 
-    @property
-    def forgiven(self) -> int:
-        """Attempts that did not count against the policy's (circuit open, refused
-        connection, sent over a limit since cut)."""
-        return self._forgiven
-
     def attempts_left(self, number: int) -> bool:
-        """Whether the policy allows an attempt after attempt ``number``."""
-        return number - self._forgiven < self._policy.attempts
+        """Whether the policy allows an attempt after attempt ``number`` (every attempt
+        counts: the policy's ``attempts`` caps what one call sends)."""
+        return number < self._policy.attempts
 
     def decide(
         self,
         attempt: Attempt,
         *,
         at_once: bool = False,
-        forgiven: bool = False,
-        uncounted: bool = False,
+        wait_for_probe: bool = False,
         retry_after: float | None = None,
         reason_at_once: str = REASON_AT_ONCE,
     ) -> tuple[float | None, str]:
@@ -161,22 +148,17 @@ class RetryRun:
         ``delay`` seconds, or ``(None, reason)`` to give up.
 
         ``at_once``: the host allows an immediate retry (a disconnect within its budget, or
-        the stale keep-alive race). ``forgiven``: the host's circuit is open, so this attempt
-        does not use up the policy's attempts and the next one waits for the probe.
-        ``uncounted``: the attempt does not use up the policy's attempts but waits as usual
-        (a refused connection while the breaker, which bounds them, is watching the host).
+        the stale keep-alive race). ``wait_for_probe``: the host's circuit is open, so the next
+        attempt waits for the breaker's probe (the claim does the waiting, or fails the call).
         """
         self.record(attempt)
         policy = self._policy
-        if forgiven:
-            self._forgiven += 1
-            return 0.0, REASON_PROBE
-        if uncounted:  # the host refused the connection: nothing was sent, the breaker judges
-            self._forgiven += 1
         if not self.attempts_left(attempt.number):
             self._verdict = GIVEUP_ATTEMPTS
             plural = "" if policy.attempts == 1 else "s"
             return None, f"all {policy.attempts} attempt{plural} the policy allows were used"
+        if wait_for_probe:
+            return 0.0, REASON_PROBE
         if retry_after is not None:
             if retry_after > policy.retry_after_max:
                 self._verdict = GIVEUP_RETRY_AFTER

@@ -133,25 +133,38 @@ class RetryBudgetExhaustedError(RetriesExhaustedError):
 
 class CircuitOpenError(ResilientError):
     """The host's circuit breaker is open: it failed every call for a while, and this call
-    could not wait for the probe (its deadline or the breaker's patience ends first, or waiting
-    is off).
+    could not wait for the probe. Calls wait for the probe only while the outage is younger
+    than ``BreakerPolicy.patience`` (and within their deadline); after that they fail at once,
+    until a probe finds the host back.
 
     Attributes:
         host: ``scheme://host:port`` (``call://name`` for a decorated function).
         retry_in: Seconds until the next probe goes (0 when one is out now).
         reason: Why the breaker opened, in words.
         waited: Seconds this call waited for the probe before giving up.
+        down_for: Seconds since the breaker opened (the outage so far), when known.
     """
 
-    def __init__(self, *, host: str, retry_in: float, reason: str, waited: float) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        retry_in: float,
+        reason: str,
+        waited: float,
+        down_for: float | None = None,
+    ) -> None:
         self.host = host
         self.retry_in = retry_in
         self.reason = reason
         self.waited = waited
+        self.down_for = down_for
         when = f"the next probe goes in {retry_in:.3g}s" if retry_in > 0 else "a probe is out"
+        down = "" if down_for is None else f"down for {down_for:.3g}s, "
         super().__init__(
-            f"circuit open for {host} ({reason}): {when}; this call waited {waited:.3g}s "
-            "(BreakerPolicy.patience and the deadline bound the wait)"
+            f"circuit open for {host} ({reason}): {down}{when}; this call waited {waited:.3g}s "
+            "(calls wait for the probe while the outage is younger than BreakerPolicy.patience, "
+            "and within their deadline)"
         )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ._aimd import AdaptiveLimitPolicy, LimitState
-from ._breaker import Admission, BreakerPolicy, BreakerState, CircuitState
+from ._breaker import BreakerPolicy, BreakerState, CircuitState
 from ._budget import BudgetPolicy, BudgetState, Tier
 from ._classify import Signal
 from ._engine import Clock, Sleep, deadline_timer, log_fields, logger, timer_expired
@@ -97,7 +97,8 @@ class Advice(enum.Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CircuitEvent:
-    """A breaker changed state: what ``on_circuit_change`` hooks receive (logged at WARNING).
+    """A breaker changed state: what ``on_circuit_change`` hooks receive (an opening and a
+    closing are logged at INFO, the probes in between at DEBUG).
 
     Attributes:
         host: ``scheme://host:port``.
@@ -490,17 +491,13 @@ class HostHealth:
         first: bool,
         charged_at: float | None = None,
         wait_until: float | None = None,
-        patience_from: float | None = None,
         last_error: BaseException | None = None,
     ) -> HostClaim:
         """Claim ``key`` for an attempt, waiting as its breaker, rate and slots require.
 
-        ``patience_from``: when the call first waited for this host's open circuit (its
-        patience counts from there), ``None`` for now.
-
         Raises:
-            CircuitOpenError: The breaker is open and the probe would come after the call's
-                patience or ``wait_until``.
+            CircuitOpenError: The breaker is open and its next probe would come after the
+                outage's patience (counted from the breaker's opening) or ``wait_until``.
             WaitExpiredError: A slot or the rate would come after ``wait_until``.
         """
         clock = self._clock
@@ -511,7 +508,7 @@ class HostHealth:
         record.touched = now
         if first and record.budget is not None:
             record.budget.deposit(now)
-        probe = await self._admit(key, record, wait_until, patience_from, last_error)
+        probe = await self._admit(key, record, wait_until, last_error)
         try:
             if record.rate is not None and record.rate.enabled:
                 await self._wait_for_rate(record.rate, wait_until)
@@ -529,44 +526,41 @@ class HostHealth:
         key: HostKey,
         record: _Record,
         wait_until: float | None,
-        patience_from: float | None,
         last_error: BaseException | None,
     ) -> bool:
+        # Whether the attempt goes as the breaker's probe; waits while the outage is young.
+        # Patience counts from the outage (the breaker's opening), not from the call: calls
+        # that come while a host restarts wait for the probe that finds it back; once the host
+        # has been down longer than the patience, calls fail at once (Envoy's ejection, Finagle's
+        # FailFast), except the one whose turn it is to probe.
         breaker = record.breaker
         if breaker is None:
             return False
-        policy = self.policy.breaker
-        assert policy is not None
+        patience = self.policy.breaker.patience  # type: ignore[union-attr]
         clock = self._clock
         started = clock()
-        since = started if patience_from is None else patience_from
-        patience_end = None if policy.patience is None else since + policy.patience
-        limit = (
-            patience_end
-            if wait_until is None
-            else (wait_until if patience_end is None else min(wait_until, patience_end))
-        )
-        waited = patience_from is not None  # a call that waited before has used its patience
         while True:
             now = clock()
-            if breaker.state is CircuitState.CLOSED:
+            state = breaker.state
+            if state is CircuitState.CLOSED:
                 return False
-            # Open (the probe goes at open_until) or half-open (the probe is out). A call past
-            # its patience neither waits nor probes: probes are bounded by patience too (a call
-            # with no patience still probes when the probe is due, since that needs no wait).
-            due = breaker.state is CircuitState.OPEN and now >= breaker.open_until
-            probe_at = breaker.open_until if breaker.state is CircuitState.OPEN else now
-            if limit is not None and (probe_at > limit or (now > limit and (waited or not due))):
+            if state is CircuitState.OPEN and now >= breaker.open_until:
+                breaker.admit(now)  # the probe is due: this attempt is it
+                self._notify(key, record, CircuitState.OPEN, CircuitState.HALF_OPEN, None)
+                return True
+            limit = None if patience is None else breaker.opened_at + patience
+            if wait_until is not None and (limit is None or wait_until < limit):
+                limit = wait_until
+            # Open: the probe goes at open_until; half-open: the probe is out, wait for it.
+            probe_at = breaker.open_until if state is CircuitState.OPEN else now
+            if limit is not None and (probe_at > limit or now >= limit):
                 raise CircuitOpenError(
                     host=format_host(key),
                     retry_in=max(0.0, breaker.open_until - now),
                     reason=breaker.reason,
-                    waited=now - since,
+                    waited=now - started,
+                    down_for=now - breaker.opened_at,
                 ) from last_error
-            if breaker.admit(now) is Admission.PROBE:
-                self._notify(key, record, CircuitState.OPEN, CircuitState.HALF_OPEN, None)
-                return True
-            waited = True
             await self._wait_for_change(record, breaker, now, limit)
 
     async def _wait_for_change(
@@ -768,18 +762,28 @@ class HostHealth:
         fields = log_fields(
             "circuit", None, None, key, state=new.value, reason=event.reason, delay=retry_in
         )
-        if new is CircuitState.OPEN:
-            if old is CircuitState.CLOSED:
-                record.trips += 1
-            logger.warning(
+        # Once per outage at INFO (it opened, it closed again); the probes in between at
+        # DEBUG. The calls that fail say so at WARNING, once each: one line per failed call.
+        if new is CircuitState.OPEN and old is CircuitState.CLOSED:
+            record.trips += 1
+            logger.info(
                 "circuit for %s is open (%s): next probe in %.3gs",
                 event.host,
                 event.reason,
                 retry_in or 0.0,
                 extra=fields,
             )
-        else:
-            logger.warning("circuit for %s is %s", event.host, new.value, extra=fields)
+        elif new is CircuitState.CLOSED:
+            logger.info(
+                "circuit for %s is closed: the probe succeeded after %.3gs down",
+                event.host,
+                self._clock() - breaker.opened_at,
+                extra=fields,
+            )
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "circuit for %s is %s (%s)", event.host, new.value, event.reason, extra=fields
+            )
         self._wake(record)
         hook = self._on_change
         if hook is not None:

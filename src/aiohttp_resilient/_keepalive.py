@@ -43,6 +43,7 @@ __all__ = [
     "FORGET_AFTER",
     "MIN_IDLE_EVIDENCE",
     "OBSERVE_FOR",
+    "RACE_SHARE",
     "REUSE_SHARE",
     "UNKNOWN_UNSAFE_IDLE",
     "KeepAliveEstimate",
@@ -58,6 +59,12 @@ UNKNOWN_UNSAFE_IDLE: Final = 1.0
 #: A close this soon after a response is not an idle timeout (the server closes after each
 #: response, or after N requests): it teaches nothing about idle time.
 MIN_IDLE_EVIDENCE: Final = 0.25
+#: A failure on a reused connection is the stale keep-alive race only if the connection had been
+#: idle for at least this share of the host's known timeout (and never less than
+#: :data:`MIN_IDLE_EVIDENCE`, the floor when the timeout is unknown): the server could have
+#: closed it. Half, not all: a learned timeout is one observation, an announced one may be the
+#: origin's behind a proxy that closes sooner, and the server's timer starts at its last byte.
+RACE_SHARE: Final = 0.5
 #: Seconds after which a learned close is forgotten (and the host re-learned from scratch).
 FORGET_AFTER: Final = 600.0
 #: Seconds at most that one connection idle past the reuse limit is kept as an observation, when
@@ -137,6 +144,15 @@ class KeepAliveTable:
         if host is None:
             return KeepAliveEstimate(None, None, None, safe, unsafe)
         return KeepAliveEstimate(host.announced, host.closed_after, host.survived, safe, unsafe)
+
+    def race_idle_floor(self, key: Hashable) -> float:
+        """Seconds of idleness before reuse after which a failure on a connection of ``key``
+        can be the stale keep-alive race (see :data:`RACE_SHARE`). Runs on failures only."""
+        host = self._hosts.get(key)
+        if host is None:
+            return MIN_IDLE_EVIDENCE
+        known = [t for t in (host.announced, host.closed_after) if t is not None]
+        return max(MIN_IDLE_EVIDENCE, RACE_SHARE * min(known)) if known else MIN_IDLE_EVIDENCE
 
     def pool_keys(self) -> list[Hashable]:
         """The pool keys something was learned about."""

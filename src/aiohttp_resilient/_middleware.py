@@ -15,11 +15,17 @@ from typing import Final
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
-from ._classify import Signal, Verdict, classify, signal_of_error, signal_of_status
-from ._connector import TrackingConnector, last_connection_reused
+from ._classify import (
+    Signal,
+    Verdict,
+    classify,
+    malformed_host,
+    signal_of_error,
+    signal_of_status,
+)
+from ._connector import TrackingConnector, last_connection_idle
 from ._decision import next_step, next_step_after_error
 from ._engine import (
-    REASON_STALE,
     Clock,
     RetryRun,
     Sleep,
@@ -116,12 +122,29 @@ class _DeadlinePassedError(Exception):
         self.during_attempt = during_attempt
 
 
-def _take_reused() -> bool | None:
-    """Whether the attempt that just ended ran on a reused connection (``None``: unknown)."""
-    reused = last_connection_reused.get()
-    if reused is not None:
-        last_connection_reused.set(None)  # a later attempt that fails to connect must not see it
-    return reused
+def _reused(idle: float | None) -> bool | None:
+    return None if idle is None else idle >= 0.0
+
+
+def _take_idle() -> float | None:
+    """How long the connection of the attempt that just ended had sat idle before it was
+    reused (``NEW_CONNECTION``: it was new; ``None``: unknown)."""
+    idle = last_connection_idle.get()
+    if idle is not None:
+        last_connection_idle.set(None)  # a later attempt that fails to connect must not see it
+    return idle
+
+
+def _stale_race(req: ClientRequest, idle: float | None) -> bool:
+    # The connection had sat idle long enough that the server could have closed it (judged
+    # against the host's known keep-alive timeout, or a floor): the stale race is possible.
+    # A failure on a connection reused at once is a reset, not the race.
+    connector = req.session.connector
+    return (
+        idle is not None
+        and isinstance(connector, TrackingConnector)
+        and idle >= connector.race_idle_floor(req.connection_key)
+    )
 
 
 def _last_error(run: RetryRun | None) -> BaseException | None:
@@ -344,7 +367,7 @@ class RetryMiddleware:
                     attempt = Attempt(
                         number=number,
                         status=status,
-                        reused_connection=_take_reused(),
+                        reused_connection=_reused(_take_idle()),
                         elapsed=now - claim.started,
                     )
                     if run is None:
@@ -387,12 +410,12 @@ class RetryMiddleware:
                 idle.unwatch(req)
             now = clock()
             verdict = classify(error)
-            reused = _take_reused()
+            pooled_for = _take_idle()
             stale = (
-                reused is True
-                and verdict is Verdict.MAYBE_SENT
+                verdict is Verdict.MAYBE_SENT
                 and isinstance(error, _STALE_ERRORS)
                 and claim.is_stale_race(now)
+                and _stale_race(req, pooled_for)
                 # One free pass per call: a host that refuses requests at once on pooled
                 # connections (overload answered with RST) looks like the race every time.
                 and (run is None or not run.stale_used)
@@ -406,25 +429,21 @@ class RetryMiddleware:
                         key, () if run is None else run.history, now - claim.started, now - started
                     )
                 raise self._not_retried(
-                    req, error, verdict, number, run.history if run is not None else ()
+                    req, error, verdict, number, run.history if run is not None else (), stale
                 )
             attempt = Attempt(
                 number=number,
                 error=error,
-                reused_connection=reused,
+                reused_connection=_reused(pooled_for),
                 elapsed=now - claim.started,
             )
             if run is None:
                 run = self._new_run(policy, req, started)
             if stale:
                 run.stale_used = True
-            if stale and policy.retry_stale_immediately:
-                charged_at = None
-                delay, reason = run.decide(attempt, at_once=True, reason_at_once=REASON_STALE)
-            else:
-                delay, reason, charged_at = await next_step_after_error(
-                    health, run, claim, attempt, now, signal
-                )
+            delay, reason, charged_at = await next_step_after_error(
+                health, run, claim, attempt, now, signal, stale=stale
+            )
             if delay is None:
                 raise await run.give_up(attempt, reason) from error
             await self._before_resend(req, run, attempt, delay, reason, number, cause=error)
@@ -442,14 +461,12 @@ class RetryMiddleware:
     ) -> HostClaim:
         # The slow path of a claim: the breaker, the rate or the slots make the attempt wait.
         health = self._health
-        circuit_since = None if run is None else run.circuit_since
         try:
             return await health.claim(
                 key,
                 first=number == 1,
                 charged_at=charged_at,
                 wait_until=wait_until,
-                patience_from=circuit_since,
                 last_error=_last_error(run),
             )
         except WaitExpiredError as expired:
@@ -600,12 +617,21 @@ class RetryMiddleware:
         verdict: Verdict,
         number: int,
         history: tuple[Attempt, ...],
+        stale: bool = False,
     ) -> Exception:
-        if verdict is Verdict.MAYBE_SENT:
+        if stale:
+            why = (
+                f"{req.method} is not idempotent and lost the stale keep-alive race (the server "
+                "closed the idle connection as the request went out; it may have arrived): send "
+                "an Idempotency-Key header to make it retryable"
+            )
+        elif verdict is Verdict.MAYBE_SENT:
             why = (
                 f"{req.method} is not idempotent and the request may have reached the server "
                 "(send an Idempotency-Key header to make it retryable)"
             )
+        elif malformed_host(req.url.host) and isinstance(error, aiohttp.ClientConnectorDNSError):
+            why = f"the host name {req.url.host!r} is malformed: fix the URL"
         else:
             why = "retrying cannot help with this error"
         if logger.isEnabledFor(logging.INFO):
