@@ -443,7 +443,7 @@ class HostHealth:
         breaker = record.breaker
         if breaker is not None and breaker.state is not CircuitState.CLOSED:
             patience = self.policy.breaker.patience if self.policy.breaker else None
-            if patience is not None and now - breaker.last_success > patience:
+            if patience is not None and now >= breaker.opened_at + patience:
                 return 0.0, "breaker", True
             if breaker.state is CircuitState.HALF_OPEN:
                 return float("inf"), "breaker", False
