@@ -1,0 +1,107 @@
+"""``fetch``'s per-host scheduler, Ctrl-C and attempts: subprocesses against loopback hosts
+that count what reaches them (a FaultServer, or a listener that resets every connection)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from _helpers import start_cli, wait_until
+from aiohttp_resilient.testing import FaultServer
+
+
+class ResettingHost:
+    """A host that is down behind its port: every connection is accepted and reset at once
+    (nothing is ever answered); each accept's time is kept."""
+
+    def __init__(self) -> None:
+        self.accepts: list[float] = []
+        self.port = 0
+
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepts.append(time.monotonic())
+        writer.transport.abort()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[ResettingHost]:
+        server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        try:
+            yield self
+        finally:
+            server.close()
+            await server.wait_closed()
+
+
+def records(path: Path) -> dict[str, dict[str, object]]:
+    return {r["url"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+async def test_a_slow_host_holds_no_worker(tmp_path: Path) -> None:
+    """-c 3 --per-host 2, URLs interleaved over a slow host (1.5 s per answer) and a fast one:
+    the fast host's 40 URLs are all served while the slow host is on its first two (a worker
+    that held a slow-host URL while waiting for its slot would stall the fast host until the
+    slow host's URLs ran out)."""
+    async with FaultServer(service_time=1.5) as slow, FaultServer(host="127.0.0.2") as fast:
+        urls = []
+        for i in range(40):
+            if i < 6:
+                urls.append(str(slow.url_for(f"/s{i}")))
+            urls.append(str(fast.url_for(f"/f{i}")))
+        args = ("fetch", "--jsonl", str(tmp_path / "r.jsonl"), "-c", "3", "--per-host", "2")
+        proc = await start_cli(*args, *urls)
+        await wait_until(lambda: fast.count() >= 40, timeout=20)
+        slow_then = slow.count()  # requests read, held ones included
+        await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0
+    assert slow_then <= 2
+    assert slow.count() == 6
+
+
+async def test_first_interrupt_sends_nothing_more_with_a_dead_host(tmp_path: Path) -> None:
+    """A host that resets every connection, 200 URLs to it: after the first SIGINT no
+    connection reaches it (no new URL, no retry, no breaker probe), the run ends within 2 s
+    with exit 130, and the report and manifest are written."""
+    out = tmp_path / "out"
+    async with ResettingHost().running() as dead:
+        urls = [f"http://127.0.0.1:{dead.port}/{i}" for i in range(200)]
+        proc = await start_cli("fetch", "--out", str(out), *urls)
+        await wait_until(lambda: len(dead.accepts) >= 8, timeout=20)
+        await asyncio.sleep(0.4)  # breaker open, retries and probes under way
+        before = len(dead.accepts)
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        await asyncio.wait_for(proc.communicate(), 2.0)
+        ended = time.monotonic() - sent
+        await asyncio.sleep(0.2)
+    late = [t for t in dead.accepts if t > sent + 0.05]  # slack for the signal's delivery
+    assert proc.returncode == 130
+    assert ended < 2.0
+    assert late == [], f"{len(late)} connections after SIGINT ({before} before)"
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True
+    assert (out / "manifest.jsonl").exists()
+
+
+async def test_attempts_are_what_went_on_the_wire(tmp_path: Path) -> None:
+    """40 URLs to a host that resets every connection: the attempts the manifest records add
+    up to the connections the host accepted, and the URLs the open breaker refused made
+    none (0 attempts)."""
+    jsonl = tmp_path / "r.jsonl"
+    async with ResettingHost().running() as dead:
+        urls = [f"http://127.0.0.1:{dead.port}/{i}" for i in range(40)]
+        proc = await start_cli("fetch", "--jsonl", str(jsonl), *urls)
+        await asyncio.wait_for(proc.communicate(), 30)
+        accepted = len(dead.accepts)
+    found = records(jsonl)
+    attempts = [int(r["attempts"]) for r in found.values()]  # type: ignore[call-overload]
+    assert proc.returncode == 1
+    assert len(found) == 40
+    assert sum(attempts) == accepted
+    assert 0 in attempts
+    assert max(attempts) <= 4  # the crawler preset's 3 retries
