@@ -64,9 +64,8 @@ def path_of(host: int, i: int) -> str:
 
 
 def url_list(port: int) -> list[str]:
-    return [
-        f"http://127.0.0.{h + 1}:{port}{path_of(h, i)}" for i in range(PER_HOST) for h in range(HOSTS)
-    ]
+    hosts = range(HOSTS)
+    return [f"http://127.0.0.{h + 1}:{port}{path_of(h, i)}" for i in range(PER_HOST) for h in hosts]
 
 
 # -- the server process -----------------------------------------------------------------------
@@ -105,7 +104,8 @@ async def serve(port: int) -> None:
                     server.reset()
                 restarts.append(asyncio.create_task(_restart(servers[KINDS.index("restarting")])))
             elif command == "counts":
-                Path(arg).write_text(json.dumps(_counts(servers)))
+                text = json.dumps(_counts(servers))
+                await loop.run_in_executor(None, Path(arg).write_text, text)
             print("ok", flush=True)
 
 
@@ -147,10 +147,12 @@ def commands(tool: str, urls: Path, out: Path) -> list[str]:
         ]  # fmt: skip
     if tool == "curl":
         config = out.with_suffix(".curlrc")
-        lines = []
-        for url in urls.read_text().split():
-            lines.append(f'url = "{url}"\noutput = "{out / url.rsplit("/", 1)[1]}"\n')
-        config.write_text("".join(lines))
+        config.write_text(
+            "".join(
+                f'url = "{url}"\noutput = "{out / url.rsplit("/", 1)[1]}"\n'
+                for url in urls.read_text().split()
+            )
+        )
         return [
             "curl", "--parallel", "--parallel-max", "16", "--retry", "4", "--retry-delay", "1",
             "--retry-connrefused", "--connect-timeout", "5", "--max-time", "30", "-s", "-f",
@@ -248,7 +250,8 @@ def run_tool(
 
 
 def _tell(server: subprocess.Popen[str], command: str) -> None:
-    assert server.stdin is not None and server.stdout is not None
+    assert server.stdin is not None
+    assert server.stdout is not None
     server.stdin.write(command + "\n")
     server.stdin.flush()
     if server.stdout.readline().strip() != "ok":

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from _helpers import start_cli, wait_until
+from aiohttp_resilient import resilient_session
 from aiohttp_resilient.testing import FaultServer
 
 
@@ -105,3 +106,33 @@ async def test_attempts_are_what_went_on_the_wire(tmp_path: Path) -> None:
     assert sum(attempts) == accepted
     assert 0 in attempts
     assert max(attempts) <= 4  # the crawler preset's 3 retries
+
+
+async def test_per_host_cap_counts_the_kept_observation_connection() -> None:
+    """limit_per_host=2, a host announcing a 1 s keep-alive timeout: after a pause past the
+    reuse limit, two requests at once find the pooled connections too old; the one kept as
+    an observation is closed rather than left beside two new ones (the server never sees more
+    than 2 connections open)."""
+    async with FaultServer(keep_alive_header="timeout=1", service_time=0.3) as server:
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, server.connections_open)
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.create_task(watch())
+        async with resilient_session(limit_per_host=2) as session:
+
+            async def get(path: str) -> None:
+                async with session.get(server.url_for(path)) as resp:
+                    await resp.read()
+
+            await asyncio.gather(get("/a"), get("/b"))
+            await asyncio.sleep(1.0)  # both pooled connections idle past the reuse limit
+            await asyncio.gather(get("/c"), get("/d"))
+        watcher.cancel()
+    assert server.count() == 4
+    assert server.connections_opened >= 3  # the pause did make new connections
+    assert peak <= 2
