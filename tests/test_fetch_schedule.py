@@ -13,7 +13,7 @@ from pathlib import Path
 
 from _helpers import start_cli, wait_until
 from aiohttp_resilient import resilient_session
-from aiohttp_resilient.testing import FaultServer
+from aiohttp_resilient.testing import Fault, FaultServer
 
 
 class ResettingHost:
@@ -136,3 +136,19 @@ async def test_per_host_cap_counts_the_kept_observation_connection() -> None:
     assert server.count() == 4
     assert server.connections_opened >= 3  # the pause did make new connections
     assert peak <= 2
+
+
+async def test_a_large_body_goes_through_download(tmp_path: Path) -> None:
+    """A body over LARGE_BODY (9 MiB) is saved whole through download(): its first response is
+    closed unread and download() asks again (2 requests on the server, 2 attempts recorded)."""
+    body = bytes(range(256)) * (9 * 4096)
+    out = tmp_path / "out"
+    async with FaultServer() as server:
+        server.set_default("/big.bin", Fault.ok(body=body))
+        proc = await start_cli("fetch", "--out", str(out), str(server.url_for("/big.bin")))
+        await asyncio.wait_for(proc.communicate(), 30)
+    (record,) = records(out / "manifest.jsonl").values()
+    assert proc.returncode == 0
+    assert (out / str(record["file"])).read_bytes() == body
+    assert (record["size"], record["attempts"]) == (len(body), 2)
+    assert server.count("/big.bin") == 2
