@@ -13,6 +13,7 @@ from pathlib import Path
 
 from _helpers import start_cli, wait_until
 from aiohttp_resilient import resilient_session
+from aiohttp_resilient._fetch._schedule import Scheduler, estimate_eta
 from aiohttp_resilient.testing import Fault, FaultServer
 
 
@@ -55,13 +56,32 @@ async def test_a_slow_host_holds_no_worker(tmp_path: Path) -> None:
                 urls.append(str(slow.url_for(f"/s{i}")))
             urls.append(str(fast.url_for(f"/f{i}")))
         args = ("fetch", "--jsonl", str(tmp_path / "r.jsonl"), "-c", "3", "--per-host", "2")
-        proc = await start_cli(*args, *urls)
+        proc = await start_cli(*args, "--progress-interval", "0.2", *urls)
         await wait_until(lambda: fast.count() >= 40, timeout=20)
         slow_then = slow.count()  # requests read, held ones included
-        await asyncio.wait_for(proc.communicate(), 30)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0
     assert slow_then <= 2
     assert slow.count() == 6
+    # The progress lines say the slow host waits for its slots while its first two are out.
+    assert "1 host waiting (1 slots)" in stderr.decode()
+
+
+def test_eta_counts_the_slowest_host_at_its_pace() -> None:
+    """The ETA is the slowest host's: 10 URLs left on a host paced at 2/s take 5 s, however
+    fast the other host went (40 URLs done in 1 s would say 0.25 s)."""
+    scheduler = Scheduler(
+        [f"http://127.0.0.1:1/{i}" for i in range(10)]
+        + [f"http://127.0.0.2:1/{i}" for i in range(40)],
+        cap=4,
+        rate=2.0,
+    )
+    fast = scheduler.hosts[("http", "127.0.0.2", 1)]
+    fast.urls.clear()
+    fast.finished = 40
+    eta = estimate_eta(scheduler, None, finished=40, started=time.monotonic() - 1.0)
+    assert eta is not None
+    assert 5.0 <= eta < 5.1
 
 
 async def test_first_interrupt_sends_nothing_more_with_a_dead_host(tmp_path: Path) -> None:

@@ -173,9 +173,12 @@ class Crawl:
 
         def ended(task: asyncio.Task[None]) -> None:
             running.discard(task)
+            if not task.cancelled() and (error := task.exception()) is not None:
+                errors.append(error)  # not a URL's failure (those are records): the run's
             wake.set()
 
-        while (scheduler.pending or running) and not stop.is_set():
+        errors: list[BaseException] = []
+        while (scheduler.pending or running) and not stop.is_set() and not errors:
             wake.clear()
             free = self.config.concurrency - len(running)
             chosen, nap = scheduler.take(self._health, time.monotonic(), free)
@@ -187,6 +190,8 @@ class Crawl:
                 continue  # look again at once: the hosts may have more to give
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(wake.wait(), None if nap == float("inf") else nap)
+        if errors:
+            raise errors[0]  # a body that could not be written, say: the run ends on it
 
     async def _wind_down(self, stop: asyncio.Event) -> None:
         # Stopped: the requests in flight end within STOP_GRACE or are cancelled, unrecorded.
