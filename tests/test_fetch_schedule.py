@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from _helpers import start_cli, wait_until
-from aiohttp_resilient import resilient_session
+from aiohttp_resilient import (
+    BreakerPolicy,
+    HealthPolicy,
+    HostHealth,
+    HostLimiter,
+    resilient_session,
+)
+from aiohttp_resilient._classify import Signal
 from aiohttp_resilient._fetch._schedule import Scheduler, estimate_eta
 from aiohttp_resilient.testing import Fault, FaultServer
 
@@ -172,3 +180,40 @@ async def test_a_large_body_goes_through_download(tmp_path: Path) -> None:
     assert (out / str(record["file"])).read_bytes() == body
     assert (record["size"], record["attempts"]) == (len(body), 2)
     assert server.count("/big.bin") == 2
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_availability_says_when_and_why_without_changing_anything() -> None:
+    """HostHealth.availability(): a slot taken by each of 2 claims fills the cap ("slots");
+    5 unreachable answers open the breaker (wait for the probe); past the patience calls fail
+    at once; reading it claims nothing (the probe is still due afterwards)."""
+    clock = FakeClock()
+    breaker = BreakerPolicy(patience=2.5, break_jitter=0.0)
+    health = HostHealth(HealthPolicy(breaker=breaker), limiter=HostLimiter(2), clock=clock)
+    key = ("http", "127.0.0.1", 80)
+    assert health.availability(key, clock.now) == (0.0, None, False)
+    claims = [health.try_claim(key, clock.now, True) for _ in range(2)]
+    assert health.availability(key, clock.now) == (math.inf, "slots", False)
+    for claim in claims:
+        assert claim is not None
+        claim.end(Signal.UNREACHABLE, clock.now)
+    for _ in range(3):
+        clock.now += 0.05
+        claim = health.try_claim(key, clock.now, True)
+        assert claim is not None
+        claim.end(Signal.UNREACHABLE, clock.now)
+    wait, reason, fails_fast = health.availability(key, clock.now)
+    assert (reason, fails_fast) == ("breaker", False)
+    assert 0 < wait <= breaker.break_duration
+    clock.now += wait
+    assert health.availability(key, clock.now) == (0.0, "breaker", False)  # the probe is due
+    assert health.availability(key, clock.now) == (0.0, "breaker", False)  # nothing taken
+    clock.now += breaker.patience
+    assert health.availability(key, clock.now) == (0.0, "breaker", True)

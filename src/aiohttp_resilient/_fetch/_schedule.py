@@ -55,13 +55,10 @@ class Scheduler:
             if queue is None:
                 queue = self.hosts[key] = HostQueue(key)
             queue.urls.append(url)
+        #: URLs not started yet.
+        self.pending = sum(len(q.urls) for q in self.hosts.values())
         #: Hosts with URLs left, in round-robin order.
         self._ring = collections.deque(q for q in self.hosts.values() if q.urls)
-
-    @property
-    def pending(self) -> int:
-        """URLs not started yet."""
-        return sum(len(q.urls) for q in self._ring)
 
     def take(
         self, health: HostHealth | None, now: float, budget: int
@@ -71,9 +68,10 @@ class Scheduler:
         when a URL ends). Each host that cannot take one notes why in ``waiting``."""
         chosen: list[tuple[str, HostQueue]] = []
         nap = math.inf
+        if budget <= 0:  # every worker busy: a URL's end wakes the caller
+            return chosen, nap
+        emptied = False
         for queue in self._each_host():
-            if len(chosen) >= budget:
-                break
             wait, count = self._can_take(queue, health, now)
             if wait > 0 or count <= 0:
                 nap = min(nap, wait)
@@ -86,8 +84,13 @@ class Scheduler:
             self._pace(queue, health, now)
             if queue.urls and queue.not_before > now:
                 nap = min(nap, queue.not_before - now)
-        self._ring = collections.deque(q for q in self._ring if q.urls)
-        return chosen, min(nap, MAX_NAP) if chosen or self._ring else math.inf
+            emptied = emptied or not queue.urls
+            if len(chosen) >= budget:
+                break
+        self.pending -= len(chosen)
+        if emptied:
+            self._ring = collections.deque(q for q in self._ring if q.urls)
+        return chosen, min(nap, MAX_NAP) if self._ring else math.inf
 
     def done(self, queue: HostQueue) -> None:
         """A URL of ``queue`` ended (recorded, or stopped)."""
