@@ -91,9 +91,8 @@ async def serve(port: int) -> None:
             server = await stack.enter_async_context(FaultServer(**options))
             for i in range(PER_HOST):
                 server.set_default(path_of(h, i), Fault.ok(body=body_of(path_of(h, i))))
-            if kind == "flaky":
-                server.random(None, {Fault.fin(): 0.03, Fault.rst(): 0.02}, seed=h)
             servers[h] = server
+        flaky = servers[KINDS.index("flaky")]
         print("ready", flush=True)
         loop = asyncio.get_running_loop()
         restarts: list[asyncio.Task[None]] = []
@@ -101,7 +100,8 @@ async def serve(port: int) -> None:
             command, _, arg = line.strip().partition(" ")
             if command == "round":
                 for server in servers.values():
-                    server.reset()
+                    server.reset()  # which clears random rules too: each round sets its own
+                flaky.random(None, {Fault.fin(): 0.03, Fault.rst(): 0.02}, seed=len(restarts))
                 restarts.append(asyncio.create_task(_restart(servers[KINDS.index("restarting")])))
             elif command == "counts":
                 text = json.dumps(_counts(servers))
@@ -123,6 +123,7 @@ def _counts(servers: dict[int, Any]) -> dict[str, Any]:
             "ok": s.action_counts.get("ok", 0),
             "429": s.shed_counts.get("rate", 0),
             "503": s.shed_counts.get("capacity", 0),
+            "fin/rst": s.action_counts.get("fin", 0) + s.action_counts.get("rst", 0),
             "connections": s.connections_opened,
         }
         for h, s in servers.items()
@@ -243,6 +244,7 @@ def run_tool(
         "amplification": round(requests / reachable, 3),
         "429s": counts["rate-limited-5"]["429"],
         "503s": counts["slow-8"]["503"],
+        "fin/rst": counts["flaky-4"]["fin/rst"],
         "counts": counts,
         "command": " ".join(command).replace(str(work), "$WORK"),
         "stderr_tail": stderr[-600:],
@@ -261,14 +263,14 @@ def _tell(server: subprocess.Popen[str], command: str) -> None:
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
         "| tool | wall time (s) | fetched / reachable | corrupt | amplification | 429s drawn "
-        "| 503s drawn |",
-        "|---|---|---|---|---|---|---|",
+        "| 503s drawn | FIN/RST drawn |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         wall = f"> {r['wall']:.0f} (timed out)" if r["timed_out"] else f"{r['wall']:.1f}"
         rows.append(
             f"| {r['tool']} | {wall} | {r['fetched']}/{r['reachable']} | {r['corrupt']} | "
-            f"{r['amplification']:.3f} | {r['429s']} | {r['503s']} |"
+            f"{r['amplification']:.3f} | {r['429s']} | {r['503s']} | {r['fin/rst']} |"
         )
     return "\n".join(rows)
 
@@ -309,7 +311,8 @@ def main() -> int:
                         f"round {round_ + 1} {tool}: {result['wall']:.1f} s, "
                         f"{result['fetched']}/{result['reachable']} fetched, "
                         f"{result['corrupt']} corrupt, amplification {result['amplification']}, "
-                        f"{result['429s']} 429s, {result['503s']} 503s"
+                        f"{result['429s']} 429s, {result['503s']} 503s, "
+                        f"{result['fin/rst']} FIN/RST"
                         + (" (timed out)" if result["timed_out"] else ""),
                         flush=True,
                     )
