@@ -54,9 +54,14 @@ async def main() -> int:
                     url = queue.pop()
                     try:
                         async with session.get(url) as resp:
-                            pages[url.path] = len(await resp.read())
+                            body = await resp.read()
                     except (RetriesExhaustedError, aiohttp.ClientError) as exc:
                         failures.append(f"{url.path}: {exc}")
+                        continue
+                    if resp.status < 400:  # an error answer is no page
+                        pages[url.path] = len(body)
+                    else:
+                        failures.append(f"{url.path}: HTTP {resp.status}")
 
             await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(CONCURRENCY))), 120)
 

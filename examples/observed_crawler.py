@@ -1,7 +1,8 @@
 """Crawl two flaky hosts, serve Prometheus metrics while crawling, and say which host failed how.
 
 Starts two FaultServers on 127.0.0.1: one drops connections (FIN 5%, RST 3%, cut bodies 2%), the
-other is overloaded (503 with ``Retry-After: 0`` 10%). It crawls both with
+other is overloaded (503 with ``Retry-After: 0`` 10%) and has 10 dead links (404, as a crawl's
+input has: answered, never retried, and counted as 4xx, not as pages). It crawls both with
 ``resilient_session(preset="crawler")``, serves ``/metrics`` from an aiohttp server on 127.0.0.1
 (with the ``[prometheus]`` extra; without it, it says so and goes on), scrapes it once, and prints
 ``stats(session)``: a table of calls, retries, give-ups, latency and pool use per host, then each
@@ -21,6 +22,7 @@ from aiohttp_resilient import RetriesExhaustedError, RetryPolicy, resilient_sess
 from aiohttp_resilient.testing import Fault, FaultServer
 
 PAGES_PER_HOST = 150
+DEAD_LINKS = 10  # of the busy host's pages, answered 404
 CONCURRENCY = 16
 
 
@@ -55,7 +57,8 @@ async def serve_metrics(
 
 
 async def main() -> int:
-    """Crawl, scrape the metrics once, print the summary; exit 0 when every page arrived."""
+    """Crawl, scrape the metrics once, print the summary; exit 0 when every page arrived but
+    the dead links."""
     async with FaultServer() as flaky, FaultServer() as busy:
         flaky.random(
             None,
@@ -63,6 +66,8 @@ async def main() -> int:
             seed=3,
         )
         busy.random(None, {Fault.status(503, retry_after=0): 0.10}, seed=4)
+        for n in range(DEAD_LINKS):
+            busy.set_default(f"/page/{n}", Fault.status(404))
         policy = RetryPolicy(attempts=6, backoff_base=0.01, backoff_max=0.2)
         async with resilient_session(preset="crawler", policy=policy) as session:
             served = await serve_metrics(session)
@@ -72,6 +77,7 @@ async def main() -> int:
                 for server in (flaky, busy)
             ]
             fetched = 0
+            not_found: list[str] = []
             failures: list[str] = []
 
             async def worker() -> None:
@@ -81,9 +87,16 @@ async def main() -> int:
                     try:
                         async with session.get(url) as resp:
                             await resp.read()
-                            fetched += 1
                     except (RetriesExhaustedError, aiohttp.ClientError) as exc:
                         failures.append(f"{url}: {exc}")
+                        continue
+                    # An answer is a page only if its status says so.
+                    if resp.status < 400:
+                        fetched += 1
+                    elif resp.status == 404:
+                        not_found.append(str(url))
+                    else:
+                        failures.append(f"{url}: HTTP {resp.status}")
 
             await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(CONCURRENCY))), 120)
 
@@ -96,7 +109,9 @@ async def main() -> int:
                 retries = [
                     line
                     for line in exposition.splitlines()
-                    if line.startswith("aiohttp_resilient_retries_total")
+                    if line.startswith(
+                        ("aiohttp_resilient_retries_total", "aiohttp_resilient_answered")
+                    )
                 ]
                 print(f"served {url}; it said, among {len(exposition.splitlines())} lines:")
                 for line in retries:
@@ -104,12 +119,13 @@ async def main() -> int:
             summary = stats(session)
 
         pages = 2 * PAGES_PER_HOST
-        print(f"pages fetched: {fetched}/{pages}, failed: {len(failures)}")
+        found = f"pages fetched: {fetched}/{pages}, not found: {len(not_found)}"
+        print(f"{found}, failed: {len(failures)}")
         print(f"requests the servers saw: {flaky.count() + busy.count()}")
         print(summary)
         for failure in failures:
             print(f"  {failure}")
-        return 0 if not failures else 1
+        return 0 if not failures and len(not_found) == DEAD_LINKS else 1
 
 
 if __name__ == "__main__":

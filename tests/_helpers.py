@@ -51,6 +51,18 @@ async def wait_until(predicate: Callable[[], bool], *, timeout: float = 5.0) -> 
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+async def wait_listening(port: int, *, timeout: float = 10.0) -> None:
+    """Until something accepts connections on the loopback ``port``; fail after ``timeout``."""
+    for _ in range(int(timeout / 0.05)):
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing listened on port {port} within {timeout}s")
+
+
 class EventLog:
     """Collects the RetryEvents a hook receives."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -224,7 +225,7 @@ def test_health_tables_and_targets_name_the_new_figures(health_run: tuple[Path, 
         "restart c=64: resilient loses 0 idempotent requests (GETs failed, all rounds)",
         twice,
     ):
-        assert targets[name]["verdict"] in ("held", "NOT held"), name
+        assert targets[name]["verdict"] in ("held", "NOT held", "full run only"), name
         assert f"| {name} |" in summary
         assert name in stdout
     assert targets[twice]["verdict"] == "held"
@@ -395,3 +396,109 @@ def test_cost_targets_are_judged() -> None:
     skipped = _cost._judge(by_config["resilient"], rows, list(_cost.CONFIGS))
     assert skipped["verdict"] == "not measured"
     assert skipped["measured"] == "not run"
+
+
+async def test_every_client_counts_an_error_status_as_a_failure() -> None:
+    """A 404 (never retried) or a 503 to a POST handed back raises in every client's fetch, so
+    the bench counts it as a failure, not as a success; a 200 returns. Counted on the server."""
+    from aiohttp_resilient._bench._clients import CLIENTS, missing_module
+    from aiohttp_resilient.testing import Fault, FaultServer
+
+    async with FaultServer() as server:
+        server.set_default("/missing", Fault.status(404))
+        server.set_default("/busy", Fault.status(503))
+        tried = []
+        for spec in CLIENTS:
+            if missing_module(spec) is not None:
+                continue
+            client = await spec.build(4)
+            try:
+                for path, method, status in (("/missing", "GET", 404), ("/busy", "POST", 503)):
+                    before = server.count(path)
+                    with pytest.raises(Exception) as raised:  # noqa: PT011 - types differ
+                        await client.fetch(str(server.url_for(path)), method, None)
+                    assert server.count(path) > before, spec.name  # the server answered it
+                    # Some *-defaults clients retry every error, a 404 included: still a failure.
+                    assert getattr(raised.value, "status", None) == status, spec.name
+                before = server.count("/ok")
+                await client.fetch(str(server.url_for("/ok")), "GET", None)
+                assert server.count("/ok") == before + 1
+            finally:
+                await client.close()
+            tried.append(spec.name)
+        assert "resilient" in tried
+
+
+def _quick_health_summaries() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """An overload cell whose goodput and amplification miss, and a rate-limit cell cut by the
+    cap with no failure, as a --quick run makes them."""
+    overload = {
+        "scenario": "overload-503",
+        "concurrency": 64,
+        "client": "resilient",
+        "pooled_success_rate": 1.0,
+        "successes": 600,
+        "failures": 0,
+        "planned": 600,
+        "pooled_server_attempts_per_success": 1.33,
+        "goodput": {"median": 661.0, "min": 661.0, "max": 661.0},
+    }
+    ratelimit = {
+        "scenario": "ratelimit-429-ra",
+        "concurrency": 16,
+        "client": "resilient",
+        "planned": 300,
+        "requests": 300,
+        "successes": 190,
+        "failures": 0,
+        "goodput": {"median": 127.0, "min": 127.0, "max": 127.0},
+    }
+    params = {
+        "overload-503": {"kind": "overload", "capacity": 16, "service_time": 0.01},
+        "ratelimit-429-ra": {"kind": "ratelimit", "rate_limit": 500},
+    }
+    return [overload, ratelimit], params
+
+
+def test_quick_leaves_what_its_cells_cannot_show_to_the_full_run() -> None:
+    """--quick: goodput, amplification and a cap-cut run that missed are "full run only", with
+    why; success is still judged; the full run judges the same figures as before."""
+    summaries, params = _quick_health_summaries()
+    quick = evaluate_targets(summaries, params, quick=True)
+    verdicts = {t["target"].split(": ", 1)[1]: t["verdict"] for t in quick}
+    assert verdicts == {
+        "resilient success >= 99.90%": "held",
+        "resilient server attempts per success <= 1.3": "full run only",
+        "resilient goodput >= 0.9 x the server's capacity (1,600 req/s)": "full run only",
+        "resilient goodput >= every alternative": "not measured",
+        "resilient: every idempotent request succeeds": "full run only",
+        "resilient goodput >= 0.7 x the rate limit (350 req/s)": "full run only",
+    }
+    assert all(t.get("why") for t in quick if t["verdict"] == "full run only")
+    full = evaluate_targets(summaries, params)
+    assert [t["verdict"] for t in full].count("NOT held") == 4
+    # A failure is a failure, quick or not.
+    summaries[1]["failures"] = 3
+    (failed,) = [
+        t
+        for t in evaluate_targets(summaries, params, quick=True)
+        if "every idempotent" in t["target"]
+    ]
+    assert failed["verdict"] == "NOT held"
+
+
+def test_full_run_hint_runs_the_scenarios_left_at_full_size() -> None:
+    """The printed command parses as printed and runs exactly the scenarios left to the full
+    run, at their full size (its whole run takes minutes: the test stops at its plan)."""
+    from aiohttp_resilient._bench import _config
+    from aiohttp_resilient._bench._report import full_run_command
+    from aiohttp_resilient._cli import build_parser
+
+    summaries, params = _quick_health_summaries()
+    command = full_run_command(evaluate_targets(summaries, params, quick=True))
+    assert command == "aiohttp-resilient bench --scenarios overload-503,ratelimit-429-ra"
+    words = shlex.split(command)
+    config = _config(build_parser().parse_args(words[1:]))
+    assert not config.quick
+    assert {cell.scenario.name for cell in config.cells} == {"overload-503", "ratelimit-429-ra"}
+    assert {cell.scenario.requests for cell in config.cells} == {4000, 2000}

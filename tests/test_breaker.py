@@ -61,13 +61,22 @@ def test_exactly_one_probe_after_the_break() -> None:
 
 
 def test_probe_outcome_closes_or_reopens_longer() -> None:
-    state = BreakerState(POLICY, 0.0)
+    """A failed probe reopens the breaker: at the first break's pace while the outage is
+    younger than the patience (the probe that finds a restarted host comes soon), then each
+    break 1.25x longer."""
+    state = BreakerState(BreakerPolicy(break_jitter=0.0, patience=1.0), 0.0)
     now = fail(state, 0.2, 5, step=0.05)
     first_break = state.open_until - (now - 0.05)
-    state.admit(state.open_until)
-    reopened_at = state.open_until + 0.01
-    assert state.record(reopened_at, True, probe=True) is CircuitState.OPEN
-    assert state.open_until - reopened_at == pytest.approx(first_break * 1.25)
+    assert first_break == pytest.approx(0.5)
+    breaks = []
+    for _ in range(4):
+        state.admit(state.open_until)
+        reopened_at = state.open_until + 0.01
+        assert state.record(reopened_at, True, probe=True) is CircuitState.OPEN
+        breaks.append(state.open_until - reopened_at)
+    # Opened at 0.4 s; reopened 0.51 s into the outage (young: the same break), then 1.02 s
+    # and 1.65 s in (past the patience: 1.25x, then 1.25x again).
+    assert breaks == pytest.approx([0.5, 0.5, 0.625, 0.78125])
     state.admit(state.open_until)
     assert state.record(state.open_until + 0.01, False, probe=True) is CircuitState.CLOSED
     assert state.openings == 0  # the next opening starts from the first break again

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shlex
+import sys
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,8 @@ import pytest
 from yarl import URL
 
 from _certs import self_signed, server_context
-from _helpers import closed_port, run_cli
+from _helpers import closed_port, run_cli, wait_listening
+from _squid import IDLE_TIMEOUT, needs_squid, squid_proxy
 from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
 from aiohttp_resilient._diagnose._keepalive import probe_keepalive
 from aiohttp_resilient._diagnose._model import DiagnoseConfig, Step
@@ -187,7 +191,17 @@ async def dropping_proxy(*, drop_every: int) -> AsyncIterator[tuple[str, list[st
             return
         target = head.split(b" ")[1].decode()
         host, port = target.split("/")[2].split(":")
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        try:
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            # The origin is down: the proxy answers itself, as RFC 9209 has it.
+            writer.write(
+                b"HTTP/1.1 502 Bad Gateway\r\nServer: test-proxy/1.0\r\n"
+                b"Via: 1.1 test-proxy/1.0\r\nProxy-Status: test-proxy; error=connection_refused"
+                b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            writer.close()
+            return
         up_writer.write(head)
         await asyncio.gather(relay(reader, up_writer), relay(up_reader, writer))
 
@@ -249,6 +263,10 @@ async def test_usage_errors() -> None:
     code, _, err = await run_cli("diagnose", "http://127.0.0.1:1/", "--repeat", "100000")
     assert code == 2
     assert "--repeat" in err
+    code, _, err = await run_cli("diagnose", "http://127.0.0.1:70000/")
+    assert code == 2
+    assert "argument URL: 'http://127.0.0.1:70000/': the port is out of range (1-65535)" in err
+    assert "_http_url" not in err
 
 
 async def test_body_limit_not_confused_by_intermittent_drops() -> None:
@@ -423,3 +441,180 @@ async def test_a_large_body_is_not_downloaded_whole(name: str) -> None:
         assert "probed with HEAD" in found.summary
     else:
         assert "not read past 1048576 B" in found.summary
+
+
+@needs_squid
+async def test_keepalive_through_squid_is_the_proxys_idle_timeout() -> None:
+    """squid closing idle client connections after 1 s, in front of a server that keeps them:
+    the keep-alive step measures the client's connection to the proxy (about 1 s, by the
+    proxy), not the direct path, and the conclusion names the proxy."""
+    async with FaultServer() as server, squid_proxy() as proxy:
+        code, report = await diagnose(
+            server.url, "--proxy", proxy, "--keepalive-max", "6", "--keepalive-first-gap", "0.5"
+        )
+    keepalive = step(report, "keep-alive")
+    assert keepalive["facts"]["hop"] == "proxy"
+    assert keepalive["verdict"] == "warn", keepalive
+    # squid times idle connections from its own last write and looks for them about once a
+    # second: the probe sees the close 0.5-2.5 s into a gap (a loaded machine reads the response
+    # late), under the pool's 4 s either way (direct, the server keeps them for good).
+    measured = keepalive["facts"]["server_idle_timeout"]
+    assert IDLE_TIMEOUT / 2 <= measured < keepalive["facts"]["client_keepalive_timeout"], keepalive
+    assert keepalive["summary"].startswith("the proxy closes idle connections after")
+    assert code == 1
+    (found,) = [c for c in report["conclusions"] if c["step"] == "keep-alive"]
+    assert found["cause"].startswith("the proxy closes idle connections")
+    assert "before the proxy does" in found["fix"]
+
+
+@needs_squid
+async def test_origin_down_behind_squid_is_the_proxys_answer() -> None:
+    """The origin refuses connections; squid answers 503 with X-Squid-Error: ERR_CONNECT_FAIL
+    111. The http step and the conclusion say the proxy made that answer, and why; nothing
+    says the server answered 503."""
+    async with squid_proxy() as proxy:
+        code, report = await diagnose(
+            f"http://127.0.0.1:{closed_port()}/", "--proxy", proxy, "--no-keepalive"
+        )
+    reason = "ERR_CONNECT_FAIL 111: the proxy could not connect to the origin: connection refused"
+    http = step(report, "http")
+    assert http["facts"]["answered_by_proxy"] == reason
+    assert "made by the proxy itself" in http["summary"]
+    causes = "\n".join(c["cause"] for c in report["conclusions"])
+    assert f"the proxy, not the origin, answered 5/5 requests: {reason} (x5)" in causes
+    assert "the server answered" not in causes
+    assert code == 1
+
+
+async def test_origin_down_behind_our_proxy_is_the_proxys_answer() -> None:
+    """The same with the project's own proxy, whose 502 carries RFC 9209's Proxy-Status."""
+    async with dropping_proxy(drop_every=1000) as (proxy, seen):
+        _, report = await diagnose(
+            f"http://127.0.0.1:{closed_port()}/", "--proxy", proxy, "--no-keepalive"
+        )
+    reason = (
+        "Proxy-Status error=connection_refused: the proxy could not connect to the origin: "
+        "connection refused"
+    )
+    assert step(report, "http")["facts"]["answered_by_proxy"] == reason
+    causes = "\n".join(c["cause"] for c in report["conclusions"])
+    assert "the proxy, not the origin, answered 5/5" in causes
+    assert "the server answered" not in causes
+    assert len(seen) >= 6  # http and repeat went through it
+
+
+async def test_keepalive_goes_through_our_proxy() -> None:
+    """Through the project's proxy, the keep-alive GETs are sent to the proxy in absolute
+    form (the path the pool will use), and the close it relays is the proxy hop's."""
+    async with FaultServer(idle_close=1.0) as server, dropping_proxy(drop_every=1000) as relay:
+        proxy, seen = relay
+        _, report = await diagnose(
+            server.url, "--proxy", proxy, "--keepalive-max", "4", "--keepalive-first-gap", "0.5"
+        )
+    keepalive = step(report, "keep-alive")
+    assert keepalive["facts"]["hop"] == "proxy"
+    assert 0.8 <= keepalive["facts"]["server_idle_timeout"] <= 1.5
+    # The proxy logs each connection's first request line: 5 of the proxy step, 1 of http, at
+    # least 1 of repeat (pooled), and the keep-alive step's own connection.
+    proxied = sum(1 for line in seen if line.startswith(f"GET {server.url}"))
+    assert proxied >= 5 + 1 + 1 + 1
+
+
+@contextlib.asynccontextmanager
+async def python_http_server(folder: Path) -> AsyncIterator[URL]:
+    """``python -m http.server`` (HTTP/1.0, closes every connection) on a free loopback port,
+    stopped by its PID."""
+    port = closed_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        str(folder),
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_listening(port)
+        yield URL(f"http://127.0.0.1:{port}/")
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_http10_server_is_reported_as_such_not_as_stale_connections(
+    tmp_path: Path,
+) -> None:
+    """python -m http.server answers HTTP/1.0 and closes each connection: nothing goes stale.
+    The keep-alive step says so (info), there is no force_close advice, and the exit is 0."""
+    (tmp_path / "index.html").write_text("hello")
+    async with python_http_server(tmp_path) as url:
+        code, report = await diagnose(url, "--keepalive-max", "3")
+    keepalive = step(report, "keep-alive")
+    assert keepalive["verdict"] == "info"
+    assert "does not keep connections (it answers HTTP/1.0" in keepalive["summary"]
+    assert "force_close" not in json.dumps(report)
+    assert code == 0, report
+
+
+async def test_keepalive_measurement_survives_random_drops() -> None:
+    """A server closing idle connections after 2 s that also drops the first request and the
+    one after the first gap (a random fault would): the probe tries again on new connections
+    and still finds 2 s by the server's FIN, with no private name in any message."""
+    async with FaultServer(idle_close=2.0) as server:
+        server.script("/", [Fault.fin(), Fault.ok(), Fault.fin()])
+        config = DiagnoseConfig(
+            url=server.url, timeout=5.0, keepalive_max=8.0, keepalive_first_gap=1.0
+        )
+        found = await probe_keepalive(config, "127.0.0.1")
+    assert found.facts["detected_by"] == "FIN", found
+    assert found.facts["server_idle_timeout"] == pytest.approx(2.0, abs=0.3)
+    assert found.facts["retried"] == 2
+    (conclusion,) = conclude([found], config)
+    assert "keepalive_timeout=1.5" in conclusion.fix
+    assert "_" + "Closed" not in found.summary + conclusion.cause
+
+
+async def test_a_gap_that_failed_twice_brackets_without_contradiction() -> None:
+    """A server that drops every request after the first on a connection (no FIN while idle):
+    the bracket starts at 0, so there is no keepalive_timeout to suggest and no force_close
+    claim (the server did keep the connection for a response): the fix is a command that
+    measures under the first gap, and it runs as printed."""
+    async with FaultServer() as server:
+        server.script("/", [Fault.ok(), Fault.fin(), Fault.ok(), Fault.fin()])
+        config = DiagnoseConfig(
+            url=server.url, timeout=5.0, keepalive_max=3.0, keepalive_first_gap=0.2
+        )
+        found = await probe_keepalive(config, "127.0.0.1")
+        assert found.facts["bracket"] == [0.0, pytest.approx(0.3, abs=0.05)], found
+        (conclusion,) = conclude([found], config)
+        assert "force_close" not in conclusion.fix
+        assert "between 0.00 and 0.30 s" in conclusion.cause
+        command = conclusion.fix.split("measure under the first gap: ", 1)[1].split(";")[0]
+        code, out, err = await run_cli(*shlex.split(command)[1:], "--repeat", "1", "--json")
+    assert code in (0, 1), err
+    assert step(json.loads(out), "keep-alive")["facts"]["requests"] >= 2
+
+
+async def test_keepalive_compare_hint_runs_as_printed() -> None:
+    """A hold too short to compare with the pool's 4 s prints a command that compares; run as
+    printed (the installed aiohttp-resilient on PATH), it holds one 4 s gap and says ok."""
+    async with FaultServer() as server:
+        _, report = await diagnose(server.url, "--keepalive-max", "0.6")
+        keepalive = step(report, "keep-alive")
+        assert keepalive["verdict"] == "info"
+        command = keepalive["summary"].split("; to compare: ", 1)[1]
+        assert command == keepalive["facts"]["compare_command"]
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            *shlex.split(command), stdout=asyncio.subprocess.PIPE, env=env
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out
+    assert "an idle connection survived gaps up to 4.00 s" in out.decode()

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import pty
+import shlex
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -183,22 +184,32 @@ async def test_second_interrupt_exits_at_once(tmp_path: Path) -> None:
     ] == [urls[0]]
 
 
+async def _paced_run_interrupted(
+    server: FaultServer, out: Path
+) -> tuple[asyncio.subprocess.Process, bytes]:
+    """``fetch`` of 16 URLs of ``server`` at -c 16 --rate 0.1, SIGINT once the first is
+    recorded; returns the ended process and its stdout (bounded: 8 s after the SIGINT)."""
+    urls = [str(server.url_for(f"/{i}")) for i in range(16)]
+    proc = await start_cli("fetch", "--out", str(out), "-c", "16", "--rate", "0.1", *urls)
+    manifest_file = out / "manifest.jsonl"
+    for _ in range(1000):
+        if manifest_file.exists() and manifest_file.read_text():
+            break
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 8)
+    return proc, stdout
+
+
 async def test_first_interrupt_does_not_wait_for_paced_slots(tmp_path: Path) -> None:
     """-c 16 --rate 0.1 on one host: 15 workers hold slots 10 to 150 s ahead. The first SIGINT
     ends the run at once (the pacer waits on the stop), with the one URL fetched recorded and
     the others left for a resumed run."""
     out = tmp_path / "out"
     async with FaultServer() as server:
-        urls = [str(server.url_for(f"/{i}")) for i in range(16)]
-        proc = await start_cli("fetch", "--out", str(out), "-c", "16", "--rate", "0.1", *urls)
-        manifest_file = out / "manifest.jsonl"
-        for _ in range(1000):
-            if manifest_file.exists() and manifest_file.read_text():
-                break
-            await asyncio.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
         # Before the second slot (10 s after the first); without the fix, 150 s.
-        await asyncio.wait_for(proc.communicate(), 8)
+        proc, _ = await _paced_run_interrupted(server, out)
+        manifest_file = out / "manifest.jsonl"
     assert proc.returncode == 130
     assert server.count() == 1
     assert len(manifest_file.read_text().splitlines()) == 1
@@ -241,7 +252,85 @@ async def test_bad_url_line_is_named(tmp_path: Path) -> None:
     url_list.write_text("http://127.0.0.1:1/a\n\nftp://example.org/x\n")
     code, _, err = await run_cli("fetch", "--out", str(tmp_path / "o"), "--input", str(url_list))
     assert code == 2
-    assert f"{url_list}, line 3: 'ftp://example.org/x' is not an http(s) URL" in err
+    assert f"{url_list}, line 3: 'ftp://example.org/x' is not an http:// or https:// URL" in err
+
+
+async def test_bad_url_argument_is_named_without_a_line(tmp_path: Path) -> None:
+    """A bad URL on the command line: the reason (a port out of range says so), no "line"."""
+    code, _, err = await run_cli("fetch", "--out", str(tmp_path / "o"), "http://127.0.0.1:99999/")
+    assert code == 2
+    assert err.strip() == (
+        "aiohttp-resilient fetch: error: 'http://127.0.0.1:99999/': the port is out of range "
+        "(1-65535)"
+    )
+
+
+@pytest.mark.parametrize("option", ["--out", "--jsonl"])
+async def test_output_onto_an_existing_file_or_folder_is_one_line(
+    tmp_path: Path, option: str
+) -> None:
+    """``fetch -i urls.txt -o urls.txt`` (and --jsonl onto a folder): exit 2 with one line
+    saying what is wrong, no traceback, nothing fetched, the file left as it was."""
+    url_list = tmp_path / "urls.txt"
+    async with FaultServer() as server:
+        url_list.write_text(f"{server.url_for('/a')}\n")
+        target = url_list if option == "--out" else tmp_path
+        code, _, err = await run_cli("fetch", "--input", str(url_list), option, str(target))
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    kind = "a file, not a folder" if option == "--out" else "a folder, not a file"
+    assert err.startswith(f"aiohttp-resilient fetch: error: {option} {target} is {kind}")
+    assert server.count() == 0
+    assert url_list.read_text() == f"{server.url_for('/a')}\n"
+
+
+def _hint(stdout: str, label: str) -> list[str]:
+    """The command a report prints after ``label``, split as a shell would."""
+    (line,) = [line for line in stdout.splitlines() if line.strip().startswith(label)]
+    return shlex.split(line.split(": ", 1)[1])
+
+
+async def _run_as_printed(words: list[str]) -> tuple[int, str, str]:
+    """A printed command run as a user would: the installed ``aiohttp-resilient`` on PATH."""
+    assert words[0] == "aiohttp-resilient"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = await asyncio.create_subprocess_exec(
+        *words, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("output", ["--out", "--jsonl"])
+async def test_retry_hint_runs_as_printed(tmp_path: Path, output: str) -> None:
+    """A run with a failed URL prints a command to retry it; run as printed, it fetches that
+    URL again into the same output (the server sees it twice) and skips the one fetched."""
+    target = tmp_path / ("out" if output == "--out" else "records.jsonl")
+    async with FaultServer() as server:
+        server.set_default("/missing", Fault.status(404))
+        urls = [str(server.url_for("/fine")), str(server.url_for("/missing"))]
+        code, stdout, _ = await run_cli("fetch", output, str(target), "--retries", "0", *urls)
+        assert code == 1
+        hint = _hint(stdout, "to retry the failed URLs")
+        code, again, err = await _run_as_printed(hint)
+    assert code == 1, err  # the 404 again, nothing else
+    assert "0 fetched, 1 failed, 0 already fetched" in again
+    assert [r.path for r in server.records] == ["/fine", "/missing", "/missing"]
+
+
+async def test_interrupted_run_prints_how_to_resume(tmp_path: Path) -> None:
+    """SIGINT with 15 of 16 URLs not started: the report prints a command that fetches the
+    rest; run as printed, it fetches those 15 and only those (each path served once)."""
+    out = tmp_path / "out"
+    async with FaultServer() as server:
+        proc, stdout = await _paced_run_interrupted(server, out)
+        assert proc.returncode == 130
+        hint = _hint(stdout.decode(), "to fetch the rest")
+        code, again, err = await _run_as_printed(hint)
+    assert code == 0, err
+    assert "15 fetched, 0 failed, 0 already fetched" in again
+    assert sorted(r.path for r in server.records) == sorted(f"/{i}" for i in range(16))
 
 
 async def test_rate_paces_each_host(tmp_path: Path) -> None:

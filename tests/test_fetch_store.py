@@ -43,5 +43,5 @@ def test_url_list_skips_blanks_and_comments_and_names_bad_lines() -> None:
     """Blank lines and # comments are skipped; a bad line is named by its number."""
     lines = ["http://a/1\n", "\n", "# note\n", " https://b/2 \n"]
     assert list(read_url_lines(lines, "list")) == ["http://a/1", "https://b/2"]
-    with pytest.raises(UrlListError, match=r"list, line 2: 'a/b' is not an http\(s\) URL"):
+    with pytest.raises(UrlListError, match=r"list, line 2: 'a/b' is not an http:// or https://"):
         list(read_url_lines(["http://a/1", "a/b"], "list"))

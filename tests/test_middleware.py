@@ -214,6 +214,27 @@ async def test_a_failure_on_a_connection_reused_at_once_is_not_the_race(
     assert sum(retried.values()) == 1
 
 
+@pytest.mark.parametrize("idle", [0.0, MIN_IDLE_EVIDENCE + 0.05], ids=["at-once", "idle"])
+async def test_a_post_that_loses_the_race_is_told_so_and_not_resent(
+    fault_server: FaultServer, idle: float
+) -> None:
+    """A POST whose pooled connection the server closes as it goes is not re-sent (it may have
+    arrived); when the connection had sat idle long enough, its note says it lost the stale
+    keep-alive race, and when it was reused at once, that it is a plain disconnect."""
+    fault_server.script("/p", [Fault.ok(), Fault.fin()])
+    async with retry_session(fast_policy()) as session:
+        async with session.post(fault_server.url_for("/p"), data=b"1") as resp:
+            await resp.read()
+        await asyncio.sleep(idle)
+        with pytest.raises(aiohttp.ServerDisconnectedError) as info:
+            await session.post(fault_server.url_for("/p"), data=b"2")
+    assert fault_server.count("/p") == 2
+    assert [(r.conn_id, r.seq_on_conn) for r in fault_server.records] == [(1, 1), (1, 2)]
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert ("lost the stale keep-alive race" in notes) is (idle > 0)
+    assert "not idempotent" in notes
+
+
 async def test_disconnect_on_fresh_connection_is_retried_at_once(fault_server: FaultServer) -> None:
     """A FIN on a new connection is retried at once while the host's budget has room: one
     dropped connection on a healthy host says nothing about the next."""

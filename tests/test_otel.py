@@ -3,6 +3,7 @@ opentelemetry-instrumentation-aiohttp-client on the session."""
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from aiohttp_resilient import RetryPolicy, instrument_session, resilient_session
 from aiohttp_resilient.testing import Fault, FaultServer
@@ -161,3 +162,88 @@ async def test_instrumenting_twice_counts_once(fault_server: FaultServer) -> Non
     assert len(attempts) == fault_server.count("/a") == 2
     assert [s.attributes.get("http.request.resend_count") for s in attempts] == [None, 1]
     assert sum(p.count for _, p in duration_points(reader)) == 2
+
+
+async def test_stats_prometheus_and_otel_agree_with_the_server_by_status(
+    fault_server: FaultServer,
+) -> None:
+    """120 x 200 and 30 x 404, 5 POSTs answered 503 (never retried on a status), a GET given up
+    on after 3 x 503, another that got 200 after 2 x 503: stats, Prometheus and the spans count
+    each class as the server answered it, and only 2xx calls are successes."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from aiohttp_resilient import PrometheusCollector, stats
+
+    codes = {"/ok": 200, "/missing": 404, "/busy": 503, "/flaky": 503}
+    fault_server.set_default("/missing", Fault.status(404))
+    fault_server.set_default("/busy", Fault.status(503))
+    fault_server.script("/flaky", [Fault.status(503), Fault.status(503), Fault.ok()])
+    tracer_provider, exporter, meter_provider, reader = providers()
+    registry = prometheus_client.CollectorRegistry()
+    async with resilient_session(policy=FAST) as session:
+        instrument_session(session, tracer_provider=tracer_provider, meter_provider=meter_provider)
+        registry.register(PrometheusCollector(session))
+        for path, n in (("/ok", 120), ("/missing", 30)):
+            for _ in range(n):
+                async with session.get(fault_server.url_for(path)) as resp:
+                    await resp.read()
+        for _ in range(5):
+            async with session.post(fault_server.url_for("/busy"), data=b"x") as resp:
+                assert resp.status == 503
+        with pytest.raises(aiohttp.ClientError):
+            await session.get(fault_server.url_for("/busy"))
+        async with session.get(fault_server.url_for("/flaky")) as resp:
+            assert resp.status == 200
+        snapshot = stats(session)
+        exposition = prometheus_client.generate_latest(registry).decode()
+    # The server's own count, by the status it answered.
+    served: dict[str, int] = {}
+    for record in fault_server.records:
+        code = 200 if record.action == "ok" else codes[record.path]
+        served[f"{code // 100}xx"] = served.get(f"{code // 100}xx", 0) + 1
+    assert served == {"2xx": 121, "4xx": 30, "5xx": 10}
+
+    assert snapshot is not None
+    total = snapshot.total
+    assert total.responses == served
+    assert total.answered == {"2xx": 121, "4xx": 30, "5xx": 5}
+    assert (total.successes, total.client_errors, total.server_errors) == (121, 30, 5)
+    assert total.give_ups == {"attempts": 1}
+    assert total.requests == 121 + 30 + 5 + 1
+
+    host = f"http://127.0.0.1:{fault_server.url.port}"
+    samples = {
+        (sample.name, sample.labels.get("status_class")): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.labels.get("host") == host
+    }
+    for status_class, n in served.items():
+        assert samples[("aiohttp_resilient_responses_total", status_class)] == n
+    for status_class, n in total.answered.items():
+        assert samples[("aiohttp_resilient_answered_total", status_class)] == n
+    assert samples[("aiohttp_resilient_successes_total", None)] == 121
+
+    attempts = by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)
+    by_status: dict[str, int] = {}
+    for span in attempts:
+        status_class = f"{span.attributes['http.response.status_code'] // 100}xx"
+        by_status[status_class] = by_status.get(status_class, 0) + 1
+        error = not status_class.startswith("2")
+        assert (span.status.status_code is StatusCode.ERROR) is error
+        assert span.attributes.get("error.type") == (
+            str(span.attributes["http.response.status_code"]) if error else None
+        )
+    assert by_status == served
+    calls = by_kind(exporter.get_finished_spans(), SpanKind.INTERNAL)
+    call_errors = collections.Counter(
+        s.attributes.get("error.type") for s in calls if s.status.status_code is StatusCode.ERROR
+    )
+    assert call_errors == {"404": 30, "503": 6}  # 5 POSTs answered, 1 GET given up on
+    points = [p for scope, p in duration_points(reader) if scope == "aiohttp_resilient"]
+    by_metric: dict[str, int] = {}
+    for point in points:
+        status_class = f"{point.attributes['http.response.status_code'] // 100}xx"
+        by_metric[status_class] = by_metric.get(status_class, 0) + point.count
+    assert by_metric == served

@@ -43,7 +43,8 @@ async def scrape(registry: prometheus_client.CollectorRegistry) -> dict[tuple[st
 async def test_counters_match_the_server_after_scripted_faults(
     fault_server: FaultServer, registry: prometheus_client.CollectorRegistry
 ) -> None:
-    """requests, attempts, retries{cause}, give-ups{reason} and the duration histogram."""
+    """requests, answers and responses by status class, attempts, retries{cause},
+    give-ups{reason} and the duration histogram."""
     fault_server.script("/a", [Fault.fin(), Fault.status(503), Fault.ok()])
     fault_server.set_default("/dead", Fault.status(502))
     async with resilient_session(policy=FAST) as session:
@@ -57,6 +58,10 @@ async def test_counters_match_the_server_after_scripted_faults(
     ns = "aiohttp_resilient"
     assert samples[(f"{ns}_requests_total", (host,))] == 2
     assert samples[(f"{ns}_successes_total", (host,))] == 1
+    assert samples[(f"{ns}_answered_total", (host, ("status_class", "2xx")))] == 1
+    assert (f"{ns}_answered_total", (host, ("status_class", "5xx"))) not in samples  # a give-up
+    assert samples[(f"{ns}_responses_total", (host, ("status_class", "2xx")))] == 1
+    assert samples[(f"{ns}_responses_total", (host, ("status_class", "5xx")))] == 1 + 3
     assert samples[(f"{ns}_attempts_total", (host,))] == fault_server.count() == 6
     assert samples[(f"{ns}_retries_total", (("cause", "disconnect"), host))] == 1
     assert samples[(f"{ns}_retries_total", (("cause", "status_503"), host))] == 1

@@ -50,6 +50,8 @@ async def test_counts_match_what_the_server_saw(fault_server: FaultServer) -> No
     row = snapshot.hosts[host_of(fault_server)]
     assert row.requests == 2
     assert row.successes == 1
+    assert row.answered == {"2xx": 1}  # the 503s given up on are a give-up, not an answer
+    assert row.responses == {"2xx": 1, "5xx": 1 + 4}
     assert row.give_ups == {"attempts": 1}
     assert row.attempts == fault_server.count() == 8
     assert fault_server.count("/dead") == 4
@@ -60,6 +62,68 @@ async def test_counts_match_what_the_server_saw(fault_server: FaultServer) -> No
     assert snapshot.total.attempts == 8
     assert row.circuit_state is CircuitState.CLOSED
     assert row.in_flight == 0
+
+
+async def test_answers_are_counted_by_status_class_as_the_server_answered(
+    fault_server: FaultServer,
+) -> None:
+    """120 x 200 and 30 x 404 are 120 successes and 30 4xx answers, not 150 successes; a POST
+    answered 503 (never retried on a status) is a 5xx answer; responses agree with the
+    server's count."""
+    fault_server.set_default("/missing", Fault.status(404))
+    fault_server.set_default("/busy", Fault.status(503))
+    async with resilient_session(policy=FAST) as session:
+        for path, n in (("/ok", 120), ("/missing", 30), ("/busy", 1)):
+            for _ in range(n):
+                method = "POST" if path == "/busy" else "GET"
+                async with session.request(method, fault_server.url_for(path)) as resp:
+                    await resp.read()
+        snapshot = stats(session)
+    assert snapshot is not None
+    row = snapshot.hosts[host_of(fault_server)]
+    assert [fault_server.count(p) for p in ("/ok", "/missing", "/busy")] == [120, 30, 1]
+    assert row.successes == 120
+    assert row.answered == {"2xx": 120, "4xx": 30, "5xx": 1}
+    assert (row.client_errors, row.server_errors) == (30, 1)
+    assert row.responses == row.answered
+    assert row.requests == row.successes + row.client_errors + row.server_errors
+    assert snapshot.total.answered == row.answered
+    assert snapshot.total.responses == row.responses
+
+
+async def test_the_table_counts_4xx_and_5xx_answers_apart_from_ok(
+    fault_server: FaultServer,
+) -> None:
+    """A run that got 404s and a 503 does not print them as ok: the 4xx and 5xx columns hold
+    them, and a responses line gives every attempt's class."""
+    fault_server.set_default("/missing", Fault.status(404))
+    fault_server.script("/busy", [Fault.status(503), Fault.status(503)])
+    async with resilient_session(policy=FAST) as session:
+        for path in ("/ok", "/ok", "/ok", "/missing", "/missing"):
+            async with session.get(fault_server.url_for(path)) as resp:
+                await resp.read()
+        async with session.post(fault_server.url_for("/busy"), data=b"x") as resp:
+            assert resp.status == 503
+        text = str(stats(session))
+    lines = text.splitlines()
+    header = lines[0].split()
+    assert header[:5] == ["host", "calls", "ok", "4xx", "5xx"]
+    row = dict(zip(header[:8], lines[1].split()[:8], strict=True))
+    assert (row["calls"], row["ok"], row["4xx"], row["5xx"]) == ("6", "3", "2", "1")
+    assert f"{host_of(fault_server)} responses to attempts: 2xx 3, 4xx 2, 5xx 1" in text
+
+
+def test_a_status_outside_the_classes_is_counted_and_not_a_success() -> None:
+    """A 1xx is a success (a 101 upgrade), a 999 is not; a decorated function's return is."""
+    recorder = StatsRecorder()
+    key = ("http", "127.0.0.1", 8080)
+    for status in (101, 204, 302, 404, 503, 999):
+        recorder.served(key, 0.01, 0.01, None, status)
+    recorder.served(key, 0.01, 0.01, None)
+    counts = take_snapshot(recorder, None).total
+    assert counts.answered == {"1xx": 1, "2xx": 1, "3xx": 1, "4xx": 1, "5xx": 1, "9xx": 1}
+    assert counts.successes == 4
+    assert counts.requests == 7
 
 
 async def test_a_post_that_may_have_arrived_is_counted_as_not_retried(
@@ -86,6 +150,7 @@ async def test_the_breaker_opening_and_circuit_give_ups_are_counted(
     """A host that keeps failing trips its breaker once; calls refused by it are give-ups; the
     breaker's log record carries the host and the new state."""
     fault_server.set_default("/x", Fault.status(500))
+    caplog.set_level(logging.INFO, logger="aiohttp_resilient")  # openings are told at INFO
     breaker = BreakerPolicy(consecutive_failures=3, min_failure_span=0.0, patience=0.0)
     async with resilient_session(
         policy=FAST.replace(attempts=1, raise_on_status=False),
@@ -106,8 +171,9 @@ async def test_the_breaker_opening_and_circuit_give_ups_are_counted(
     assert 0 < sent < 8
     assert row.circuit_openings == 1
     assert row.circuit_state is CircuitState.OPEN
-    # The attempt that opened it waits for the probe instead of giving up, past its patience.
-    assert row.give_ups == {"attempts": sent - 1, "circuit_open": sum(refusals)}
+    # Every call that sent its one attempt gave up on attempts (the one that opened the breaker
+    # too: attempts=1 leaves nothing to wait for); the others were refused by the breaker.
+    assert row.give_ups == {"attempts": sent, "circuit_open": sum(refusals)}
     assert row.attempts == sent
     assert row.requests == 8
     circuit = [r for r in caplog.records if getattr(r, "event", None) == "circuit"]

@@ -5,7 +5,38 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["number"]
+from yarl import URL
+
+__all__ = ["http_url", "number", "url_problem"]
+
+#: The ports a URL may name.
+_PORTS = range(1, 65536)
+
+
+def url_problem(text: str) -> str | None:
+    """What is wrong with ``text`` as an http(s) URL to fetch, in words; ``None`` if nothing."""
+    try:
+        url = URL(text)
+        port = url.explicit_port
+    except (ValueError, TypeError) as exc:
+        if "out of range" in str(exc):
+            return f"{text!r}: the port is out of range (1-65535)"
+        return f"{text!r} is not a valid URL ({exc})"
+    if url.scheme not in ("http", "https"):
+        return f"{text!r} is not an http:// or https:// URL"
+    if not url.raw_host:
+        return f"{text!r} has no host"
+    if port is not None and port not in _PORTS:
+        return f"{text!r}: the port is out of range (1-65535)"
+    return None
+
+
+def http_url(text: str) -> URL:
+    """An argparse ``type`` for an http(s) URL, with the reason when it is not one."""
+    problem = url_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return URL(text)
 
 
 def number(

@@ -37,7 +37,10 @@ class BreakerPolicy:
             pybreaker, aiobreaker and purgatory: 5). The rule that serves a quiet client.
         min_failure_span: Those failures must have lasted this many seconds since the host's
             last success. A loaded host rejects bursts while it still serves others: that is the
-            adaptive limit's to handle; a host that failed everything for 0.1 s is down.
+            adaptive limit's to handle; a host that failed everything for 0.1 s is down. A
+            refused connection needs no span: nothing listens (a loaded host resets or answers
+            503; it does not refuse), and waiting it out would let a call spend every attempt
+            of a restart before the breaker holds it.
         failure_ratio: The share of failed calls in the window that opens it, once calls came
             in at least half the window (a sustained ratio, not a burst); ``None`` for no ratio
             rule. High (0.9): a host that still serves one call in ten is slowed by the budget
@@ -48,16 +51,23 @@ class BreakerPolicy:
         break_duration: The first break, in seconds. Short: a restarting process is back in
             one or two seconds (Polly 5 s and Envoy 30 s serve fleets with spare hosts; a client
             of one host has none).
-        break_multiplier: Each consecutive opening's break is this much longer. Gently (1.25):
-            a probe is one request, and the first success after an outage comes at most about
-            a quarter of the outage late (a 3 s outage: within 0.8 s).
+        break_multiplier: Once the outage is older than ``patience``, each consecutive
+            opening's break is this much longer. Gently (1.25): a probe is one request, and the
+            first success after an outage comes at most about a quarter of the outage late.
         max_break: No break is longer (Envoy's ``max_ejection_time``: 300 s).
         break_jitter: Breaks are lengthened by up to this share, so clients told the same do
             not probe together. A break is never shorter than a ``Retry-After`` the host sent
             with the failure that opened it, up to ``max_break``.
-        patience: Seconds a call may wait for the probe while the breaker is open, within its
-            deadline; ``0`` fails at once with :class:`CircuitOpenError`, ``None`` waits as
-            long as the deadline (or the session's timeout) allows.
+        patience: Seconds, from the breaker's opening (the outage's start, not the call's),
+            during which calls wait for the probe, within their deadline; after that they
+            fail at once with :class:`CircuitOpenError` until a probe finds the host back (the
+            call whose turn it is to probe still goes). While the outage is younger than this,
+            probes come every ``break_duration`` (one request each); after, each break is
+            ``break_multiplier`` times longer. 3 s serves the calls of a restart of up to about
+            2.5 s (probes at 0.5, 1.0, ... 2.5 s) and bounds what a dead host costs a crawl: its
+            calls fail within about 2.8 s of the outage's start, then at once
+            (``benchmarks/restart_patience.py``). ``0`` never waits, ``None`` waits as long as
+            the deadline (or the session's timeout) allows.
     """
 
     consecutive_failures: int = 5
@@ -69,7 +79,7 @@ class BreakerPolicy:
     break_multiplier: float = 1.25
     max_break: float = 30.0
     break_jitter: float = 0.1
-    patience: float | None = 2.5
+    patience: float | None = 3.0
 
     def __post_init__(self) -> None:
         _check_int("consecutive_failures", self.consecutive_failures, minimum=1)
@@ -163,9 +173,16 @@ class BreakerState:
         self.last_success = now
 
     def record(
-        self, now: float, failed: bool, *, probe: bool, retry_after: float | None = None
+        self,
+        now: float,
+        failed: bool,
+        *,
+        probe: bool,
+        retry_after: float | None = None,
+        refused: bool = False,
     ) -> CircuitState | None:
-        """Count a call's outcome; returns the new state if it changed."""
+        """Count a call's outcome; returns the new state if it changed. ``refused``: the
+        failure was a refused connection (nothing listens), which needs no failure span."""
         if now >= self._bucket_end:
             self._advance(now)
         if probe:
@@ -184,9 +201,8 @@ class BreakerState:
         if self.state is not CircuitState.CLOSED:
             return None  # answers to calls sent before the break never lengthen it (Polly)
         policy = self._policy
-        if (
-            self.consecutive >= policy.consecutive_failures
-            and now - self.last_success >= policy.min_failure_span
+        if self.consecutive >= policy.consecutive_failures and (
+            refused or now - self.last_success >= policy.min_failure_span
         ):
             span = now - self.last_success
             return self._open(
@@ -218,14 +234,16 @@ class BreakerState:
 
     def _open(self, now: float, retry_after: float | None, reason: str) -> CircuitState:
         policy = self._policy
+        if self.state is CircuitState.CLOSED:
+            self.opened_at = now
         base = policy.break_duration * policy.break_multiplier**self.openings
         if base >= policy.max_break:
             base = policy.max_break  # and the openings stop counting: no float overflow
-        else:
+        elif policy.patience is None or now - self.opened_at >= policy.patience:
             self.openings += 1
+        # else: while calls wait out a young outage, the probes keep the first break's pace
+        # (one request each): the one that finds a restarted host back comes soon after it.
         pause = base * (1.0 + policy.break_jitter * self._rng.random())
-        if self.state is CircuitState.CLOSED:
-            self.opened_at = now
         if retry_after is not None and retry_after > pause:
             # Never probe before the host said it would be back, within max_break.
             pause = min(retry_after, max(policy.max_break, pause))

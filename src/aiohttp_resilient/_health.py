@@ -672,7 +672,15 @@ class HostHealth:
             elif signal is not Signal.LOCAL or claim.probe:
                 # A probe that ended in a local error (a connect timeout to a dead host) is a
                 # failed probe: a longer break, not another probe at once.
-                self._breaker_outcome(key, record, now, True, retry_after, claim.probe)
+                self._breaker_outcome(
+                    key,
+                    record,
+                    now,
+                    True,
+                    retry_after,
+                    claim.probe,
+                    refused=signal is Signal.UNREACHABLE,
+                )
         dropped = signal is Signal.DROPPED
         throttled = signal is Signal.UNAVAILABLE or signal is Signal.THROTTLED
         limit = record.limit
@@ -712,11 +720,13 @@ class HostHealth:
         failed: bool,
         retry_after: float | None,
         probe: bool,
+        *,
+        refused: bool = False,
     ) -> None:
         breaker = record.breaker
         assert breaker is not None
         old = breaker.state
-        new = breaker.record(now, failed, probe=probe, retry_after=retry_after)
+        new = breaker.record(now, failed, probe=probe, retry_after=retry_after, refused=refused)
         if new is not None and new is not old:
             retry_in = breaker.open_until - now if new is CircuitState.OPEN else None
             self._notify(key, record, old, new, retry_in)

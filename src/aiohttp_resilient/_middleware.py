@@ -349,7 +349,7 @@ class RetryMiddleware:
                     if keep:
                         connection.add_callback(claim.release_slot)  # type: ignore[union-attr]
                     if stats is not None:
-                        stats.served(key, now - started, now - claim.started, run)
+                        stats.served(key, now - started, now - claim.started, run, status)
                     if idle is not None and resp.content.is_eof():
                         idle.watched.pop(req, None)  # else the watchdog follows the caller's read
                     return resp

@@ -15,6 +15,7 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ._exceptions import RetriesExhaustedError
 from ._limiter import HostKey
 from ._middleware import RetryMiddleware
 from ._redact import redact_url
@@ -46,7 +47,10 @@ def instrument_session(
 
     - A span per logical call (``INTERNAL``, named by the method), with a ``CLIENT`` child span
       per attempt carrying ``http.request.resend_count`` from the second attempt on, and the
-      ``traceparent`` of the attempt's span sent with it.
+      ``traceparent`` of the attempt's span sent with it. A span that ends with a 4xx or
+      5xx (an HTTP client's errors, as the semantic conventions have it) has the status ERROR
+      and ``error.type`` the code as a string (``"404"``); one that ends with an exception,
+      ERROR and the exception's type, except a give-up on a status, whose type is the status.
     - The stable metric ``http.client.request.duration`` (seconds, the semantic conventions'
       attributes and buckets), once per attempt.
     - Each retry and give-up as an event (``aiohttp_resilient.retry``, ``...give_up``) on the
@@ -138,6 +142,21 @@ def _attributes(req: ClientRequest) -> dict[str, Any]:
     }
 
 
+def _set_status(span: trace.Span, status: int, metric_attributes: dict[str, Any] | None) -> None:
+    """``http.response.status_code``, and for an error status ``error.type`` (the code as a
+    string) and the span's status ERROR: for an HTTP client, the semantic conventions make a 4xx
+    an error as well as a 5xx (and any code outside 100-599); below 400 the status stays unset."""
+    span.set_attribute("http.response.status_code", status)
+    if metric_attributes is not None:
+        metric_attributes["http.response.status_code"] = status
+    if 100 <= status < 400:
+        return
+    span.set_attribute("error.type", str(status))
+    span.set_status(Status(StatusCode.ERROR))
+    if metric_attributes is not None:
+        metric_attributes["error.type"] = str(status)
+
+
 class _CallSpan:
     """The outer middleware: one span per logical call."""
 
@@ -152,11 +171,18 @@ class _CallSpan:
         with self._tracer.start_as_current_span(
             req.method, kind=SpanKind.INTERNAL, attributes=attributes
         ) as span:
-            resp = await handler(req)
-            span.set_attribute("http.response.status_code", resp.status)
-            if resp.status >= 400:
-                span.set_attribute("error.type", str(resp.status))
-                span.set_status(Status(StatusCode.ERROR))
+            try:
+                resp = await handler(req)
+            except Exception as exc:  # the span records it and its status becomes ERROR
+                # A give-up on a status is that status's error, as on the attempt's span.
+                status = getattr(exc, "status", None)
+                if isinstance(exc, RetriesExhaustedError) and status is not None:
+                    span.set_attribute("http.response.status_code", status)
+                    span.set_attribute("error.type", str(status))
+                else:
+                    span.set_attribute("error.type", type(exc).__qualname__)
+                raise
+            _set_status(span, resp.status, None)
             return resp
 
 
@@ -190,12 +216,7 @@ class _AttemptSpan:
                 span.set_attribute("error.type", type(exc).__qualname__)
                 self._record(started, metric_attributes)
                 raise
-            metric_attributes["http.response.status_code"] = resp.status
-            span.set_attribute("http.response.status_code", resp.status)
-            if resp.status >= 400:
-                metric_attributes["error.type"] = str(resp.status)
-                span.set_attribute("error.type", str(resp.status))
-                span.set_status(Status(StatusCode.ERROR))
+            _set_status(span, resp.status, metric_attributes)
             self._record(started, metric_attributes)
             return resp
 

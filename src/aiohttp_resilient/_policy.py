@@ -76,7 +76,10 @@ class RetryPolicy:
         policy = RetryPolicy(attempts=3, backoff_max=2.0, deadline=30.0)
 
     Attributes:
-        attempts: Attempts in all, the first included (1 means never retry).
+        attempts: Attempts in all, the first included (1 means never retry): a hard cap on
+            what one call sends. Every attempt counts, a refused connection, a refusal requeued
+            under a host's cut limit and a breaker's probe included; the one wait that is not an
+            attempt is waiting for an open breaker's probe, during which nothing is sent.
         backoff_base: Upper bound of the first backoff wait, in seconds.
         backoff_multiplier: Factor by which the bound grows per backoff.
         backoff_max: Upper bound of any single backoff wait, in seconds.

@@ -35,8 +35,11 @@ _CIRCUIT_VALUE: Final = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, Circ
 class PrometheusCollector(Collector):
     """Exports what :func:`stats` reads, at each scrape, as ``aiohttp_resilient_*`` metrics.
 
-    Counters: ``requests_total``, ``successes_total``, ``attempts_total``, ``retries_total``
-    (label ``cause``), ``give_ups_total`` (``reason``), ``not_retried_total``,
+    Counters: ``requests_total``, ``successes_total`` (calls answered 2xx or 3xx),
+    ``answered_total`` (calls that handed a response back, label ``status_class``: ``2xx``,
+    ``4xx``, ``5xx``, ...), ``responses_total`` (``status_class``; one per attempt that got a
+    response, retried ones included: what the server counted), ``attempts_total``,
+    ``retries_total`` (label ``cause``), ``give_ups_total`` (``reason``), ``not_retried_total``,
     ``budget_refusals_total``, ``circuit_openings_total``. Gauges: ``circuit_state`` (0 closed,
     1 half-open, 2 open), ``concurrency_limit``, ``in_flight``, ``queued``,
     ``pool_connections`` (``state`` idle or acquired). Histograms: ``request_duration_seconds``
@@ -116,7 +119,7 @@ class PrometheusCollector(Collector):
     def _counters(self, rows: list[HostStats]) -> Iterator[Metric]:
         simple: tuple[tuple[str, str, Callable[[HostStats], int]], ...] = (
             ("requests", "Logical calls that ended.", lambda r: r.requests),
-            ("successes", "Calls that handed a response back.", lambda r: r.successes),
+            ("successes", "Calls answered with a 2xx or 3xx.", lambda r: r.successes),
             ("attempts", "Attempts sent (a retry is one more).", lambda r: r.attempts),
             ("not_retried", "Calls failed by an error not retried.", lambda r: r.not_retried),
             ("budget_refusals", "Retries the budget refused.", lambda r: r.budget_refusals),
@@ -128,6 +131,8 @@ class PrometheusCollector(Collector):
                 family.add_metric([row.host], value(row))
             yield family
         for name, label, doc, attr in (
+            ("answered", "status_class", "Calls that handed a response back.", "answered"),
+            ("responses", "status_class", "Responses to attempts, retried ones too.", "responses"),
             ("retries", "cause", "Retries, by the failure that caused them.", "retries"),
             ("give_ups", "reason", "Calls given up on, by reason.", "give_ups"),
         ):

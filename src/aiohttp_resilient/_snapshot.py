@@ -55,9 +55,17 @@ class HostStats:
 
     Attributes:
         host: ``scheme://host:port``, ``"other"`` for hosts past the cap, ``"all"`` for the sum.
-        requests: Logical calls that ended (a success, a give-up or an error not retried).
-        successes: Calls that handed a response to the caller without giving up (any status
-            the policy does not retry: a 404 is an answer).
+        requests: Logical calls that ended: answered (a success, a 4xx or a 5xx handed back),
+            given up on, or failed by an error not retried.
+        successes: Calls answered with a status below 400 (2xx, 3xx, a ``101`` upgrade), or,
+            for a ``@retry_on_disconnect`` function, that returned.
+        answered: Calls that handed a response to the caller, by status class (``"2xx"``,
+            ``"4xx"``, ...): a 404, or a 503 to a POST (never retried on a status), is an
+            answer of its class, not a success. A response handed back after the policy gave
+            up on it (``raise_on_status=False``) is a give-up, under ``give_ups``.
+        responses: Responses received, one per attempt that got one (those retried and those
+            given up on included), by status class: what the server counted, when every
+            attempt reached it. An attempt whose body was cut counts as its error.
         attempts: Attempts those calls made (each retry is one more).
         retries: Retries by cause (``disconnect``, ``reset``, ``timeout``, ``cut_body``,
             ``connect``, ``stale_connection``, ``status_503``, ``retry_after``, ...).
@@ -77,6 +85,8 @@ class HostStats:
     host: str
     requests: int = 0
     successes: int = 0
+    answered: Mapping[str, int] = field(default_factory=_empty)
+    responses: Mapping[str, int] = field(default_factory=_empty)
     attempts: int = 0
     retries: Mapping[str, int] = field(default_factory=_empty)
     give_ups: Mapping[str, int] = field(default_factory=_empty)
@@ -89,6 +99,16 @@ class HostStats:
     pool: PoolUse = field(default_factory=PoolUse)
     call_latency: Latency = field(default_factory=Latency)
     attempt_latency: Latency = field(default_factory=Latency)
+
+    @property
+    def client_errors(self) -> int:
+        """Calls answered with a 4xx."""
+        return self.answered.get("4xx", 0)
+
+    @property
+    def server_errors(self) -> int:
+        """Calls answered with a 5xx."""
+        return self.answered.get("5xx", 0)
 
     @property
     def retries_total(self) -> int:
@@ -106,10 +126,18 @@ class HostStats:
         return self.give_ups.get(GIVEUP_BUDGET, 0)
 
 
+def _sum_labels(counts: Iterable[Mapping[str, int]]) -> Mapping[str, int]:
+    """Counts by label (a status class, a cause, a reason), summed label by label."""
+    summed: dict[str, int] = {}
+    for mapping in counts:
+        for label, n in mapping.items():
+            summed[label] = summed.get(label, 0) + n
+    return MappingProxyType(summed)
+
+
 def merge_hosts(name: str, rows: Iterable[HostStats]) -> HostStats:
     """The sum of ``rows`` under ``name`` (the breaker's state is not summed)."""
-    retries: dict[str, int] = {}
-    give_ups: dict[str, int] = {}
+    rows = list(rows)
     total: dict[str, Any] = dict.fromkeys(
         ("requests", "successes", "attempts", "not_retried", "circuit_openings"), 0
     )
@@ -120,17 +148,15 @@ def merge_hosts(name: str, rows: Iterable[HostStats]) -> HostStats:
     for row in rows:
         for key in total:
             total[key] += getattr(row, key)
-        for cause, n in row.retries.items():
-            retries[cause] = retries.get(cause, 0) + n
-        for reason, n in row.give_ups.items():
-            give_ups[reason] = give_ups.get(reason, 0) + n
         pool += row.pool
         calls += row.call_latency
         attempts += row.attempt_latency
     return HostStats(
         host=name,
-        retries=MappingProxyType(retries),
-        give_ups=MappingProxyType(give_ups),
+        answered=_sum_labels(row.answered for row in rows),
+        responses=_sum_labels(row.responses for row in rows),
+        retries=_sum_labels(row.retries for row in rows),
+        give_ups=_sum_labels(row.give_ups for row in rows),
         pool=pool,
         call_latency=calls,
         attempt_latency=attempts,
@@ -205,6 +231,8 @@ def _host_row(
         host=name,
         requests=requests,
         successes=counts.successes,
+        answered=counts.answered,
+        responses=counts.responses,
         attempts=counts.attempt_latency.count,
         retries=counts.retries,
         give_ups=counts.give_ups,
@@ -255,6 +283,8 @@ _COLUMNS: Final = (
     ("host", "<"),
     ("calls", ">"),
     ("ok", ">"),
+    ("4xx", ">"),
+    ("5xx", ">"),
     ("attempts", ">"),
     ("retries", ">"),
     ("gave up", ">"),
@@ -276,6 +306,8 @@ def _cells(row: HostStats) -> tuple[str, ...]:
         row.host,
         str(row.requests),
         str(row.successes),
+        str(row.client_errors),
+        str(row.server_errors),
         str(row.attempts),
         str(row.retries_total),
         str(row.give_ups_total),
@@ -289,6 +321,13 @@ def _cells(row: HostStats) -> tuple[str, ...]:
         str(row.queued),
         f"{row.pool.open}/{row.pool.idle}",
     )
+
+
+_LEGEND: Final = (
+    "(ok: answered 2xx/3xx; 4xx, 5xx: answered so; failed: errors not retried; "
+    "latency of logical calls, waits and retries included)"
+)
+_SUCCESS_CLASSES: Final = frozenset({"1xx", "2xx", "3xx"})
 
 
 def format_table(stats: Stats) -> str:
@@ -305,8 +344,11 @@ def format_table(stats: Stats) -> str:
         ).rstrip()
 
     lines = [line(header), *(line(cells) for cells in rows)]
-    lines.append("(latency of logical calls, waits and retries included)")
+    lines.append(_LEGEND)
     for row in stats.hosts.values():
+        if row.responses.keys() - _SUCCESS_CLASSES:  # some attempt got an error status
+            classes = ", ".join(f"{name} {n}" for name, n in sorted(row.responses.items()))
+            lines.append(f"{row.host} responses to attempts: {classes}")
         if row.retries:
             lines.append(f"{row.host} retries: {_pairs(row.retries)}")
         if row.give_ups:

@@ -1,6 +1,7 @@
-"""Counting what happened, per host: calls, attempts, retries by cause, give-ups by reason,
-latency. The request path calls :class:`StatsRecorder` once per logical call on success (and on
-each retry and give-up, which are rare); everything else is read when a snapshot is taken."""
+"""Counting what happened, per host: calls, the answers handed back by status class, attempts,
+responses by status class, retries by cause, give-ups by reason, latency. The request path calls
+:class:`StatsRecorder` once per logical call that got an answer (and on each retry and give-up,
+which are rare); everything else is read when a snapshot is taken."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ __all__ = [
     "StatsListener",
     "StatsRecorder",
     "retry_cause",
+    "status_class",
 ]
 
 # Why a call gave up (the ``reason`` label of give-ups).
@@ -54,6 +56,17 @@ DEFAULT_MAX_HOSTS: Final = 1024
 
 #: Told of each retry and give-up: (event, host key, fields). OpenTelemetry's span events use it.
 StatsListener = Callable[[str, "HostKey", Mapping[str, object]], None]
+
+#: Slots of a per-class counter: ``status // 100`` (0-9: aiohttp's parsers take three digits
+#: only), and one for a ``@retry_on_disconnect`` function's return, which has no status.
+_CLASS_SLOTS: Final = 11
+_RETURNED: Final = 10
+#: The status :meth:`StatsRecorder.served` is given for a function's return.
+_NO_STATUS: Final = 1000
+#: Each status's slot, looked up: cheaper than ``None`` checks and a division on every call.
+_SLOT_OF: Final = (*(status // 100 for status in range(_NO_STATUS)), _RETURNED)
+#: The slots that are successes: 1xx (a ``101`` upgrade), 2xx, 3xx, and a function's return.
+_SUCCESS_SLOTS: Final = (1, 2, 3, _RETURNED)
 
 _STALE_REASON: Final = "stale keep-alive connection"
 _RETRY_AFTER_REASON: Final = "Retry-After"
@@ -87,13 +100,33 @@ def error_cause(error: BaseException) -> str:
     return "other"
 
 
-class _Counters:
-    """One host's counts (mutable; read through :meth:`StatsRecorder.snapshot`)."""
+def status_class(status: int) -> str:
+    """The class of an HTTP status, as the ``status_class`` label and stats name it: ``"2xx"``."""
+    return f"{status // 100}xx"
 
-    __slots__ = ("attempts", "calls", "give_ups", "not_retried", "retries", "successes")
+
+def _by_class(counts: list[int]) -> Mapping[str, int]:
+    return MappingProxyType({f"{i}xx": n for i, n in enumerate(counts[:_RETURNED]) if n})
+
+
+class _Counters:
+    """One host's counts (mutable; read through :meth:`StatsRecorder.host_counts`)."""
+
+    __slots__ = (
+        "answered",
+        "attempts",
+        "calls",
+        "give_ups",
+        "not_answered",
+        "not_retried",
+        "retries",
+    )
 
     def __init__(self) -> None:
-        self.successes = 0
+        # Calls that handed a response to the caller, by status // 100 (see _CLASS_SLOTS).
+        self.answered = [0] * _CLASS_SLOTS
+        # Responses to attempts that were not handed back (retried, or given up on), by class.
+        self.not_answered = [0] * _CLASS_SLOTS
         self.not_retried = 0
         self.retries: dict[str, int] = {}
         self.give_ups: dict[str, int] = {}
@@ -143,14 +176,20 @@ class StatsRecorder:
     # -- the request path -------------------------------------------------------------------------
 
     def served(
-        self, key: HostKey, call_elapsed: float, attempt_elapsed: float, run: RetryRun | None
+        self,
+        key: HostKey,
+        call_elapsed: float,
+        attempt_elapsed: float,
+        run: RetryRun | None,
+        status: int = _NO_STATUS,
     ) -> None:
-        """A call ended with a response handed to the caller (after ``run``'s failures)."""
-        # Histogram.observe() twice, inlined: this runs once per request. Successes are
-        # counted, not derived (calls - give-ups - not retried): those counts, read one after
+        """A call ended with a response of ``status`` handed to the caller (after ``run``'s
+        failures); without one, a ``@retry_on_disconnect`` function returned (a success)."""
+        # Histogram.observe() twice, inlined: this runs once per request. Answers are counted
+        # by class, not derived (calls - give-ups - not retried): those counts, read one after
         # the other from a scraping thread while calls end, could make successes go backwards.
         counters = self._hosts.get(key) or self._counters(key)
-        counters.successes += 1
+        counters.answered[_SLOT_OF[status]] += 1
         index = bisect_left(LATENCY_BOUNDS, call_elapsed)
         calls = counters.calls
         calls.counts[index] += 1
@@ -207,8 +246,12 @@ class StatsRecorder:
         counters = self._hosts.get(key)
         if counters is None:
             return HostCounts()
+        answered = counters.answered.copy()  # read first: never more than the calls read after
+        not_answered = counters.not_answered.copy()
         return HostCounts(
-            successes=counters.successes,  # read first: never more than the calls read after
+            successes=sum(answered[i] for i in _SUCCESS_SLOTS),
+            answered=_by_class(answered),
+            responses=_by_class([a + b for a, b in zip(answered, not_answered, strict=True)]),
             not_retried=counters.not_retried,
             retries=MappingProxyType(dict(counters.retries)),
             give_ups=MappingProxyType(dict(counters.give_ups)),
@@ -218,9 +261,13 @@ class StatsRecorder:
 
 
 def _observe_attempts(counters: _Counters, history: Iterable[Attempt]) -> int:
+    # The attempts of a call that did not hand their response back: their latency, and the
+    # class of the responses they got (retried, or given up on).
     n = 0
     for attempt in history:
         counters.attempts.observe(attempt.elapsed)
+        if attempt.status is not None:
+            counters.not_answered[attempt.status // 100] += 1
         n += 1
     return n
 
@@ -232,9 +279,11 @@ def _empty() -> Mapping[str, int]:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HostCounts:
     """What a :class:`StatsRecorder` counted for one host (the calls that ended are
-    ``call_latency.count``)."""
+    ``call_latency.count``; :class:`HostStats` says what each count means)."""
 
     successes: int = 0
+    answered: Mapping[str, int] = field(default_factory=_empty)
+    responses: Mapping[str, int] = field(default_factory=_empty)
     not_retried: int = 0
     retries: Mapping[str, int] = field(default_factory=_empty)
     give_ups: Mapping[str, int] = field(default_factory=_empty)

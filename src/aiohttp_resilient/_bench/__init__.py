@@ -10,14 +10,18 @@ writes ``results.json`` (every figure), ``summary.md``, ``plot.png`` and ``timel
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import _cost
 from ._clients import CLIENTS
 from ._report import (
+    FULL_RUN_ONLY,
     evaluate_targets,
+    full_run_command,
     markdown,
     plot_available,
     terminal_tables,
@@ -247,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         )
     raw = run_suite(config, lambda line: print(line, file=err, flush=True))
     summaries = aggregate(raw)
-    targets = evaluate_targets(summaries, raw["scenario_params"])
+    targets = evaluate_targets(summaries, raw["scenario_params"], quick=config.quick)
     write_json(out / "results.json", raw, summaries, targets)
     for failure in raw["failures"]:
         print(f"failed run: {failure['scenario']} c={failure['concurrency']}: {failure['error']}")
@@ -255,7 +259,9 @@ def run(args: argparse.Namespace) -> int:
     print(terminal_tables(raw, summaries))
     print("\nTargets:")
     for t in targets:
-        print(f"  {t['verdict']:<13} {t['target']}: {t['measured']}")
+        why = f" ({t['why']})" if "why" in t else ""
+        print(f"  {t['verdict']:<13} {t['target']}: {t['measured']}{why}")
+    print(_targets_line(targets))
     written = ["results.json", "summary.md"]
     if args.no_plot:
         pass
@@ -272,6 +278,19 @@ def run(args: argparse.Namespace) -> int:
             written.append("timeline.png")
     print(f"\nwrote {', '.join(str(out / name) for name in written)}")
     return 1 if raw["failures"] else 0
+
+
+def _targets_line(targets: list[dict[str, Any]]) -> str:
+    """The count of each verdict, and the command that judges what this run could not."""
+    counts = collections.Counter(t["verdict"] for t in targets)
+    line = "Result: " + ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+    command = full_run_command(targets)
+    if command is not None:
+        line += (
+            f".\n{counts[FULL_RUN_ONLY]} target(s) need cells longer than --quick's; "
+            f"to judge them (several minutes per scenario): {command}"
+        )
+    return line
 
 
 def _run_cost(args: argparse.Namespace) -> int:

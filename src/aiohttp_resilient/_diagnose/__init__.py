@@ -19,7 +19,7 @@ from typing import TextIO
 
 from yarl import URL
 
-from .._argtypes import number
+from .._argtypes import http_url, number
 from .._redact import redact_url
 from ._http import probe_body_limit, probe_http, probe_proxy, probe_repeat
 from ._keepalive import probe_keepalive
@@ -43,13 +43,6 @@ __all__ = ["add_parser", "diagnose", "run"]
 MAX_KEEPALIVE_SECONDS = 600.0
 
 
-def _http_url(text: str) -> URL:
-    url = URL(text)
-    if url.scheme not in ("http", "https") or not url.raw_host:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
-    return url
-
-
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``diagnose`` subcommand to the ``aiohttp-resilient`` parser."""
     parser = commands.add_parser(
@@ -64,7 +57,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "found. Only GET requests are sent unless --probe-body is given."
         ),
     )
-    parser.add_argument("url", type=_http_url, metavar="URL", help="http:// or https:// URL")
+    parser.add_argument("url", type=http_url, metavar="URL", help="http:// or https:// URL")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead")
     parser.add_argument(
         "--proxy",
@@ -160,7 +153,7 @@ async def diagnose(
     if config.proxy is not None:
         record(await probe_proxy(config, config.proxy, redact_url(config.proxy)))
     record(await probe_http(config))
-    if keepalive and reachable:
+    if keepalive and (reachable or config.proxy is not None):
         record(await probe_keepalive(config, address))
     record(await probe_repeat(config))
     if config.probe_body:

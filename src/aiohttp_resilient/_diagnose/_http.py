@@ -32,6 +32,7 @@ from ._model import (
     Stopwatch,
     Verdict,
 )
+from ._proxy import PROXY_HEADERS, proxy_answer
 
 __all__ = ["probe_body_limit", "probe_http", "probe_proxy", "probe_repeat"]
 
@@ -43,7 +44,14 @@ _READ_CHUNK = 64 * 1024
 #: No breaker, budget or adaptive limits: a run of failures must not turn into refusals.
 _NO_HEALTH = HealthPolicy(budget=None, breaker=None, adaptive_limit=None, adaptive_rate=None)
 #: The response headers the http step reports.
-_REPORTED_HEADERS = ("Server", "Connection", "Keep-Alive", "Content-Type", "Content-Length")
+_REPORTED_HEADERS = (
+    "Server",
+    "Connection",
+    "Keep-Alive",
+    "Content-Type",
+    "Content-Length",
+    *PROXY_HEADERS,
+)
 #: Requests of the proxy step each way, at most.
 _PROXY_REQUESTS = 10
 #: Bisection rounds of the body probe, at most.
@@ -61,6 +69,7 @@ class _Outcome:
     reused: bool = False
     not_sent: bool = False  # failed before anything was sent (connect phase, DNS, pool wait)
     truncated: bool = False  # the body was not read past BODY_READ_CAP
+    by_proxy: str | None = None  # the proxy's reason, when the proxy made the response itself
     marks: dict[str, float] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -145,7 +154,11 @@ class _Client:
             error = exc.__cause__ if isinstance(exc, ResilientError) and exc.__cause__ else exc
             outcome.not_sent = classify(error) is SendVerdict.NOT_SENT
             return outcome
-        if outcome.status >= 500:
+        if proxy is not None:
+            outcome.by_proxy = proxy_answer(outcome.status, outcome.headers)
+        if outcome.by_proxy is not None:
+            outcome.cause = f"HTTP {outcome.status} from the proxy"
+        elif outcome.status >= 500:
             outcome.cause = f"HTTP {outcome.status}"
         return outcome
 
@@ -192,10 +205,18 @@ async def probe_http(config: DiagnoseConfig) -> Step:
         "keep_alive_header": parse_keep_alive_timeout(outcome.headers.get("Keep-Alive", "")),
         "connection_close": outcome.headers.get("Connection", "").lower() == "close",
         "body_truncated": outcome.truncated,
+        "via_proxy": config.proxy is not None,
+        "answered_by_proxy": outcome.by_proxy,
     }
     timing = " ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in phases.items())
     if outcome.status is None:
         summary = f"failed: {outcome.cause}"
+        if config.proxy is not None:
+            summary += " (on the connection to the proxy)"
+    elif outcome.by_proxy is not None:
+        summary = (
+            f"HTTP {outcome.status} made by the proxy itself, not the origin: {outcome.by_proxy}"
+        )
     else:
         heads = ", ".join(
             f"{k}: {v}"
@@ -203,6 +224,8 @@ async def probe_http(config: DiagnoseConfig) -> Step:
             if k in ("Server", "Connection", "Keep-Alive")
         )
         summary = f"HTTP {outcome.status}" + (f" ({heads})" if heads else "") + f"; {timing}"
+        if config.proxy is not None:
+            summary = "through the proxy: " + summary
         if outcome.truncated:
             summary += f" (body not read past {_size(BODY_READ_CAP)}: transfer is of that part)"
     verdict: Verdict = "fail" if outcome.cause is not None else "ok"
@@ -219,6 +242,10 @@ def _tally(outcomes: list[_Outcome]) -> dict[str, Any]:
         "statuses": dict(statuses.most_common()),
         "failed_on_reused_connection": sum(1 for o in outcomes if o.cause and o.reused),
         "bodies_truncated": sum(1 for o in outcomes if o.truncated),
+        # The proxy's own answers, by its reason.
+        "proxy_answers": dict(
+            collections.Counter(o.by_proxy for o in outcomes if o.by_proxy).most_common()
+        ),
         # Failures before anything was sent (the connection could not be opened), by cause.
         "not_sent": dict(
             collections.Counter(o.cause for o in outcomes if o.cause and o.not_sent).most_common()

@@ -4,8 +4,10 @@ each), and both renderings: text as the steps run, and one JSON document."""
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any, TextIO
 
+from .._redact import redact_url
 from ._model import PROBLEMS, Conclusion, DiagnoseConfig, Step
 
 __all__ = ["conclude", "step_line", "write_conclusions", "write_json"]
@@ -178,22 +180,32 @@ def _keepalive(step: Step, config: DiagnoseConfig) -> list[Conclusion]:
     if step.verdict != "warn":
         return []
     facts = step.facts
-    server = facts["server_idle_timeout"]
     suggested = facts.get("suggested_keepalive_timeout")
-    fix = (
-        f"resilient_session(keepalive_timeout={suggested:g}): the pool lets go before the "
-        "server does from the first request (the connector also learns the timeout from the "
-        "server's Keep-Alive header or the first close it sees, but only after that)"
-        if suggested
-        else "resilient_session(force_close=True): the server does not keep connections"
-    )
+    if suggested:
+        fix = (
+            f"resilient_session(keepalive_timeout={suggested:g}): the pool lets go before the "
+            f"{'proxy' if facts.get('hop') == 'proxy' else 'server'} does from the first "
+            "request (the connector also learns the timeout from the server's Keep-Alive "
+            "header or the first close it sees, but only after that)"
+        )
+    else:
+        high = facts["bracket"][1]
+        first_gap = max(0.05, round(high / 4, 2))
+        fix = "measure under the first gap: " + shlex.join(
+            [
+                "aiohttp-resilient",
+                "diagnose",
+                redact_url(config.url),
+                "--keepalive-first-gap",
+                f"{first_gap:g}",
+            ]
+        )
     return [
         Conclusion(
             step="keep-alive",
-            cause=f"the server closes idle connections after {server:.2f} s, the client's pool "
-            f"keeps them {facts['client_keepalive_timeout']:g} s: a request sent on a connection "
-            "the server just closed fails with ServerDisconnectedError (the stale keep-alive "
-            "race), at random",
+            cause=f"{facts['measured']}, the client's pool keeps them "
+            f"{facts['client_keepalive_timeout']:g} s: a request sent on a connection just "
+            "closed fails with ServerDisconnectedError (the stale keep-alive race), at random",
             fix=fix + "; RetryPolicy(retry_stale_immediately=True), the default, retries that race "
             "at once for idempotent requests",
         )
@@ -231,11 +243,19 @@ def _repeat(step: Step, config: DiagnoseConfig) -> list[Conclusion]:
             Conclusion(
                 step="repeat",
                 cause=f"{share} requests were dropped mid-way ({', '.join(drops)})"
-                + (", intermittently" if facts["intermittent"] else ", every time"),
+                + (", intermittently" if facts["intermittent"] else ", every time")
+                + (
+                    " on the connection to the proxy, which is the hop that closed it"
+                    if config.proxy is not None
+                    else ""
+                ),
                 fix=_IDEMPOTENCY,
             )
         )
-    statuses = {c: n for c, n in causes.items() if c.startswith("HTTP ")}
+    found.extend(_proxy_answers(facts))
+    statuses = {
+        c: n for c, n in causes.items() if c.startswith("HTTP ") and not c.endswith("proxy")
+    }
     if statuses:
         found.append(
             Conclusion(
@@ -257,6 +277,25 @@ def _repeat(step: Step, config: DiagnoseConfig) -> list[Conclusion]:
             )
         )
     return found
+
+
+def _proxy_answers(facts: dict[str, Any]) -> list[Conclusion]:
+    """Responses the proxy made itself: the origin was not what answered."""
+    answers = facts.get("proxy_answers") or {}
+    if not answers:
+        return []
+    n = sum(answers.values())
+    return [
+        Conclusion(
+            step="repeat",
+            cause=f"the proxy, not the origin, answered {n}/{facts['requests']} requests: "
+            + "; ".join(f"{reason} (x{count})" for reason, count in answers.items()),
+            fix="the requests did not reach the origin: check that it is up and that the proxy "
+            "can reach it (its DNS, routes, firewall) or its rules allow the request; "
+            "resilient_session() retries 502/503/504 with backoff, which helps only once the "
+            "proxy can reach the origin again",
+        )
+    ]
 
 
 def _body(step: Step, config: DiagnoseConfig) -> list[Conclusion]:

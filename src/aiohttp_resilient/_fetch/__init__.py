@@ -24,7 +24,7 @@ from .._argtypes import number
 from ._crawl import DEFAULT_CONCURRENCY, STOP_GRACE, Crawl, CrawlConfig
 from ._progress import make_progress
 from ._report import Stats, render
-from ._store import Record, Store, UrlListError, read_url_lines
+from ._store import ARGUMENTS, Record, Store, UrlListError, read_url_lines
 
 __all__ = ["add_parser", "run"]
 
@@ -112,7 +112,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _input_urls(args: argparse.Namespace, stdin: TextIO) -> list[str]:
-    urls = list(read_url_lines(args.urls, "arguments"))
+    urls = list(read_url_lines(args.urls, ARGUMENTS))
     if args.input == "-" or (args.input is None and not args.urls):
         urls.extend(read_url_lines(stdin, "stdin"))
     elif args.input is not None:
@@ -131,6 +131,9 @@ def run(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> int:
         print(f"aiohttp-resilient fetch: error: {exc}", file=sys.stderr)
         return 2
     store = Store(out=args.out, jsonl=args.jsonl)
+    if (problem := store.output_problem()) is not None:
+        print(f"aiohttp-resilient fetch: error: {problem}", file=sys.stderr)
+        return 2
     if store.exists() and not args.resume:
         print(
             f"aiohttp-resilient fetch: error: {store.manifest} exists: pass --resume to "
@@ -196,6 +199,13 @@ async def _main(
         store.close()
         progress.close(crawl)
     failed = [url for url in urls if url in latest and not latest[url].ok]
+    resume = None
+    if interrupted and store.write_unfinished(
+        u for u in urls if u not in latest or not latest[u].ok
+    ):
+        resume = store.resume_command(store.unfinished)
+    elif failed:
+        resume = store.resume_command(store.failed)
     report = stats.report(
         elapsed=time.monotonic() - started,
         skipped=skipped,
@@ -203,6 +213,7 @@ async def _main(
         not_started=crawl.total - crawl.finished,
         failed_file=str(store.failed),
         failed_urls=store.write_failed(failed),
+        resume_command=resume,
     )
     store.write_report(report)
     print(render(report), flush=True)

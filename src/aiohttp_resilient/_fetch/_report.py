@@ -59,6 +59,7 @@ class Stats:
         not_started: int,
         failed_file: str,
         failed_urls: int,
+        resume_command: str | None = None,
     ) -> dict[str, Any]:
         """Everything the text report shows, as JSON-ready values."""
         ok = sum(h.ok for h in self.hosts.values())
@@ -91,6 +92,9 @@ class Stats:
             ],
             "failed_urls_file": failed_file,
             "failed_urls": failed_urls,
+            # A command that runs as printed: the failed URLs (interrupted: every URL not
+            # fetched) into the same output, skipping what is done.
+            "resume_command": resume_command,
         }
 
 
@@ -122,8 +126,8 @@ def render(report: dict[str, Any]) -> str:
         )
         lines.append(f"  slowest hosts (mean per URL): {slow}")
     if report["failed_urls"]:
-        lines.append(
-            f"  {report['failed_urls']} failed URLs in {report['failed_urls_file']} "
-            f"(fetch --resume --input {report['failed_urls_file']} retries them)"
-        )
+        lines.append(f"  {report['failed_urls']} failed URLs in {report['failed_urls_file']}")
+    if report.get("resume_command"):
+        what = "to fetch the rest" if report["interrupted"] else "to retry the failed URLs"
+        lines.append(f"  {what}: {report['resume_command']}")
     return "\n".join(lines)

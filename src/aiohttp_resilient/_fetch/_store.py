@@ -8,12 +8,15 @@ import hashlib
 import json
 import os
 import re
+import shlex
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from yarl import URL
+
+from .._argtypes import url_problem
 
 __all__ = [
     "Record",
@@ -24,6 +27,8 @@ __all__ = [
     "safe_relative_path",
 ]
 
+#: The ``source`` of URLs given on the command line.
+ARGUMENTS = "arguments"
 #: Characters kept in file names; everything else becomes ``_``.
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Longest readable part of a file name (the hash keeps names apart).
@@ -74,7 +79,8 @@ def host_of(url: str) -> str:
 
 
 def read_url_lines(lines: Iterable[str], source: str) -> Iterator[str]:
-    """The URLs of a list, one per line; blank lines and ``#`` comments skipped.
+    """The URLs of a list, one per line; blank lines and ``#`` comments skipped (``source``
+    names the list in errors; :data:`ARGUMENTS` for the command line's).
 
     Raises:
         UrlListError: naming ``source`` and the line number of the first bad line.
@@ -83,12 +89,11 @@ def read_url_lines(lines: Iterable[str], source: str) -> Iterator[str]:
         text = line.strip()
         if not text or text.startswith("#"):
             continue
-        try:
-            url = URL(text)
-        except ValueError:
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.raw_host:
-            raise UrlListError(f"{source}, line {number}: {text!r} is not an http(s) URL")
+        problem = url_problem(text)
+        if problem is not None:
+            # Arguments have no lines: "arguments, line 1:" would send the user looking for one.
+            where = "" if source == ARGUMENTS else f"{source}, line {number}: "
+            raise UrlListError(where + problem)
         yield text
 
 
@@ -122,12 +127,44 @@ class Store:
             self.manifest = out / "manifest.jsonl"
             self.report = out / "report.json"
             self.failed = out / "failed.txt"
+            self.unfinished = out / "unfinished.txt"
         else:
             assert jsonl is not None
             self.manifest = jsonl
             self.report = jsonl.with_name(jsonl.name + ".report.json")
             self.failed = jsonl.with_name(jsonl.name + ".failed.txt")
+            self.unfinished = jsonl.with_name(jsonl.name + ".unfinished.txt")
         self._file: IO[str] | None = None
+
+    def output_problem(self) -> str | None:
+        """Why the output cannot be written where it was asked, in one line; ``None`` if it can
+        (checked before anything is fetched: ``--out urls.txt`` must not end in a traceback)."""
+        if self.out is not None:
+            option, path, want_dir = "--out", self.out, True
+        else:
+            option, path, want_dir = "--jsonl", self.manifest, False
+        if want_dir and path.exists() and not path.is_dir():
+            return (
+                f"{option} {path} is a file, not a folder: choose a folder for the bodies "
+                "(or --jsonl FILE for records only)"
+            )
+        if not want_dir and path.is_dir():
+            return f"{option} {path} is a folder, not a file: choose a file for the records"
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    return f"{option} {path}: {parent} is a file, not a folder"
+                break
+        return None
+
+    def resume_command(self, url_list: Path) -> str:
+        """The command that fetches ``url_list`` into this output, skipping what is done."""
+        if self.out is not None:
+            where = ["--out", str(self.out)]
+        else:
+            where = ["--jsonl", str(self.manifest)]
+        words = ["aiohttp-resilient", "fetch", "--resume", "--input", str(url_list), *where]
+        return shlex.join(words)
 
     def exists(self) -> bool:
         """Whether an earlier run left records here."""
@@ -189,6 +226,12 @@ class Store:
         """The failed URLs, one per line: a list ``fetch`` takes back as input."""
         urls = list(urls)
         self.failed.write_text("".join(f"{url}\n" for url in urls), encoding="utf-8")
+        return len(urls)
+
+    def write_unfinished(self, urls: Iterable[str]) -> int:
+        """The URLs an interrupted run did not fetch (failed, or not started), one per line."""
+        urls = list(urls)
+        self.unfinished.write_text("".join(f"{url}\n" for url in urls), encoding="utf-8")
         return len(urls)
 
     def write_report(self, report: dict[str, Any]) -> None:
