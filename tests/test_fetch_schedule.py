@@ -217,3 +217,23 @@ def test_availability_says_when_and_why_without_changing_anything() -> None:
     assert health.availability(key, clock.now) == (0.0, "breaker", False)  # nothing taken
     clock.now += breaker.patience
     assert health.availability(key, clock.now) == (0.0, "breaker", True)
+
+
+async def test_a_url_whose_host_was_down_gets_a_second_pass(tmp_path: Path) -> None:
+    """--retries 0 against a host that refuses connections for its first 1.5 s: the URLs whose
+    one attempt was refused (or that the open breaker refused) go again once the host is back,
+    and every URL is fetched; the attempts recorded add up to what the server saw plus the
+    refusals."""
+    jsonl = tmp_path / "r.jsonl"
+    async with FaultServer() as server:
+        urls = [str(server.url_for(f"/{i}")) for i in range(20)]
+        await server.stop_listening()
+        proc = await start_cli("fetch", "--jsonl", str(jsonl), "--retries", "0", *urls)
+        await asyncio.sleep(1.5)
+        await server.start_listening()
+        await asyncio.wait_for(proc.communicate(), 30)
+    found = records(jsonl)
+    assert proc.returncode == 0
+    assert all(r["error"] is None for r in found.values())
+    assert server.count() == 20
+    assert any(int(r["attempts"]) > 1 for r in found.values())  # type: ignore[call-overload]

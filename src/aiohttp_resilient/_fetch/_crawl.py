@@ -14,6 +14,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 import aiohttp
 from yarl import URL
@@ -73,6 +74,9 @@ class CrawlConfig:
             raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
 
 
+#: Causes that say the host was not reached (nothing answered): such a URL gets one more pass.
+UNREACHED: Final = frozenset({"ClientConnectorError", "CircuitOpenError"})
+
 #: What went on the wire for the URL the current task is fetching: [connections asked for,
 #: retries]; the connector's on_connect and the session's on_retry hook run in that task.
 _COUNTS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("fetch_counts")
@@ -106,6 +110,8 @@ class Crawl:
         self.scheduler = Scheduler(urls, config.per_host, config.rate)
         self.started = time.monotonic()
         self._running: set[asyncio.Task[None]] = set()
+        #: URLs whose host could not be reached, waiting for their second pass: their record.
+        self._first_pass: dict[str, Record] = {}
         self._health: HostHealth | None = None
 
     @property
@@ -208,6 +214,17 @@ class Crawl:
             record = await self._fetch(session, url)
         finally:
             self.scheduler.done(queue)
+        earlier = self._first_pass.pop(url, None)
+        if earlier is not None:  # its second pass: the record tells both
+            record.attempts += earlier.attempts
+            record.seconds = round(record.seconds + earlier.seconds, 6)
+        elif record.error in UNREACHED:
+            # The host could not be reached (down, restarting): one more pass once the
+            # scheduler finds it able to take a request, rather than a loss for a blip that
+            # outlasted this URL's attempts. Nothing was sent to a host that answered nothing.
+            self._first_pass[url] = record
+            self.scheduler.put_back(queue, url)
+            return
         self.finished += 1
         self.failed += not record.ok
         self.on_record(record)

@@ -97,6 +97,14 @@ class Scheduler:
         queue.in_flight -= 1
         queue.finished += 1
 
+    def put_back(self, queue: HostQueue, url: str) -> None:
+        """``url`` (of ``queue``, ended) goes again, after the host's other URLs."""
+        if not queue.urls:
+            self._ring.append(queue)
+        queue.urls.append(url)
+        queue.finished -= 1
+        self.pending += 1
+
     def waiting(self) -> collections.Counter[str]:
         """Hosts with URLs left that wait now, per reason."""
         return collections.Counter(q.waiting for q in self._ring if q.waiting is not None)
