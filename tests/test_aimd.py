@@ -89,9 +89,89 @@ def test_grows_by_one_only_in_clean_windows_that_use_it() -> None:
     assert not feed(state, good=14, in_flight=5)  # not using half of it: no growth
     assert feed(state, good=14, in_flight=7)
     assert state.limit == 15
-    assert not feed(state, good=14, dropped=1, in_flight=15)  # one drop: no growth
+    assert not feed(state, good=14, dropped=1, in_flight=12)  # one drop: no growth
     feed(state, good=15, in_flight=15)
     feed(state, good=16, in_flight=15)
+    assert state.limit == 16
+
+
+def test_the_cut_comes_as_soon_as_it_is_certain() -> None:
+    """A fifth of the window refused with 429/503 cuts at once, not after the rest of the
+    window was refused too; three of sixteen are not enough, whatever follows."""
+    state = LimitState(POLICY, 16)
+    assert feed(state, good=0, throttled=4)  # 4 >= 0.2 x 16: certain
+    assert state.limit == 14
+    state = LimitState(POLICY, 16)
+    assert not feed(state, good=0, throttled=3)
+    assert not feed(state, good=13)
+    assert state.limit == 16
+
+
+def test_a_refused_growth_is_taken_back_at_once() -> None:
+    """A host at its capacity: the slot a growth added is refused (sent at the limit), so the
+    limit goes back at once, not after a window of refusals, and the next probes wait 1, then 3
+    clean windows; a refusal below the limit is counted as usual."""
+    state = LimitState(POLICY, 16)
+    feed(state, good=8, dropped=8)
+    assert feed(state, good=14, in_flight=14)
+    assert state.limit == 15
+    assert not state.sample(False, True, 12, state.epoch)  # below the limit: counted
+    assert state.sample(False, True, 15, state.epoch)  # the new slot refused
+    assert state.limit == 14
+    assert state.cuts == 2
+    assert not feed(state, good=14, in_flight=14)  # one window skipped
+    assert feed(state, good=14, in_flight=14)
+    assert state.sample(True, False, 15, state.epoch)  # a drop takes it back too
+    assert state.limit == 14
+    for _ in range(3):
+        assert not feed(state, good=14, in_flight=14)
+    assert feed(state, good=14, in_flight=14)
+    feed(state, good=15, in_flight=15)  # the probe held a whole window: no more skipping
+    assert state.limit == 16
+
+
+def cut_to_15() -> LimitState:
+    state = LimitState(POLICY, 20)
+    feed(state, good=10, throttled=10, in_flight=17)
+    assert state.limit == 15  # int(17 x 0.9)
+    return state
+
+
+def test_refusals_that_stop_one_slot_lower_keep_it_lower() -> None:
+    """A cut limit one slot over a full host's capacity: refusals too few to cut, window after
+    window. One slot less is tried, and kept since they stop."""
+    state = cut_to_15()
+    assert not feed(state, good=13, dropped=2, in_flight=15)  # 2 of 15: too few to try
+    assert feed(state, good=11, dropped=4, in_flight=15)  # 4 of 15: try one less
+    assert state.limit == 14
+    assert not feed(state, good=14, in_flight=14)  # none: kept
+    assert state.limit == 14
+
+
+def test_random_refusals_undo_the_trial_and_delay_the_next() -> None:
+    """Refusals that do not fall one slot lower are random faults: the slot comes back, and
+    the next trial waits 4 windows (then 8)."""
+    state = cut_to_15()
+    assert feed(state, good=11, dropped=4, in_flight=15)
+    assert state.limit == 14
+    assert feed(state, good=10, dropped=4, in_flight=14)  # as many: undone
+    assert state.limit == 15
+    for _ in range(3):
+        assert not feed(state, good=11, dropped=4, in_flight=15)
+    assert feed(state, good=11, dropped=4, in_flight=15)  # the 4th window: a new trial
+    assert state.limit == 14
+    assert feed(state, good=11, dropped=3, in_flight=14)  # 3 > 4/4: undone again
+    assert state.limit == 15
+    for _ in range(7):
+        assert not feed(state, good=11, dropped=4, in_flight=15)
+    assert feed(state, good=11, dropped=4, in_flight=15)
+
+
+def test_a_limit_at_the_cap_is_never_tried_lower() -> None:
+    """Refusals too few to cut, at a limit never cut for congestion, are left alone."""
+    state = LimitState(POLICY, 16)
+    for _ in range(10):
+        assert not feed(state, good=12, dropped=4)
     assert state.limit == 16
 
 

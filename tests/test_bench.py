@@ -361,6 +361,7 @@ def _run_cost(
     reason="valgrind is not installed (Debian package valgrind): bench --cost counts "
     "instructions with callgrind",
 )
+@pytest.mark.timeout(180)  # callgrind runs the client ~50x slower: 40-70 s on a busy 2-core box
 def test_cost_counts_instructions_per_request(tmp_path: Path) -> None:
     """At a tiny size (10 and 20 GETs under callgrind): a plausible count, the targets stated."""
     proc = _run_cost(tmp_path, "--configs", "raw", "--requests", "10", "--runs", "1")

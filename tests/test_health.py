@@ -351,8 +351,9 @@ async def test_health_state_changes_are_logged(
 @pytest.mark.parametrize("refusal", [Fault.status(503), Fault.rst()], ids=["503", "rst"])
 async def test_overloaded_host_gets_its_capacity_and_loses_nothing(refusal: Fault) -> None:
     """A host that serves 4 at a time and refuses the rest at once (503 or RST): the live limit
-    comes down to about its capacity, the rest wait in the client's queue, and no request is
-    lost; the server sees few refusals (counted there)."""
+    comes down to its capacity, the rest wait in the client's queue, and no request is lost
+    though every attempt counts; the server sees few refusals (counted there: 1.06-1.08
+    attempts per success measured)."""
     async with FaultServer(
         record=False, capacity=4, service_time=0.01, over_capacity=refusal
     ) as server:
@@ -374,8 +375,8 @@ async def test_overloaded_host_gets_its_capacity_and_loses_nothing(refusal: Faul
         assert served == 400
         limit = health.live_limit(key_of(server))
         assert limit is not None
-        assert limit <= 6
-        assert server.count("/b") <= 1.5 * 400  # refusals stay a fraction of the requests
+        assert limit <= 5  # the capacity, or one over it while a probe is out
+        assert server.count("/b") <= 1.3 * 400  # at most 0.3 refusals per success
 
 
 async def test_rate_limited_host_with_retry_after_is_paced_not_slept_on() -> None:
@@ -394,6 +395,46 @@ async def test_rate_limited_host_with_retry_after_is_paced_not_slept_on() -> Non
         assert rate is not None
         assert 100 < rate < 400
         assert server.count("/b") <= 1.1 * 400
+
+
+async def test_throttled_rate_recovers_after_sparse_sending() -> None:
+    """A host admitting 20 requests/s (429 with Retry-After beyond), sent 1 request a second,
+    then a burst of 30: every request succeeds, and 5 s after the server's last 429 the host's
+    send rate is back past 15/s (botocore's rules held it near 0.5/s for minutes). Real clock;
+    the 429s are counted on the server."""
+    async with FaultServer(record=False, rate_limit=20, compute_retry_after=True) as server:
+        url = server.url_for("/r")
+        last_429 = asyncio.get_running_loop().time()
+        seen = 0
+
+        async def watch() -> None:  # when the server last refused, on its own count
+            nonlocal last_429, seen
+            while True:
+                if server.shed_counts.get("rate", 0) != seen:
+                    seen = server.shed_counts["rate"]
+                    last_429 = asyncio.get_running_loop().time()
+                await asyncio.sleep(0.005)
+
+        health = HostHealth(HealthPolicy(breaker=None))
+        watcher = asyncio.create_task(watch())
+        try:
+            async with aiohttp.ClientSession(
+                middlewares=[RetryMiddleware(health=health)]
+            ) as session:
+                for _ in range(3):  # sparse: 1 request a second
+                    async with session.get(url) as resp:
+                        assert resp.status == 200
+                    await asyncio.sleep(1.0)
+                served = await asyncio.wait_for(get_many(session, url, requests=30, workers=30), 15)
+        finally:
+            watcher.cancel()
+        assert served == 30
+        assert seen > 0  # the burst was throttled
+        assert server.count("/r") == 33 + seen
+        await asyncio.sleep(max(0.0, last_429 + 5.0 - asyncio.get_running_loop().time()))
+        rate = health.send_rate(key_of(server))
+        assert rate is not None
+        assert rate >= 15.0
 
 
 async def test_an_outage_of_503s_leaves_the_send_rate_alone(fault_server: FaultServer) -> None:

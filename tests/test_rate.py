@@ -41,9 +41,10 @@ def test_throttles_within_the_cooldown_cut_once() -> None:
     state.throttle(end)
     rate = state.rate
     assert not state.throttle(end + 0.1)
-    assert state.rate == rate
+    assert state.current(end + 0.1) > rate  # not cut again: still growing from the first cut
+    allowed = state.current(end + 0.6)
     assert state.throttle(end + 0.6)
-    assert state.rate == pytest.approx(0.7 * rate)
+    assert state.rate == pytest.approx(0.7 * allowed)  # from the rate allowed, not measured
 
 
 def test_rate_grows_back_along_the_cubic_curve() -> None:
@@ -54,7 +55,8 @@ def test_rate_grows_back_along_the_cubic_curve() -> None:
     w_max = state.rate / 0.7
     k = (w_max * 0.3 / 0.4) ** (1 / 3)
     answered(state, 400, end, k + 0.01)
-    assert state.rate == pytest.approx(w_max, rel=0.05)
+    assert state.current(end + k) == pytest.approx(w_max, rel=0.01)
+    assert state.current(end + 2 * k) > w_max  # and on past it, probing
 
 
 def test_a_quiet_spell_does_not_cut_the_rate() -> None:
@@ -65,7 +67,34 @@ def test_a_quiet_spell_does_not_cut_the_rate() -> None:
     state.throttle(end)
     rate = state.rate
     answered(state, 2, end + 1.0, 3.0)  # two answers a second for three seconds
-    assert state.rate >= rate
+    assert state.current(end + 4.0) >= rate
+
+
+@pytest.mark.parametrize("pace", [1.0, 10.0], ids=["1/s", "10/s"])
+def test_rate_after_sparse_sending_and_a_throttled_burst(pace: float) -> None:
+    """A host that allows 20 requests/s (and a burst of 2), sent to at ``pace`` for 10 s, then
+    a burst it answers with two 200s and a 429: the cut starts from what the host accepted in
+    the burst, and whatever the pace before, the rate is back past 15/s 5 s and 10 s later
+    (botocore's rules left it near 0.5/s for minutes after 1/s)."""
+    state = RateState(POLICY, 0.0)
+    now = answered(state, pace, 0.0, 10.0)
+    state.success(now)
+    state.success(now + 0.001)
+    assert state.throttle(now + 0.002)
+    assert 10.0 <= state.rate <= 20.0  # 0.7 x about 20, never the floor
+    assert state.current(now + 5.0) >= 15.0
+    assert state.current(now + 10.0) >= 15.0
+    # No answers meanwhile: the curve depends on time only.
+    assert state.current(now + 10.0) > state.current(now + 5.0)
+
+
+def test_a_throttle_never_cuts_below_the_floor() -> None:
+    """A throttle with nothing accepted before it (a first request answered 429) cuts to the
+    ``min_rate``, and the rate grows from there."""
+    state = RateState(POLICY, 0.0)
+    assert state.throttle(0.0)
+    assert state.rate == POLICY.min_rate
+    assert state.current(5.0) >= 15.0
 
 
 def test_bucket_paces_sends() -> None:

@@ -403,7 +403,7 @@ class HostHealth:
         record = self._hosts.get(key)
         if record is None or record.rate is None or not record.rate.enabled:
             return None
-        return record.rate.rate
+        return record.rate.current(self._clock())
 
     def budget_left(self, key: HostKey) -> float | None:
         """Retries ``key``'s budget still allows now, or ``None`` without a budget."""

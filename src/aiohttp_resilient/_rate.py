@@ -16,12 +16,20 @@ class AdaptiveRatePolicy:
 
     Off for a host until it throttles (a 429: a 503 is left to the adaptive concurrency limit
     and the breaker, since a host that is down answers it too). Then requests go no faster
-    than a token bucket allows: its rate starts at ``beta`` times the rate at which the host
-    was answering (throttles included), is cut by ``beta`` on each later throttle, at most once
-    per ``cooldown``, and grows back along
-    ``scale * (t - K)**3 + w_max`` (CUBIC), growing no further than twice the measured rate.
-    The constants
-    are botocore's, smithy's and the AWS SDK for Ruby's.
+    than a token bucket allows. A throttle cuts the rate to ``beta`` times ``w_max``, the rate
+    at which the host accepted requests (answers that were not 429, smoothed, or the current
+    ``bucket`` when a burst makes it higher; a later cut starts from the rate allowed, past
+    the last peak only as far as the host accepted), at most once per ``cooldown``. The rate
+    then grows back along ``scale * (t - K)**3 + w_max`` (CUBIC), ``t`` being the seconds since
+    the cut and ``K = cbrt(w_max * (1 - beta) / scale)`` the time it takes to reach ``w_max``
+    again, and on past it, probing. The constants are
+    botocore's, smithy's and the AWS SDK for Ruby's; two rules differ from theirs. They cut from
+    the rate the client was sending at (429s included): after sparse sending, or a sleep on
+    ``Retry-After``, that is near nothing, and the cut falls to ``min_rate``. And they grow no
+    faster than twice that measured rate: a client that sends 1 request a second stays near
+    that limit for minutes after a burst was throttled. Here the curve depends on time only:
+    a host allowing 20 requests/s, throttled once in a burst after 1 request a second, is
+    allowed 14/s at once, 20/s after 2.5 s and more after that.
 
     Usage::
 
@@ -31,8 +39,8 @@ class AdaptiveRatePolicy:
         beta: The factor of a cut (AWS: 0.7).
         scale: CUBIC's C (AWS: 0.4).
         min_rate: Requests per second never go below this (AWS: 0.5).
-        smoothing: Weight of the newest measurement in the measured rate (AWS: 0.8).
-        bucket: Seconds per rate measurement (AWS: 0.5).
+        smoothing: Weight of the newest bucket in the accepted rate (AWS: 0.8).
+        bucket: Seconds per rate measurement (AWS: 0.5); buckets without answers are skipped.
         cooldown: Seconds between two cuts: the throttles that answer requests sent before a
             cut do not cut again.
         burst: Seconds' worth of requests that may go at once.
@@ -61,11 +69,12 @@ class RateState:
     """One host's rate: a GCRA token bucket (one timestamp) and the CUBIC numbers."""
 
     __slots__ = (
+        "_accepted",
         "_bucket_count",
         "_bucket_end",
+        "_bucket_ok",
         "_k",
         "_last_throttle",
-        "_measured",
         "_policy",
         "_tat",
         "_w_max",
@@ -78,17 +87,29 @@ class RateState:
         self.enabled = False
         self.rate = 0.0
         self._tat = now  # GCRA: the theoretical arrival time of the next request
-        self._measured = 0.0
-        self._bucket_count = 0
+        self._accepted = 0.0  # answers per second that were not throttles (smoothed)
+        self._bucket_count = 0  # answers in the current bucket, throttles included
+        self._bucket_ok = 0  # of which not throttles
         self._bucket_end = now + policy.bucket
         self._w_max = 0.0
         self._k = 0.0
         self._last_throttle = -1e18
 
+    def current(self, now: float) -> float:
+        """The rate allowed now: the CUBIC curve at ``now`` (0.0 while off). It grows with the
+        time since the last cut, not with answers, so a host sent to sparsely, or not at all
+        while its callers slept on ``Retry-After``, is back to its old rate within seconds."""
+        if self.enabled:
+            policy = self._policy
+            cubic = policy.scale * (now - self._last_throttle - self._k) ** 3 + self._w_max
+            self.rate = max(policy.min_rate, cubic)
+        return self.rate
+
     def wait(self, now: float) -> float:
         """Seconds the next send would wait, without taking its slot."""
         if not self.enabled:
             return 0.0
+        self.current(now)
         return max(0.0, max(self._tat, now) - self._policy.burst - now)
 
     def reserve(self, now: float) -> tuple[float, float]:
@@ -97,7 +118,7 @@ class RateState:
         if not self.enabled:
             return 0.0, 0.0
         tat = max(self._tat, now)
-        self._tat = tat + 1.0 / self.rate
+        self._tat = tat + 1.0 / self.current(now)
         return max(0.0, tat - self._policy.burst - now), self._tat
 
     def unreserve(self, token: float) -> None:
@@ -106,31 +127,23 @@ class RateState:
         if self.enabled and self._tat == token:
             self._tat -= 1.0 / self.rate
 
-    def measured(self, now: float) -> float:
-        """Answers per second (throttles included: the rate the client was sending at, as
-        botocore's ``RateClocker`` measures it), smoothed."""
+    def accepted(self, now: float) -> float:
+        """Answers per second that were not throttles: what the host took, smoothed over the
+        buckets in which it was sent to (an idle spell says nothing about the host); the
+        current bucket counts as soon as it says more (a burst after a quiet spell)."""
         self._measure(now)
-        if self._measured == 0.0:  # no bucket closed yet: what the current one has seen
-            policy = self._policy
-            elapsed = now - (self._bucket_end - policy.bucket)
-            # Over a fifth of a bucket at least: a burst at start-up over a few milliseconds
-            # says nothing about a rate.
-            return self._bucket_count / max(elapsed, policy.bucket / 5)
-        return self._measured
+        policy = self._policy
+        elapsed = now - (self._bucket_end - policy.bucket)
+        # Over a fifth of a bucket at least: a few answers in a few milliseconds say nothing
+        # about a rate.
+        return max(self._accepted, self._bucket_ok / max(elapsed, policy.bucket / 5))
 
     def success(self, now: float) -> None:
-        """An answer that was not a throttle."""
+        """An answer that was not a throttle (the hot path: two counts)."""
         if now >= self._bucket_end:
             self._measure(now)
         self._bucket_count += 1
-        if self.enabled:
-            policy = self._policy
-            t = now - self._last_throttle
-            cubic = policy.scale * (t - self._k) ** 3 + self._w_max
-            # Growth stops at twice the measured rate (botocore), but that bound never cuts:
-            # a client that slept on Retry-After measures little and has not been throttled.
-            ceiling = max(self.rate, 2.0 * self.measured(now))
-            self.rate = max(policy.min_rate, min(cubic, ceiling))
+        self._bucket_ok += 1
 
     def throttle(self, now: float) -> bool:
         """The host throttled; returns whether the rate was cut."""
@@ -139,13 +152,18 @@ class RateState:
         self._bucket_count += 1
         if now - self._last_throttle < policy.cooldown:
             return False
-        # The first throttle starts from the rate the client was sending at; later ones from
-        # the rate it was allowed (botocore takes the lower of the two, but a client that slept
-        # on Retry-After measures almost nothing and would cut itself to a crawl).
-        w_max = self.rate if self.enabled else self.measured(now)
-        self._w_max = max(w_max, policy.min_rate)
-        self._k = (self._w_max * (1.0 - policy.beta) / policy.scale) ** (1.0 / 3.0)
-        self.rate = max(policy.min_rate, self._w_max * policy.beta)
+        # The first cut starts from what the host accepted (its limit lies there: what it was
+        # offered beyond it came back 429), not from botocore's rate of all answers, which a
+        # client sending 1 request a second, or sleeping on Retry-After, measures near nothing.
+        # Later cuts start from the rate allowed, but past the last peak only as far as the
+        # host accepted: the curve grows on while the client sends little.
+        accepted = self.accepted(now)
+        if self.enabled:
+            accepted = min(self.current(now), max(accepted, self._w_max))
+        w_max = max(accepted, policy.min_rate)
+        self._w_max = w_max
+        self._k = (w_max * (1.0 - policy.beta) / policy.scale) ** (1.0 / 3.0)
+        self.rate = max(policy.min_rate, w_max * policy.beta)
         self._last_throttle = now
         if not self.enabled:
             self.enabled = True
@@ -156,10 +174,11 @@ class RateState:
         if now < self._bucket_end:
             return
         policy = self._policy
-        current = self._bucket_count / policy.bucket
-        self._measured = policy.smoothing * current + (1.0 - policy.smoothing) * self._measured
-        self._bucket_count = 0
+        if self._bucket_count:  # buckets without answers (idle) leave the figure alone
+            self._accepted = (
+                policy.smoothing * self._bucket_ok / policy.bucket
+                + (1.0 - policy.smoothing) * self._accepted
+            )
+        self._bucket_count = self._bucket_ok = 0
         passed = int((now - self._bucket_end) // policy.bucket) + 1
-        if passed > 1:  # idle buckets measured nothing
-            self._measured *= (1.0 - policy.smoothing) ** (passed - 1)
         self._bucket_end += policy.bucket * passed
