@@ -75,7 +75,7 @@ async def test_fetch_2000_urls_interrupted_and_resumed(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 130, stderr.decode()
-        assert "stopping: finishing the requests in flight" in stderr.decode()
+        assert "stopping: nothing more is sent; finishing the requests in flight" in stderr.decode()
         first = json.loads((out / "report.json").read_text())
         assert first["interrupted"] is True
         assert "fetch interrupted" in stdout.decode()

@@ -8,7 +8,7 @@ import functools
 import math
 import weakref
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Final
@@ -132,6 +132,10 @@ class TrackingConnector(aiohttp.TCPConnector):
 
     # Made on the first connect, so that TrackingConnector keeps TCPConnector's own typed __init__.
     _keep_alive: KeepAliveTable | None = None
+    #: Called with each request as it asks for a connection (every attempt that will go on the
+    #: wire, pooled connection or new), before anything is sent; it may raise to stop the
+    #: attempt. ``fetch`` counts attempts and refuses new ones after Ctrl-C with it.
+    on_connect: Callable[[ClientRequest], None] | None = None
 
     def keep_alive_estimate(self, url: str | URL) -> KeepAliveEstimate:
         """What was learned of the idle timeout of the host that ``url`` is on (any pool to it:
@@ -173,6 +177,8 @@ class TrackingConnector(aiohttp.TCPConnector):
         """aiohttp's ``connect()``, told first whether ``req`` is one the stale keep-alive race
         would lose (the pool's ``_get()`` does not see the request). A plain function returning
         aiohttp's coroutine: no coroutine frame of its own on every request."""
+        if self.on_connect is not None:
+            self.on_connect(req)
         race_unsafe.set(
             req.method not in RACE_SAFE_METHODS and DEFAULT_IDEMPOTENCY_HEADER not in req.headers
         )
@@ -242,11 +248,22 @@ class TrackingConnector(aiohttp.TCPConnector):
         # time, a longer one) for at most OBSERVE_FOR seconds; the others are closed, so that
         # the sockets a host holds stay within what the pool would hold without learning. Each
         # is closed while still pooled, so its close counts as a survival.
-        while len(conns) > 1 or (conns and now - conns[0][1] > OBSERVE_FOR):
+        # A connection is about to be made (the caller returns None): the observation must not
+        # take the host past its cap, so it goes when the host's slots are all in use.
+        keep = 0 if self._at_host_cap(key) else 1
+        while len(conns) > keep or (conns and now - conns[0][1] > OBSERVE_FOR):
             self._close_pooled(key, conns[-1][0])
             conns.pop()
         if not conns:
             del self._conns[key]
+
+    def _at_host_cap(self, key: ConnectionKey) -> bool:
+        # Whether the connections in use to ``key`` plus the one about to be made fill its
+        # limit_per_host: an idle one kept beside them would be one socket over the cap.
+        if not self._limit_per_host:
+            return False
+        in_use = len(self._acquired_per_host.get(key, ()))
+        return in_use + 1 >= self._limit_per_host
 
     def _close_pooled(self, key: ConnectionKey, proto: ResponseHandler) -> None:
         # As aiohttp's _get() closes a pooled connection it will not hand out. Called while the

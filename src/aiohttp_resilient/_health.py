@@ -424,6 +424,42 @@ class HostHealth:
         now = self._clock()
         return record.budget.allowance(now), record.budget.spent(now)
 
+    # -- scheduling (read-only) ------------------------------------------------------------------
+
+    def availability(self, key: HostKey, now: float) -> tuple[float, str | None, bool]:
+        """Whether ``key`` could take an attempt now without waiting, for a scheduler that
+        keeps its own queue per host; reads, never changes or waits.
+
+        Returns ``(wait, reason, fails_fast)``: ``wait`` seconds until it could (0: now; inf:
+        only on an event, such as a slot freed or the probe's outcome), ``reason`` what it
+        waits for (``"breaker"``, ``"rate"``, ``"slots"``; ``None`` when it need not), and
+        ``fails_fast``: its breaker is open and the host has been down longer than the
+        breaker's patience, so that a call now ends at once with :class:`CircuitOpenError`
+        (sending nothing). When the breaker's probe is due, ``wait`` is 0: one call may go.
+        """
+        record = self._hosts.get(key)
+        if record is None:
+            return 0.0, None, False
+        breaker = record.breaker
+        if breaker is not None and breaker.state is not CircuitState.CLOSED:
+            patience = self.policy.breaker.patience if self.policy.breaker else None
+            if patience is not None and now >= breaker.opened_at + patience:
+                return 0.0, "breaker", True
+            if breaker.state is CircuitState.HALF_OPEN:
+                return float("inf"), "breaker", False
+            return max(0.0, breaker.open_until - now), "breaker", False
+        rate = record.rate
+        if rate is not None and rate.enabled and (wait := rate.wait(now)) > 0:
+            return wait, "rate", False
+        limiter = self.limiter
+        if limiter is not None and limiter.in_flight(key) >= self._live_limit(key, limiter):
+            return float("inf"), "slots", False
+        return 0.0, None, False
+
+    def _live_limit(self, key: HostKey, limiter: HostLimiter) -> int:
+        limit = self.live_limit(key)
+        return limiter.limit_per_host if limit is None else limit
+
     # -- claiming --------------------------------------------------------------------------------
 
     def try_claim(

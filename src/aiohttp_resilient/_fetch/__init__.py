@@ -2,9 +2,9 @@
 
 Private: the command line is the interface. URLs come from arguments, ``--input FILE`` or stdin;
 bodies go under ``--out DIR`` (with ``manifest.jsonl``) or records into ``--jsonl FILE``. The
-first Ctrl-C starts no further URL, lets those in flight end (as Scrapy does) and writes the
-report; a second one exits at once, without the report (the manifest is flushed line by line,
-so nothing finished is lost either way).
+first Ctrl-C sends nothing more (no new URL, retry or probe), gives the requests in flight
+``STOP_GRACE`` (1 s) to end and writes the report; a second one exits at once, without the
+report (the manifest is flushed line by line, so nothing finished is lost either way).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .._argtypes import number
-from ._crawl import DEFAULT_CONCURRENCY, Crawl, CrawlConfig
+from ._crawl import DEFAULT_CONCURRENCY, STOP_GRACE, Crawl, CrawlConfig
 from ._progress import make_progress
 from ._report import Stats, render
 from ._store import ARGUMENTS, Record, Store, UrlListError, read_url_lines
@@ -231,8 +231,8 @@ def _on_interrupt(stop: asyncio.Event) -> None:
             print("\nfetch: interrupted again, exiting at once", file=sys.stderr, flush=True)
             os._exit(EXIT_INTERRUPTED)
         print(
-            "\nfetch: stopping: finishing the requests in flight, then writing the report "
-            "(Ctrl-C again to exit at once)",
+            f"\nfetch: stopping: nothing more is sent; finishing the requests in flight (at "
+            f"most {STOP_GRACE:g} s), then writing the report (Ctrl-C again to exit at once)",
             file=sys.stderr,
             flush=True,
         )

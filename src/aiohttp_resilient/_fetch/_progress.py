@@ -16,8 +16,18 @@ class Counters(Protocol):
     total: int
     finished: int
     failed: int
-    in_flight: int
     retries: int
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def waiting_hosts(self) -> dict[str, int]:
+        """Hosts with URLs left that wait now, per reason."""
+        ...
+
+    def eta(self) -> float | None:
+        """Seconds left, the waiting hosts accounted for."""
+        ...
 
 
 class Progress(Protocol):
@@ -28,15 +38,29 @@ class Progress(Protocol):
     def close(self, counters: Counters) -> None: ...
 
 
-def _rate_and_eta(counters: Counters, started: float) -> tuple[float, float | None]:
+def _rate(counters: Counters, started: float) -> float:
     elapsed = time.monotonic() - started
-    rate = counters.finished / elapsed if elapsed > 0 else 0.0
-    left = counters.total - counters.finished
-    return rate, (left / rate if rate > 0 else None)
+    return counters.finished / elapsed if elapsed > 0 else 0.0
+
+
+def _waiting(counters: Counters) -> str:
+    """``2 hosts waiting (1 breaker, 1 rate)``, or ``""``."""
+    waiting = counters.waiting_hosts()
+    if not waiting:
+        return ""
+    total = sum(waiting.values())
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(waiting.items()))
+    return f"{total} host{'s' if total > 1 else ''} waiting ({reasons})"
+
+
+def _eta(counters: Counters) -> str:
+    eta = counters.eta() if counters.finished < counters.total else 0.0
+    return "?" if eta is None else f"{eta:.0f} s"
 
 
 class _Lines:
-    """``fetch: 1200/2000 done, 3 failed, 16 in flight, 98.5/s, ETA 8 s, 41 retries``."""
+    """``fetch: 1200/2000 done, 3 failed, 16 in flight, 98.5/s, ETA 8 s, 41 retries, 1 host
+    waiting (1 rate)``."""
 
     def __init__(self, out: TextIO, interval: float) -> None:
         self.out = out
@@ -44,11 +68,12 @@ class _Lines:
         self._started = time.monotonic()
 
     def update(self, counters: Counters) -> None:
-        rate, eta = _rate_and_eta(counters, self._started)
+        waiting = _waiting(counters)
         self.out.write(
             f"fetch: {counters.finished}/{counters.total} done, {counters.failed} failed, "
-            f"{counters.in_flight} in flight, {rate:.1f}/s, "
-            f"ETA {'?' if eta is None else f'{eta:.0f} s'}, {counters.retries} retries\n"
+            f"{counters.in_flight} in flight, {_rate(counters, self._started):.1f}/s, "
+            f"ETA {_eta(counters)}, {counters.retries} retries"
+            f"{', ' + waiting if waiting else ''}\n"
         )
         self.out.flush()
 
@@ -57,14 +82,15 @@ class _Lines:
 
 
 class _Bar:
-    """A rich progress bar on stderr: done/total, failed, in flight, rate, ETA, retries."""
+    """A rich progress bar on stderr: done/total, failed, in flight, retries, rate, the ETA
+    (the waiting hosts accounted for) and the hosts waiting."""
 
     interval = 0.1
 
     def __init__(self, rich_progress: Any, total: int) -> None:
         self._progress = rich_progress
         self._task = rich_progress.add_task(
-            "fetch", total=total, failed=0, flight=0, retries=0, rate="0.0/s"
+            "fetch", total=total, failed=0, flight=0, retries=0, rate="0.0/s", eta="?", waiting=""
         )
         self._started = time.monotonic()
         rich_progress.start()
@@ -76,7 +102,9 @@ class _Bar:
             failed=counters.failed,
             flight=counters.in_flight,
             retries=counters.retries,
-            rate=f"{_rate_and_eta(counters, self._started)[0]:.1f}/s",
+            rate=f"{_rate(counters, self._started):.1f}/s",
+            eta=f"ETA {_eta(counters)}",
+            waiting=_waiting(counters),
         )
 
     def close(self, counters: Counters) -> None:
@@ -104,7 +132,8 @@ def make_progress(total: int, *, plain_interval: float, bar: bool | None = None)
                     "{task.fields[retries]} retries"
                 ),
                 rich.TextColumn("{task.fields[rate]}"),
-                rich.TimeRemainingColumn(),
+                rich.TextColumn("{task.fields[eta]}"),
+                rich.TextColumn("{task.fields[waiting]}"),
             )
             # On stderr, where the plain lines go too: stdout is for the report.
             console = Console(stderr=True)
