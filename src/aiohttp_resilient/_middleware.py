@@ -8,13 +8,21 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextvars import ContextVar
 from typing import Final
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
+from ._aiohttp_compat import (
+    HIDDEN_RETRY_ERRORS,
+    HIDDEN_RETRY_METHODS,
+    hidden_retry_on,
+    renew_expect_continue,
+    session_middlewares,
+    turn_off_hidden_retry,
+)
 from ._classify import (
     HANDLED_ATTR,
     Signal,
@@ -42,10 +50,6 @@ from ._timing import Clock, Sleep
 
 __all__ = ["RetryMiddleware", "session_middleware", "session_policy", "use_policy"]
 
-# The methods for which aiohttp's ClientSession silently runs the middleware chain once more after
-# a ClientOSError or ServerDisconnectedError (aiohttp.client.IDEMPOTENT_METHODS in 3.14).
-_HIDDEN_RETRY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_HIDDEN_RETRY_ERRORS: Final = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
 # Errors that, on a reused connection before a response, mean the server had closed it idle.
 _STALE_ERRORS: Final = (
     aiohttp.ServerDisconnectedError,
@@ -85,9 +89,8 @@ def session_policy(session: aiohttp.ClientSession) -> RetryPolicy | None:
 
 
 def session_middleware(session: aiohttp.ClientSession) -> RetryMiddleware | None:
-    """The first :class:`RetryMiddleware` in ``session``'s chain, if any (aiohttp keeps the
-    chain in a private attribute: this is the one place that reads it to find ours)."""
-    for middleware in getattr(session, "_middlewares", None) or ():
+    """The first :class:`RetryMiddleware` in ``session``'s chain, if any."""
+    for middleware in session_middlewares(session):
         if isinstance(middleware, RetryMiddleware):
             return middleware
     return None
@@ -244,53 +247,128 @@ class RetryMiddleware:
         # session's private switch is off. It reads the switch when a request starts, so requests
         # already under way may still be re-run: not_retried() never lets those errors through.
         session = req.session
-        if getattr(session, "_retry_connection", False):
-            session._retry_connection = False
+        if hidden_retry_on(session):
+            turn_off_hidden_retry(session)
         url = req.url
         key = (url.scheme, url.host, url.port)  # host_key(), inlined: it runs per request
         started = self._clock()
         claim = None if policy.deadline is not None else self._health.try_claim(key, started, True)
-        attempts = _RequestAttempts(self, req, handler, policy, key)
         if claim is None:  # a wait, or a deadline: the loop sends every attempt
-            return await retry_loop(
-                self._health, attempts, key, policy, started, self._clock, self._stats
-            )
-        attempts.watch()
+            return await self._loop(req, handler, policy, key, started)
+        idempotent = req.method in policy.methods or (
+            policy.idempotency_header is not None and policy.idempotency_header in req.headers
+        )
+        idle = self._idle if policy.watch_idle else None  # off for a long poll's policy
+        if idle is not None:  # idle.watch(req), inlined: it runs per request
+            idle.watched[req] = req.response
+            if idle.loop is not req.loop:
+                idle.start(req.loop)
         try:
-            resp = await attempts.send()
+            resp = await handler(req)  # _send(), inlined: a coroutine frame less per request
+            if _may_be_cut(resp, policy, idempotent):
+                await _buffer_body(resp, policy.max_buffer_size)
         except Exception as exc:
-            return await retry_loop(
-                self._health,
-                attempts,
-                key,
-                policy,
-                started,
-                self._clock,
-                self._stats,
-                number=1,
-                claim=claim,
-                error=exc,
-            )
+            return await self._loop(req, handler, policy, key, started, claim=claim, error=exc)
         except BaseException:  # cancelled: free the claim, never retry or swallow
-            attempts.unwatch()
+            if idle is not None:
+                idle.unwatch(req)
             claim.abandon(self._clock())
             raise
-        refusal = attempts.answered(resp, claim, None, started)
+        refusal = self._answered(req, resp, claim, None, started, policy, idempotent, key, idle)
         if refusal is None:
             return resp
-        return await retry_loop(
+        return await self._loop(
+            req, handler, policy, key, started, claim=claim, result=resp, refusal=refusal
+        )
+
+    def _loop(
+        self,
+        req: ClientRequest,
+        handler: ClientHandlerType,
+        policy: RetryPolicy,
+        key: HostKey,
+        started: float,
+        *,
+        claim: HostClaim | None = None,
+        error: Exception | None = None,
+        result: ClientResponse | None = None,
+        refusal: Refusal | None = None,
+    ) -> Awaitable[ClientResponse]:
+        # The retry loop takes over: after the first attempt failed (with an error or a
+        # refusal), or from the start when the call waits or has a deadline.
+        return retry_loop(
             self._health,
-            attempts,
+            _RequestAttempts(self, req, handler, policy, key),
             key,
             policy,
             started,
             self._clock,
             self._stats,
-            number=1,
+            number=0 if claim is None else 1,
             claim=claim,
-            result=resp,
+            error=error,
+            result=result,
             refusal=refusal,
         )
+
+    def _answered(
+        self,
+        req: ClientRequest,
+        resp: ClientResponse,
+        claim: HostClaim,
+        run: RetryRun | None,
+        started: float,
+        policy: RetryPolicy,
+        idempotent: bool,
+        key: HostKey,
+        idle: IdleWatchdog | None,
+    ) -> Refusal | None:
+        """Book an answer handed back to the caller (``None``), or say it is to be retried."""
+        status = resp.status
+        if (hint := resp.headers.get(hdrs.KEEP_ALIVE)) is not None:
+            _note_keep_alive(req, hint)
+        if status in policy.statuses and (idempotent or status == 429):
+            retry_after = None
+            if policy.respect_retry_after:
+                retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
+            return Refusal(status, retry_after)
+        # The slot stays taken while the caller streams the body: it is freed with the
+        # connection (None: the body arrived whole, it is back already).
+        connection = resp.connection
+        keep = connection is not None and claim.slot
+        now = self._clock()
+        if status < 400:
+            claim.served(now, keep_slot=keep)
+        else:
+            claim.end(signal_of_status(status), now, keep_slot=keep)
+        if keep:
+            connection.add_callback(claim.release_slot)  # type: ignore[union-attr]
+        stats = self._stats
+        if stats is not None:
+            stats.served(key, now - started, now - claim.started, run, status)
+        if idle is not None and resp.content.is_eof():
+            idle.watched.pop(req, None)  # else the watchdog follows the caller's read
+        return None
+
+
+async def _send(
+    req: ClientRequest, handler: ClientHandlerType, policy: RetryPolicy, idempotent: bool
+) -> ClientResponse:
+    """One attempt: the handler, then the body read inside the retry loop if it may be cut."""
+    resp = await handler(req)
+    if _may_be_cut(resp, policy, idempotent):
+        await _buffer_body(resp, policy.max_buffer_size)
+    return resp
+
+
+def _may_be_cut(resp: ClientResponse, policy: RetryPolicy, idempotent: bool) -> bool:
+    # Whether to read the body inside the retry loop, so that a cut there is retried.
+    return (
+        idempotent
+        and policy.buffer_body
+        and not resp.content.is_eof()  # arrived whole: nothing left to cut
+        and resp.status not in policy.statuses
+    )
 
 
 class _RequestAttempts:
@@ -316,26 +394,13 @@ class _RequestAttempts:
         )
         self._idle = middleware._idle if policy.watch_idle else None  # off for long polls
 
-    async def send(self) -> ClientResponse:
-        """One attempt: the handler, then the body read inside the loop if it may be cut."""
-        policy = self.policy
-        resp = await self._handler(self._req)
-        if (
-            self._idempotent
-            and policy.buffer_body
-            and not resp.content.is_eof()  # arrived whole: nothing left to cut
-            and resp.status not in policy.statuses
-        ):
-            await _buffer_body(resp, policy.max_buffer_size)
-        return resp
+    def send(self) -> Awaitable[ClientResponse]:
+        return _send(self._req, self._handler, self.policy, self._idempotent)
 
     def watch(self) -> None:
         idle = self._idle
-        if idle is not None:  # idle.watch(req), inlined: it runs per attempt
-            req = self._req
-            idle.watched[req] = req.response
-            if idle.loop is not req.loop:
-                idle.start(req.loop)
+        if idle is not None:
+            idle.watch(self._req)
 
     def unwatch(self) -> None:
         if self._idle is not None:
@@ -344,34 +409,17 @@ class _RequestAttempts:
     def answered(
         self, resp: ClientResponse, claim: HostClaim, run: RetryRun | None, started: float
     ) -> Refusal | None:
-        """Book an answer handed back to the caller, or say it is to be retried."""
-        policy = self.policy
-        status = resp.status
-        if (hint := resp.headers.get(hdrs.KEEP_ALIVE)) is not None:
-            _note_keep_alive(self._req, hint)
-        if status in policy.statuses and (self._idempotent or status == 429):
-            retry_after = None
-            if policy.respect_retry_after:
-                retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
-            return Refusal(status, retry_after)
-        # The slot stays taken while the caller streams the body: it is freed with the
-        # connection (None: the body arrived whole, it is back already).
-        connection = resp.connection
-        keep = connection is not None and claim.slot
-        now = self._middleware._clock()
-        if status < 400:
-            claim.served(now, keep_slot=keep)
-        else:
-            claim.end(signal_of_status(status), now, keep_slot=keep)
-        if keep:
-            connection.add_callback(claim.release_slot)  # type: ignore[union-attr]
-        stats = self._middleware._stats
-        if stats is not None:
-            stats.served(self._key, now - started, now - claim.started, run, status)
-        idle = self._idle
-        if idle is not None and resp.content.is_eof():
-            idle.watched.pop(self._req, None)  # else the watchdog follows the caller's read
-        return None
+        return self._middleware._answered(
+            self._req,
+            resp,
+            claim,
+            run,
+            started,
+            self.policy,
+            self._idempotent,
+            self._key,
+            self._idle,
+        )
 
     def judge(self, error: Exception, claim: HostClaim, run: RetryRun | None, now: float) -> Judged:
         verdict = classify(error)
@@ -429,12 +477,7 @@ class _RequestAttempts:
         body = req.body
         if getattr(body, "consumed", False):
             raise await self._body_spent(run, attempt, type(body).__name__) from cause
-        continue100 = getattr(req, "_continue", None)
-        if continue100 is not None and continue100.done():
-            # aiohttp makes one "100 Continue" waiter per request, and the last attempt spent it:
-            # reused, it ends the next attempt's body writer at once (cancelled), which closes the
-            # connection before the response is read (AttributeError on Python 3.12+).
-            req.update_expect_continue(True)
+        renew_expect_continue(req)
 
     async def _body_spent(
         self, run: RetryRun, attempt: Attempt, body_type: str
@@ -492,8 +535,8 @@ class _RequestAttempts:
                 ),
             )
         if (
-            req.method in _HIDDEN_RETRY_METHODS
-            and isinstance(error, _HIDDEN_RETRY_ERRORS)
+            req.method in HIDDEN_RETRY_METHODS
+            and isinstance(error, HIDDEN_RETRY_ERRORS)
             and not isinstance(error, aiohttp.ClientConnectorError)  # aiohttp re-raises those
         ):
             # aiohttp would answer this error type by sending the request once more on its own,
