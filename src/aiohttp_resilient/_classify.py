@@ -19,6 +19,7 @@ from ._exceptions import (
 )
 
 __all__ = [
+    "HANDLED_ATTR",
     "VERDICTS",
     "Signal",
     "Verdict",
@@ -27,6 +28,11 @@ __all__ = [
     "signal_of_error",
     "signal_of_status",
 ]
+
+
+#: Set on an exception a RetryMiddleware let through as not retryable, so that an enclosing
+#: ``@retry_on_disconnect`` does not retry what was judged unsafe.
+HANDLED_ATTR: Final = "_aiohttp_resilient_handled"
 
 
 class Verdict(enum.Enum):

@@ -1,42 +1,93 @@
 """What follows a failed attempt: the call's policy and its host's health, decided together.
 
-Shared by :class:`RetryMiddleware` and :func:`retry_on_disconnect`, so that both retry at once,
-back off, wait for a probe, queue again or give up by the same rules (the README's "What is
-retried" and "Host health" say them in words).
+The one place where the next step of a call is decided, for :class:`RetryMiddleware` and
+:func:`retry_on_disconnect` alike: :func:`next_step` returns a :class:`Step`, a value that says
+retry after so many seconds (and why) or give up (and why); the retry loop (``_loop.py``) acts on
+it, and stats, logs and hooks read its :class:`Why`. The README's "What is retried" and "Host
+health" say the rules in words; ``tests/test_decision.py`` holds them as a table.
 """
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
 from ._breaker import CircuitState
 from ._classify import Signal
-from ._engine import REASON_STALE, RetryRun
-from ._events import Attempt
-from ._health import Advice, HostClaim, HostHealth, format_host
+from ._health import Advice, HostClaim, HostHealth
 from ._limiter import HostKey
+from ._policy import RetryPolicy
 
-__all__ = ["next_step", "next_step_after_error"]
+__all__ = ["Step", "Why", "next_step", "next_step_after_error"]
 
 
-async def next_step_after_error(
+class Why(enum.Enum):
+    """Why a call retries, or why it gives up; the give-ups' values are the stats' names."""
+
+    # Retries.
+    AT_ONCE = "disconnect, retried at once within the host's retry budget"
+    BACKOFF = "backoff"
+    RETRY_AFTER = "Retry-After"
+    STALE = "stale keep-alive connection"
+    PROBE = "the host's circuit is open: waiting for its probe"
+    # Give-ups.
+    ATTEMPTS = "attempts"  # the policy's attempts were used
+    DEADLINE = "deadline"  # the policy's deadline passed, or a wait would pass it
+    RETRY_AFTER_MAX = "retry_after_max"  # Retry-After asked for more than retry_after_max
+    BUDGET = "budget"  # the host's retry budget refused the retry
+    CIRCUIT_OPEN = "circuit_open"  # the host's circuit stayed open past the outage's patience
+    BODY = "body_not_replayable"  # the request body was a spent stream
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a call does after a failed attempt.
+
+    Attributes:
+        why: The reason, as a value to switch on.
+        delay: Seconds to wait before the next attempt; ``None``: give up.
+        detail: The give-up's reason in words (``""`` for a retry: ``why``'s value says it).
+        charged_at: When the retry was charged to the host's retry budget (its charge comes
+            back if it succeeds), ``None`` when it was not charged.
+    """
+
+    why: Why
+    delay: float | None = None
+    detail: str = ""
+    charged_at: float | None = None
+
+    @property
+    def gives_up(self) -> bool:
+        """Whether the call ends here."""
+        return self.delay is None
+
+    @property
+    def reason(self) -> str:
+        """In words, for logs, hooks and errors."""
+        return self.detail or self.why.value
+
+
+def next_step_after_error(
     health: HostHealth,
-    run: RetryRun,
+    run: Deciding,
     claim: HostClaim,
-    attempt: Attempt,
+    number: int,
     now: float,
     signal: Signal,
     *,
     stale: bool = False,
-) -> tuple[float | None, str, float | None]:
+) -> Step:
     """:func:`next_step` for an attempt that raised, with what its ``signal`` implies:
     disconnects go again at once within the budget, refused connections back off without
     charging the budget, drops under a cut limit back off under it. ``stale``: the failure
     was the stale keep-alive race (see :meth:`HostClaim.is_stale_race`)."""
     dropped = signal is Signal.DROPPED
-    return await next_step(
+    return next_step(
         health,
         run,
         claim.key,
-        attempt,
+        number,
         now,
         at_once=dropped or signal is Signal.CUT,
         unreachable=signal is Signal.UNREACHABLE,
@@ -46,11 +97,11 @@ async def next_step_after_error(
     )
 
 
-async def next_step(
+def next_step(
     health: HostHealth,
-    run: RetryRun,
+    run: Deciding,
     key: HostKey,
-    attempt: Attempt,
+    number: int,
     now: float,
     *,
     at_once: bool,
@@ -59,10 +110,8 @@ async def next_step(
     requeue: bool = False,
     stale: bool = False,
     retry_after: float | None = None,
-) -> tuple[float | None, str, float | None]:
-    """Record the failed ``attempt`` of a call to ``key`` and say what follows: (seconds to
-    wait, or ``None`` to give up; the reason; when the retry was charged to the host's budget,
-    or ``None``).
+) -> Step:
+    """What follows the failed attempt ``number`` of a call to ``key``.
 
     Every attempt counts against the policy's ``attempts``, whatever became of it: a refused
     connection, a refusal under a cut limit, the stale keep-alive race. Waiting for an open
@@ -81,40 +130,67 @@ async def next_step(
         stale: The stale keep-alive race: the host is not to blame, so the retry goes at once
             (``RetryPolicy.retry_stale_immediately``) and charges nothing.
         retry_after: The host's ``Retry-After``, in seconds.
-
-    Raises:
-        RetryBudgetExhaustedError: The host's budget refused the retry (raised from the
-            attempt's error).
     """
-    if not run.attempts_left(attempt.number):
-        delay, reason = run.decide(attempt)  # records it and says the attempts are used
-        return delay, reason, None
+    policy = run.policy
+    if number >= policy.attempts:
+        plural = "" if policy.attempts == 1 else "s"
+        return Step(
+            Why.ATTEMPTS,
+            detail=f"all {policy.attempts} attempt{plural} the policy allows were used",
+        )
+    charged_at = None
     if health.circuit_state(key) is not CircuitState.CLOSED:
-        advice, charged_at = Advice.WAIT_FOR_PROBE, None
-    elif stale:
-        if run.policy.retry_stale_immediately:
-            delay, reason = run.decide(attempt, at_once=True, reason_at_once=REASON_STALE)
-            return delay, reason, None
-        advice, charged_at = Advice.BACKOFF, None
+        return run.timed(Step(Why.PROBE, 0.0))
+    if stale:
+        if policy.retry_stale_immediately:
+            return run.timed(Step(Why.STALE, 0.0))
+        advice = Advice.BACKOFF
     elif unreachable:
-        advice, charged_at = Advice.BACKOFF, None
+        advice = Advice.BACKOFF
     else:
-        last = attempt.number + 1 >= run.policy.attempts
+        last = number + 1 >= policy.attempts
         advice, charged_at = health.advise(
             key, now, may_go_at_once=at_once and not requeue and not last, congestion=congestion
         )
     if advice is Advice.REFUSED:
-        run.record(attempt)
-        allowance, spent = health.budget_figures(key)
-        error = await run.give_up(attempt, "", budget=(format_host(key), allowance, spent))
-        raise error from attempt.error
-    delay, reason = run.decide(
-        attempt,
-        at_once=advice is Advice.NOW,
-        wait_for_probe=advice is Advice.WAIT_FOR_PROBE,
-        retry_after=retry_after,
-    )
-    if delay is None and charged_at is not None:
+        return Step(Why.BUDGET)
+    if retry_after is not None:
+        if retry_after > policy.retry_after_max:
+            step = Step(
+                Why.RETRY_AFTER_MAX,
+                detail=f"the server asked to wait {retry_after:g}s (Retry-After), more than "
+                f"retry_after_max={policy.retry_after_max:g}s",
+            )
+        else:
+            step = run.timed(
+                Step(Why.RETRY_AFTER, run.retry_after_wait(retry_after), "", charged_at)
+            )
+    elif advice is Advice.NOW:
+        step = run.timed(Step(Why.AT_ONCE, 0.0, "", charged_at))
+    else:
+        step = run.timed(Step(Why.BACKOFF, run.backoff_wait(), "", charged_at))
+    if step.gives_up and charged_at is not None:
         health.refund(key, now, charged_at)  # the retry it paid for is not made
-        charged_at = None
-    return delay, reason, charged_at
+    return step
+
+
+class Deciding(Protocol):
+    """What :func:`next_step` needs of a call: its policy, its backoff schedule and its
+    deadline (:class:`RetryRun` is one)."""
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The call's policy."""
+        ...
+
+    def backoff_wait(self) -> float:
+        """The next backoff wait, jitter applied."""
+        ...
+
+    def retry_after_wait(self, seconds: float) -> float:
+        """A ``Retry-After`` wait, spread by the policy's jitter."""
+        ...
+
+    def timed(self, step: Step) -> Step:
+        """``step``, or the deadline's give-up when its wait would pass the call's deadline."""
+        ...

@@ -7,18 +7,17 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from ._classify import Signal, Verdict, classify, signal_of_error
-from ._decision import next_step_after_error
-from ._engine import Clock, RetryRun, Sleep, deadline_timer, timer_expired
+from ._classify import HANDLED_ATTR, Signal, Verdict, classify, signal_of_error
+from ._engine import RetryRun
 from ._events import Attempt, RetryHook, check_hooks
-from ._exceptions import CircuitOpenError
-from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
+from ._health import HealthPolicy, HostClaim, HostHealth
 from ._limiter import HostKey
-from ._middleware import HANDLED_ATTR
+from ._loop import Judged, Refusal, retry_loop
 from ._policy import RetryPolicy
-from ._stats import GIVEUP_CIRCUIT, GIVEUP_DEADLINE, STATS_ATTR, StatsRecorder
+from ._stats import STATS_ATTR, StatsRecorder
+from ._timing import Clock, Sleep
 
 __all__ = ["retry_on_disconnect"]
 
@@ -158,105 +157,37 @@ def retry_on_disconnect(
 
         key: HostKey = ("call", name, None)
         recorder = StatsRecorder() if stats is True else (stats or None)
+        hooks = (on_retry, on_giveup)
 
         @functools.wraps(function)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            started = clock()
-            wait_until = None if resolved.deadline is None else started + resolved.deadline
-            run: RetryRun | None = None
-            number = 0
-            charged_at: float | None = None
-            while True:
-                number += 1
-                claim = state.try_claim(key, clock(), number == 1, charged_at)
-                if claim is None:
-                    claim = await _claim(run, number, charged_at, wait_until)
-                timer = None
-                try:
-                    if resolved.deadline is None:
-                        result = await function(*args, **kwargs)
-                    else:
-                        timer = deadline_timer(started + resolved.deadline - clock())
-                        async with timer:
-                            result = await function(*args, **kwargs)
-                except Exception as exc:
-                    now = clock()
-                    expired = timer is not None and timer_expired(timer)
-                    signal = Signal.LOCAL if expired else signal_of_error(exc)
-                    claim.end(signal, now)
-                    if not expired and not _retryable(exc):
-                        if recorder is not None:
-                            recorder.not_retried(
-                                key,
-                                () if run is None else run.history,
-                                now - claim.started,
-                                now - started,
-                            )
-                        raise
-                    attempt = Attempt(number=number, error=exc, elapsed=now - claim.started)
-                    if run is None:
-                        run = _new_run(started)
-                    if expired:
-                        run.record(attempt)
-                        reason = (
-                            f"the deadline of {resolved.deadline:g}s passed during attempt {number}"
-                        )
-                        raise await run.give_up(attempt, reason, kind=GIVEUP_DEADLINE) from exc
-                    delay, reason, charged_at = await next_step_after_error(
-                        state, run, claim, attempt, now, signal
-                    )
-                    if delay is None:
-                        raise await run.give_up(attempt, reason) from exc
-                    await run.retry(attempt, delay, reason)
-                except BaseException:  # cancelled: free the claim, never retry or swallow
-                    claim.abandon(clock())
-                    raise
-                else:
-                    now = clock()
-                    claim.end(Signal.SERVED, now)
-                    if recorder is not None:
-                        recorder.served(key, now - started, now - claim.started, run)
-                    return result
-
-        def _new_run(started: float) -> RetryRun:
-            return RetryRun(
-                resolved,
-                method=None,
-                url=name,
-                started=started,
-                clock=clock,
-                sleep=sleep,
-                on_retry=on_retry,
-                on_giveup=on_giveup,
-                stats=recorder,
-                key=key,
+            attempts = _FunctionAttempts(
+                function, args, kwargs, resolved, name, key, clock, sleep, hooks, recorder
             )
-
-        async def _claim(
-            run: RetryRun | None, number: int, charged_at: float | None, wait_until: float | None
-        ) -> HostClaim:
-            # The slow path: the breaker is open, or the rate paces the calls.
-            last = run.history[-1].error if run is not None and run.history else None
+            started = clock()
+            claim = None if resolved.deadline is not None else state.try_claim(key, started, True)
+            if claim is None:  # a wait, or a deadline: the loop sends every attempt
+                return await retry_loop(state, attempts, key, resolved, started, clock, recorder)
             try:
-                return await state.claim(
+                result = await function(*args, **kwargs)
+            except Exception as exc:
+                return await retry_loop(
+                    state,
+                    attempts,
                     key,
-                    first=number == 1,
-                    charged_at=charged_at,
-                    wait_until=wait_until,
-                    last_error=last,
+                    resolved,
+                    started,
+                    clock,
+                    recorder,
+                    number=1,
+                    claim=claim,
+                    error=exc,
                 )
-            except WaitExpiredError as expired:
-                if run is None:
-                    run = _new_run(clock())
-                reason = (
-                    f"the deadline of {resolved.deadline:g}s passed while attempt {number} "
-                    f"waited for {expired.waited_for}"
-                )
-                raise await run.give_up(None, reason, kind=GIVEUP_DEADLINE) from last
-            except CircuitOpenError as exc:
-                # Told like any give-up.
-                await (run or _new_run(clock())).give_up(None, str(exc), kind=GIVEUP_CIRCUIT)
+            except BaseException:  # cancelled: free the claim, never retry or swallow
+                claim.abandon(clock())
                 raise
+            attempts.answered(result, claim, None, started)
+            return result
 
         setattr(wrapper, STATS_ATTR, (recorder, state))  # what stats(wrapper) reads
         return wrapper
@@ -270,6 +201,102 @@ def _retryable(exc: Exception) -> bool:
     if getattr(exc, HANDLED_ATTR, False):
         return False  # a RetryMiddleware below judged it unsafe to repeat
     return classify(exc) is not Verdict.NEVER
+
+
+class _FunctionAttempts(Generic[T]):
+    """One call of a decorated function, as the retry loop sends and judges its attempts."""
+
+    __slots__ = (
+        "_args",
+        "_clock",
+        "_function",
+        "_hooks",
+        "_key",
+        "_kwargs",
+        "_name",
+        "_sleep",
+        "_stats",
+        "policy",
+    )
+
+    def __init__(
+        self,
+        function: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: RetryPolicy,
+        name: str,
+        key: HostKey,
+        clock: Clock,
+        sleep: Sleep,
+        hooks: tuple[RetryHook | None, RetryHook | None],
+        stats: StatsRecorder | None,
+    ) -> None:
+        self._function = function
+        self._args = args
+        self._kwargs = kwargs
+        self.policy = policy
+        self._name = name
+        self._key = key
+        self._clock = clock
+        self._sleep = sleep
+        self._hooks = hooks
+        self._stats = stats
+
+    def send(self) -> Awaitable[T]:
+        return self._function(*self._args, **self._kwargs)
+
+    def watch(self) -> None:
+        pass
+
+    def unwatch(self) -> None:
+        pass
+
+    def answered(
+        self, result: T, claim: HostClaim, run: RetryRun | None, started: float
+    ) -> Refusal | None:
+        now = self._clock()
+        claim.end(Signal.SERVED, now)
+        if self._stats is not None:
+            self._stats.served(self._key, now - started, now - claim.started, run)
+        return None
+
+    def judge(self, error: Exception, claim: HostClaim, run: RetryRun | None, now: float) -> Judged:
+        return Judged(retryable=_retryable(error), signal=signal_of_error(error))
+
+    def reused(self) -> bool | None:
+        return None
+
+    def not_retried(
+        self, error: Exception, judged: Judged, number: int, run: RetryRun | None
+    ) -> Exception:
+        return error  # raised as it came: the function's own error
+
+    def hand_back(self, result: T, claim: HostClaim) -> None:  # pragma: no cover - no refusals
+        pass
+
+    def discard(self, result: T, claim: HostClaim) -> None:  # pragma: no cover - no refusals
+        pass
+
+    async def before_resend(
+        self, run: RetryRun, attempt: Attempt, cause: BaseException | None
+    ) -> None:
+        pass
+
+    def new_run(self, started: float) -> RetryRun:
+        on_retry, on_giveup = self._hooks
+        return RetryRun(
+            self.policy,
+            method=None,
+            url=self._name,
+            started=started,
+            clock=self._clock,
+            sleep=self._sleep,
+            on_retry=on_retry,
+            on_giveup=on_giveup,
+            stats=self._stats,
+            key=self._key,
+        )
 
 
 def _is_coroutine_function(function: object) -> bool:

@@ -24,9 +24,9 @@ import aiohttp
 from aiohttp import hdrs
 from yarl import URL
 
-from ._engine import log_fields, logger
 from ._exceptions import DownloadError
 from ._limiter import host_key
+from ._log import log_fields, logger
 from ._middleware import session_policy, use_policy
 from ._policy import _check_int, compute_delay
 from ._redact import redact_url

@@ -1,54 +1,27 @@
-"""The progress of one retried call: decide, tell (log and hooks), wait. Shared by the middleware
-and the decorator so that both follow one schedule and report alike."""
+"""The progress of one retried call: its attempts so far, its schedule and deadline, and the
+telling (log, hooks, stats) of its retries and its give-up. Shared by the middleware and the
+decorator (through the retry loop, ``_loop.py``) so that both follow one schedule and report
+alike."""
 
 from __future__ import annotations
 
 import inspect
 import logging
-import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from ._decision import Step, Why
 from ._events import Attempt, RetryEvent, RetryHook
 from ._exceptions import RetriesExhaustedError, RetryBudgetExhaustedError
-from ._limiter import format_host
+from ._log import log_fields, logger
 from ._policy import RetryPolicy, apply_jitter, jitter_retry_after
-from ._stats import (
-    GIVEUP_ATTEMPTS,
-    GIVEUP_BUDGET,
-    GIVEUP_DEADLINE,
-    GIVEUP_RETRY_AFTER,
-    StatsRecorder,
-)
+from ._stats import StatsRecorder
+from ._timing import Clock, Sleep
 
 if TYPE_CHECKING:
     from ._limiter import HostKey
 
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as deadline_timer
-else:  # pragma: no cover - aiohttp depends on async-timeout below 3.11
-    from async_timeout import timeout as deadline_timer
-
-__all__ = ["Clock", "RetryRun", "Sleep", "deadline_timer", "logger", "timer_expired"]
-
-#: Every retry (INFO) and give-up (WARNING) is logged here, secrets redacted.
-logger: Final = logging.getLogger("aiohttp_resilient")
-
-Sleep = Callable[[float], Awaitable[object]]
-Clock = Callable[[], float]
-
-REASON_STALE: Final = "stale keep-alive connection"
-REASON_BACKOFF: Final = "backoff"
-REASON_RETRY_AFTER: Final = "Retry-After"
-REASON_AT_ONCE: Final = "disconnect, retried at once within the host's retry budget"
-REASON_PROBE: Final = "the host's circuit is open: waiting for its probe"
-
-
-def timer_expired(timer: Any) -> bool:
-    """Whether a :func:`deadline_timer` fired (asyncio's has ``expired()``, async-timeout's
-    an ``expired`` property)."""
-    expired = timer.expired
-    return bool(expired() if callable(expired) else expired)
+__all__ = ["RetryRun"]
 
 
 class RetryRun:
@@ -69,7 +42,6 @@ class RetryRun:
         "_started",
         "_stats",
         "_url_source",
-        "_verdict",
         "_waits",
         "stale_used",
     )
@@ -91,8 +63,6 @@ class RetryRun:
         self._policy = policy
         self._stats = stats
         self._key = key
-        #: Why decide() last said to give up (a GIVEUP_* name).
-        self._verdict = GIVEUP_ATTEMPTS
         self._method = method
         self._url_source = url
         self._started = started
@@ -120,6 +90,10 @@ class RetryRun:
             return None
         return self._started + self._policy.deadline - self._clock()
 
+    def elapsed(self) -> float:
+        """Seconds since the call started."""
+        return self._clock() - self._started
+
     @property
     def started(self) -> float:
         """When the call started, by its clock."""
@@ -130,62 +104,34 @@ class RetryRun:
         """The policy this call follows."""
         return self._policy
 
-    def attempts_left(self, number: int) -> bool:
-        """Whether the policy allows an attempt after attempt ``number`` (every attempt
-        counts: the policy's ``attempts`` caps what one call sends)."""
-        return number < self._policy.attempts
+    def backoff_wait(self) -> float:
+        """The next wait of the policy's backoff schedule, jitter applied."""
+        return apply_jitter(self._policy, next(self._waits))
 
-    def decide(
-        self,
-        attempt: Attempt,
-        *,
-        at_once: bool = False,
-        wait_for_probe: bool = False,
-        retry_after: float | None = None,
-        reason_at_once: str = REASON_AT_ONCE,
-    ) -> tuple[float | None, str]:
-        """Record a failed ``attempt`` and say what follows: ``(delay, reason)`` to retry after
-        ``delay`` seconds, or ``(None, reason)`` to give up.
+    def retry_after_wait(self, seconds: float) -> float:
+        """The wait for a ``Retry-After`` of ``seconds``, spread by the policy's jitter."""
+        return jitter_retry_after(self._policy, seconds)
 
-        ``at_once``: the host allows an immediate retry (a disconnect within its budget, or
-        the stale keep-alive race). ``wait_for_probe``: the host's circuit is open, so the next
-        attempt waits for the breaker's probe (the claim does the waiting, or fails the call).
-        """
-        self.record(attempt)
-        policy = self._policy
-        if not self.attempts_left(attempt.number):
-            self._verdict = GIVEUP_ATTEMPTS
-            plural = "" if policy.attempts == 1 else "s"
-            return None, f"all {policy.attempts} attempt{plural} the policy allows were used"
-        if wait_for_probe:
-            return 0.0, REASON_PROBE
-        if retry_after is not None:
-            if retry_after > policy.retry_after_max:
-                self._verdict = GIVEUP_RETRY_AFTER
-                return None, (
-                    f"the server asked to wait {retry_after:g}s (Retry-After), more than "
-                    f"retry_after_max={policy.retry_after_max:g}s"
-                )
-            delay, reason = jitter_retry_after(policy, retry_after), REASON_RETRY_AFTER
-        elif at_once:
-            delay, reason = 0.0, reason_at_once
-        else:
-            delay, reason = apply_jitter(policy, next(self._waits)), REASON_BACKOFF
+    def timed(self, step: Step) -> Step:
+        """``step``, or the deadline's give-up when its wait would end past the deadline."""
         remaining = self.remaining()
-        if remaining is not None and delay >= remaining:
-            self._verdict = GIVEUP_DEADLINE
-            return None, (
-                f"waiting {delay:.3g}s ({reason}) would pass the deadline of "
-                f"{policy.deadline:g}s ({max(remaining, 0.0):.3g}s left)"
-            )
-        return delay, reason
+        delay = step.delay
+        if remaining is None or delay is None or delay < remaining:
+            return step
+        return Step(
+            Why.DEADLINE,
+            detail=f"waiting {delay:.3g}s ({step.why.value}) would pass the deadline of "
+            f"{self._policy.deadline:g}s ({max(remaining, 0.0):.3g}s left)",
+        )
 
-    async def retry(self, attempt: Attempt, delay: float, reason: str) -> None:
-        """Tell the retry (log, ``on_retry``, stats), then wait ``delay`` seconds."""
+    async def retry(self, attempt: Attempt, step: Step) -> None:
+        """Tell the retry (log, ``on_retry``, stats), then wait its delay."""
+        delay = step.delay
+        assert delay is not None
         if self._stats is not None:
-            self._stats.retried(self._key, attempt, delay, reason)
+            self._stats.retried(self._key, attempt, delay, step.why)
         if self._on_retry is not None or logger.isEnabledFor(logging.INFO):
-            await self._tell_retry(attempt, delay, reason)
+            await self._tell_retry(attempt, delay, step.reason)
         if delay > 0:
             await self._sleep(delay)
 
@@ -209,22 +155,21 @@ class RetryRun:
     async def give_up(
         self,
         attempt: Attempt | None,
-        reason: str,
+        step: Step,
         *,
         retry_after: float | None = None,
         budget: tuple[str, float, float] | None = None,
-        kind: str | None = None,
     ) -> RetriesExhaustedError:
-        """Tell the give-up (log, ``on_giveup``) and return the error to raise.
+        """Tell the give-up (log, ``on_giveup``, stats) and return the error to raise.
 
         ``attempt`` is the attempt that just failed, or ``None`` when the call ends before a new
         attempt could start (its deadline passed while it waited for a per-host slot).
         ``budget``: (host, allowance, spent) when the host's retry budget refused the retry.
-        ``kind``: why, for stats (a ``GIVEUP_*`` name), when :meth:`decide` did not say it.
         """
         last = attempt or (self._history[-1] if self._history else None)
         attempts = len(self._history)
         error: RetriesExhaustedError
+        reason = step.reason
         if budget is not None:
             host, allowance, spent = budget
             error = RetryBudgetExhaustedError(
@@ -239,8 +184,7 @@ class RetryRun:
             )
             reason = error.reason
         event = self._event(last, None, reason, number=attempts)
-        if kind is None:
-            kind = GIVEUP_BUDGET if budget is not None else self._verdict
+        kind = step.why.value
         if self._stats is not None:
             self._stats.gave_up(self._key, kind, self._history, self._clock() - self._started)
         logger.warning(
@@ -300,21 +244,6 @@ class RetryRun:
             delay=delay,
             reason=reason,
         )
-
-
-def log_fields(
-    event: str, method: str | None, url: str | None, key: HostKey | None, **facts: object
-) -> dict[str, object]:
-    """The ``extra=`` fields of a log record: ``event``, ``method``, ``url`` (redacted),
-    ``host`` and the facts given (none of these names is a :class:`logging.LogRecord`
-    attribute, so they cannot clash)."""
-    return {
-        "event": event,
-        "method": method,
-        "url": url,
-        "host": None if key is None else format_host(key),
-        **facts,
-    }
 
 
 async def _call_hook(name: str, hook: RetryHook | None, event: RetryEvent) -> None:

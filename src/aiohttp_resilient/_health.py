@@ -27,10 +27,11 @@ from ._aimd import AdaptiveLimitPolicy, LimitState
 from ._breaker import BreakerPolicy, BreakerState, CircuitState
 from ._budget import BudgetPolicy, BudgetState, Tier
 from ._classify import Signal
-from ._engine import Clock, Sleep, deadline_timer, log_fields, logger, timer_expired
 from ._exceptions import CircuitOpenError
 from ._limiter import IDLE_HOSTS_KEPT, HostKey, HostLimiter, format_host
+from ._log import log_fields, logger
 from ._rate import AdaptiveRatePolicy, RateState
+from ._timing import Clock, Sleep, deadline_timer, timer_expired
 
 __all__ = [
     "Advice",
@@ -92,7 +93,6 @@ class Advice(enum.Enum):
     NOW = "at once"
     BACKOFF = "backoff"
     REFUSED = "budget spent"
-    WAIT_FOR_PROBE = "wait for the probe"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -621,8 +621,9 @@ class HostHealth:
     def advise(
         self, key: HostKey, now: float, *, may_go_at_once: bool, congestion: bool = False
     ) -> tuple[Advice, float | None]:
-        """How the next retry of a call to ``key`` should go, and when the budget was charged
-        for it (``None``: not charged).
+        """How the next retry of a call to ``key`` should go by its retry budget, and when the
+        budget was charged for it (``None``: not charged). The breaker is the caller's to ask
+        first (:func:`next_step`: an open circuit means waiting for the probe, uncharged).
 
         ``may_go_at_once``: the failure was a disconnect, which goes again at once while the
         budget is under its immediate share. ``congestion``: the failure was a refusal (429,
@@ -632,12 +633,7 @@ class HostHealth:
         bodies) are refused.
         """
         record = self._hosts.get(key)
-        if record is None:
-            return (Advice.NOW if may_go_at_once else Advice.BACKOFF), None
-        breaker = record.breaker
-        if breaker is not None and breaker.state is not CircuitState.CLOSED:
-            return Advice.WAIT_FOR_PROBE, None
-        if record.budget is None:
+        if record is None or record.budget is None:
             return (Advice.NOW if may_go_at_once else Advice.BACKOFF), None
         tier = record.budget.withdraw(now)
         if tier is Tier.REFUSED:

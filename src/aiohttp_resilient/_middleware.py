@@ -8,14 +8,23 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextvars import ContextVar
 from typing import Final
 
 import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
+from ._aiohttp_compat import (
+    HIDDEN_RETRY_ERRORS,
+    HIDDEN_RETRY_METHODS,
+    hidden_retry_on,
+    renew_expect_continue,
+    session_middlewares,
+    turn_off_hidden_retry,
+)
 from ._classify import (
+    HANDLED_ATTR,
     Signal,
     Verdict,
     classify,
@@ -24,51 +33,29 @@ from ._classify import (
     signal_of_status,
 )
 from ._connector import TrackingConnector, last_connection_idle
-from ._decision import next_step, next_step_after_error
-from ._engine import (
-    Clock,
-    RetryRun,
-    Sleep,
-    deadline_timer,
-    log_fields,
-    logger,
-    timer_expired,
-)
+from ._decision import Why
+from ._engine import RetryRun
 from ._events import Attempt, RetryHook, check_hooks, describe_error
-from ._exceptions import (
-    BodyNotReplayableError,
-    CircuitOpenError,
-    RetriesExhaustedError,
-    RetryBudgetExhaustedError,
-)
-from ._health import HealthPolicy, HostClaim, HostHealth, WaitExpiredError
+from ._exceptions import BodyNotReplayableError, RetriesExhaustedError
+from ._health import HealthPolicy, HostClaim, HostHealth
 from ._idle import IdleWatchdog
-from ._limiter import HostKey, HostLimiter, host_key
+from ._limiter import HostKey, HostLimiter
+from ._log import log_fields, logger
+from ._loop import Judged, Refusal, retry_loop
 from ._notes import add_note
 from ._policy import RetryPolicy, parse_retry_after
 from ._redact import redact_url
-from ._stats import GIVEUP_BODY, GIVEUP_CIRCUIT, GIVEUP_DEADLINE, StatsRecorder
+from ._stats import StatsRecorder
+from ._timing import Clock, Sleep
 
-__all__ = ["HANDLED_ATTR", "RetryMiddleware", "session_middleware", "session_policy", "use_policy"]
+__all__ = ["RetryMiddleware", "session_middleware", "session_policy", "use_policy"]
 
-#: Set on an exception the middleware let through as not retryable, so that an enclosing
-#: ``@retry_on_disconnect`` does not retry what was judged unsafe.
-HANDLED_ATTR: Final = "_aiohttp_resilient_handled"
-
-# The methods for which aiohttp's ClientSession silently runs the middleware chain once more after
-# a ClientOSError or ServerDisconnectedError (aiohttp.client.IDEMPOTENT_METHODS in 3.14).
-_HIDDEN_RETRY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_HIDDEN_RETRY_ERRORS: Final = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
 # Errors that, on a reused connection before a response, mean the server had closed it idle.
 _STALE_ERRORS: Final = (
     aiohttp.ServerDisconnectedError,
     aiohttp.ClientOSError,
     aiohttp.ClientConnectionResetError,
 )
-
-# Answers that say "too many": under a congested host's lowered limit, their attempts are
-# queued again without counting.
-_CONGESTION_STATUSES: Final = frozenset({429, 503})
 
 _policy_override: ContextVar[RetryPolicy | None] = ContextVar(
     "aiohttp_resilient_policy_override", default=None
@@ -102,24 +89,11 @@ def session_policy(session: aiohttp.ClientSession) -> RetryPolicy | None:
 
 
 def session_middleware(session: aiohttp.ClientSession) -> RetryMiddleware | None:
-    """The first :class:`RetryMiddleware` in ``session``'s chain, if any (aiohttp keeps the
-    chain in a private attribute: this is the one place that reads it to find ours)."""
-    for middleware in getattr(session, "_middlewares", None) or ():
+    """The first :class:`RetryMiddleware` in ``session``'s chain, if any."""
+    for middleware in session_middlewares(session):
         if isinstance(middleware, RetryMiddleware):
             return middleware
     return None
-
-
-class _DeadlinePassedError(Exception):
-    """The policy's deadline passed: while waiting for a slot, before an attempt, or during one.
-
-    Private: the give-up it leads to is raised from the timer's TimeoutError or the last failure.
-    """
-
-    def __init__(self, *, waited_for: str | None = None, during_attempt: bool = False) -> None:
-        super().__init__()
-        self.waited_for = waited_for  # what the attempt waited for and never got (a slot, ...)
-        self.during_attempt = during_attempt
 
 
 def _reused(idle: float | None) -> bool | None:
@@ -145,10 +119,6 @@ def _stale_race(req: ClientRequest, idle: float | None) -> bool:
         and isinstance(connector, TrackingConnector)
         and idle >= connector.race_idle_floor(req.connection_key)
     )
-
-
-def _last_error(run: RetryRun | None) -> BaseException | None:
-    return run.history[-1].error if run is not None and run.history else None
 
 
 class RetryMiddleware:
@@ -267,373 +237,284 @@ class RetryMiddleware:
         return f"<RetryMiddleware policy={self.policy!r} health={self._health!r}>"
 
     async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        """Send ``req`` through ``handler`` until it succeeds or the policy gives up."""
+        """Send ``req`` through ``handler`` until it succeeds or the policy gives up.
+
+        The aiohttp-facing glue and the first attempt's fast path (no wait, no deadline); every
+        other attempt goes through the retry loop (``_loop.py``), shared with the decorator.
+        """
         policy = _policy_override.get() or self.policy
-        method = req.method
-        idempotent = method in policy.methods or (
-            policy.idempotency_header is not None and policy.idempotency_header in req.headers
-        )
         # aiohttp re-runs the chain once after a ClientOSError/ServerDisconnectedError unless the
         # session's private switch is off. It reads the switch when a request starts, so requests
-        # already under way may still be re-run: _not_retried() never lets those errors through.
+        # already under way may still be re-run: not_retried() never lets those errors through.
         session = req.session
-        if getattr(session, "_retry_connection", False):
-            session._retry_connection = False
-        health = self._health
-        stats = self._stats
-        idle = self._idle if policy.watch_idle else None  # off for a long poll's policy
+        if hidden_retry_on(session):
+            turn_off_hidden_retry(session)
         url = req.url
         key = (url.scheme, url.host, url.port)  # host_key(), inlined: it runs per request
-        buffer = idempotent and policy.buffer_body
-        deadline = policy.deadline
-        clock = self._clock
-        started = clock()
-        wait_until = None if deadline is None else started + deadline
-        run: RetryRun | None = None
-        number = 0
-        charged_at: float | None = None  # when the next attempt was charged to the budget
-        while True:
-            number += 1
-            claim = health.try_claim(
-                key, started if number == 1 else clock(), number == 1, charged_at
-            )
-            if claim is None:
-                claim = await self._claim(
-                    req, policy, key, run, number, started, wait_until, charged_at
-                )
-            if idle is not None:  # idle.watch(req), inlined: it runs per attempt
-                idle.watched[req] = req.response
-                if idle.loop is not req.loop:
-                    idle.start(req.loop)
-            try:
-                if deadline is None:  # the hot path: _send() inlined, a coroutine frame less
-                    resp = await handler(req)
-                    if (
-                        buffer
-                        and not resp.content.is_eof()  # arrived whole: nothing left to cut
-                        and resp.status not in policy.statuses
-                    ):
-                        await _buffer_body(resp, policy.max_buffer_size)
-                else:
-                    resp = await self._send_before(
-                        started + deadline - clock(), req, handler, policy, buffer
-                    )
-            except _DeadlinePassedError as passed:
-                if idle is not None:
-                    idle.unwatch(req)
-                claim.abandon(clock())
-                raise await self._deadline_give_up(
-                    passed, run, policy, req, started, number, claim.started
-                ) from (passed.__cause__ if passed.during_attempt else _last_error(run))
-            except Exception as exc:
-                error = exc
-            except BaseException:  # cancelled: free the claim, never retry or swallow
-                if idle is not None:
-                    idle.unwatch(req)
-                claim.abandon(clock())
-                raise
-            else:
-                status = resp.status
-                if (hint := resp.headers.get(hdrs.KEEP_ALIVE)) is not None:
-                    _note_keep_alive(req, hint)
-                if not (status in policy.statuses and (idempotent or status == 429)):
-                    # The slot stays taken while the caller streams the body: it is freed
-                    # with the connection (None: the body arrived whole, it is back already).
-                    connection = resp.connection
-                    keep = connection is not None and claim.slot
-                    now = clock()
-                    if status < 400:
-                        claim.served(now, keep_slot=keep)
-                    else:
-                        claim.end(signal_of_status(status), now, keep_slot=keep)
-                    if keep:
-                        connection.add_callback(claim.release_slot)  # type: ignore[union-attr]
-                    if stats is not None:
-                        stats.served(key, now - started, now - claim.started, run, status)
-                    if idle is not None and resp.content.is_eof():
-                        idle.watched.pop(req, None)  # else the watchdog follows the caller's read
-                    return resp
-                # A retryable status. Until it is handed back or thrown away, the response and
-                # its slot must be freed on any way out (a cancelled hook, say).
-                try:
-                    retry_after = None
-                    if policy.respect_retry_after:
-                        retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
-                    now = clock()
-                    # The slot stays until it is known whether the caller gets the response.
-                    claim.end(
-                        signal_of_status(status), now, retry_after=retry_after, keep_slot=True
-                    )
-                    attempt = Attempt(
-                        number=number,
-                        status=status,
-                        reused_connection=_reused(_take_idle()),
-                        elapsed=now - claim.started,
-                    )
-                    if run is None:
-                        run = self._new_run(policy, req, started)
-                    try:
-                        delay, reason, charged_at = await next_step(
-                            health,
-                            run,
-                            key,
-                            attempt,
-                            now,
-                            at_once=False,
-                            congestion=status in _CONGESTION_STATUSES,
-                            requeue=status in _CONGESTION_STATUSES and claim.congested(),
-                            retry_after=retry_after,
-                        )
-                    except RetryBudgetExhaustedError:
-                        if policy.raise_on_status:
-                            raise
-                        _hold_slot_while_streaming(claim, resp)
-                        return resp  # the give-up is told; the caller gets the answer
-                    if delay is None:
-                        gave_up = await run.give_up(attempt, reason, retry_after=retry_after)
-                        if not policy.raise_on_status:
-                            _hold_slot_while_streaming(claim, resp)
-                            return resp
-                except BaseException:
-                    resp.release()
-                    claim.release_slot()
-                    raise
-                resp.release()
-                claim.release_slot()
-                if delay is None:
-                    raise gave_up
-                await self._before_resend(req, run, attempt, delay, reason, number, cause=None)
-                continue
-
-            # The attempt raised.
+        started = self._clock()
+        claim = None if policy.deadline is not None else self._health.try_claim(key, started, True)
+        if claim is None:  # a wait, or a deadline: the loop sends every attempt
+            return await self._loop(req, handler, policy, key, started)
+        idempotent = req.method in policy.methods or (
+            policy.idempotency_header is not None and policy.idempotency_header in req.headers
+        )
+        idle = self._idle if policy.watch_idle else None  # off for a long poll's policy
+        if idle is not None:  # idle.watch(req), inlined: it runs per request
+            idle.watched[req] = req.response
+            if idle.loop is not req.loop:
+                idle.start(req.loop)
+        try:
+            resp = await handler(req)  # _send(), inlined: a coroutine frame less per request
+            if _may_be_cut(resp, policy, idempotent):
+                await _buffer_body(resp, policy.max_buffer_size)
+        except Exception as exc:
+            return await self._loop(req, handler, policy, key, started, claim=claim, error=exc)
+        except BaseException:  # cancelled: free the claim, never retry or swallow
             if idle is not None:
                 idle.unwatch(req)
-            now = clock()
-            verdict = classify(error)
-            pooled_for = _take_idle()
-            stale = (
-                verdict is Verdict.MAYBE_SENT
-                and isinstance(error, _STALE_ERRORS)
-                and claim.is_stale_race(now)
-                and _stale_race(req, pooled_for)
-                # One free pass per call: a host that refuses requests at once on pooled
-                # connections (overload answered with RST) looks like the race every time.
-                and (run is None or not run.stale_used)
-            )
-            # The stale keep-alive race says nothing about the host.
-            signal = Signal.LOCAL if stale else signal_of_error(error)
-            claim.end(signal, now)
-            if not (verdict is Verdict.NOT_SENT or (verdict is Verdict.MAYBE_SENT and idempotent)):
-                if stats is not None:
-                    stats.not_retried(
-                        key, () if run is None else run.history, now - claim.started, now - started
-                    )
-                raise self._not_retried(
-                    req, error, verdict, number, run.history if run is not None else (), stale
-                )
-            attempt = Attempt(
-                number=number,
-                error=error,
-                reused_connection=_reused(pooled_for),
-                elapsed=now - claim.started,
-            )
-            if run is None:
-                run = self._new_run(policy, req, started)
-            if stale:
-                run.stale_used = True
-            delay, reason, charged_at = await next_step_after_error(
-                health, run, claim, attempt, now, signal, stale=stale
-            )
-            if delay is None:
-                raise await run.give_up(attempt, reason) from error
-            await self._before_resend(req, run, attempt, delay, reason, number, cause=error)
+            claim.abandon(self._clock())
+            raise
+        refusal = self._answered(req, resp, claim, None, started, policy, idempotent, key, idle)
+        if refusal is None:
+            return resp
+        return await self._loop(
+            req, handler, policy, key, started, claim=claim, result=resp, refusal=refusal
+        )
 
-    async def _claim(
+    def _loop(
         self,
         req: ClientRequest,
+        handler: ClientHandlerType,
         policy: RetryPolicy,
         key: HostKey,
-        run: RetryRun | None,
-        number: int,
         started: float,
-        wait_until: float | None,
-        charged_at: float | None,
-    ) -> HostClaim:
-        # The slow path of a claim: the breaker, the rate or the slots make the attempt wait.
-        health = self._health
-        try:
-            return await health.claim(
-                key,
-                first=number == 1,
-                charged_at=charged_at,
-                wait_until=wait_until,
-                last_error=_last_error(run),
-            )
-        except WaitExpiredError as expired:
-            passed = _DeadlinePassedError(waited_for=expired.waited_for)
-            raise await self._deadline_give_up(
-                passed, run, policy, req, started, number, self._clock()
-            ) from _last_error(run) or expired.__cause__
-        except CircuitOpenError as exc:
-            if run is None:
-                run = self._new_run(policy, req, started)
-            await run.give_up(None, str(exc), kind=GIVEUP_CIRCUIT)
-            raise
-
-    async def _send(
-        self,
-        req: ClientRequest,
-        handler: ClientHandlerType,
-        policy: RetryPolicy,
-        buffer: bool,
-    ) -> ClientResponse:
-        # Kept the same as its inlined twin at the top of __call__'s loop.
-        resp = await handler(req)
-        if (
-            buffer
-            and not resp.content.is_eof()  # arrived whole: nothing left to cut
-            and resp.status not in policy.statuses
-        ):
-            await _buffer_body(resp, policy.max_buffer_size)
-        return resp
-
-    async def _deadline_give_up(
-        self,
-        passed: _DeadlinePassedError,
-        run: RetryRun | None,
-        policy: RetryPolicy,
-        req: ClientRequest,
-        started: float,
-        number: int,
-        attempt_started: float,
-    ) -> RetriesExhaustedError:
-        if run is None:
-            run = self._new_run(policy, req, started)
-        if passed.during_attempt:
-            run.record(
-                Attempt(
-                    number=number,
-                    error=passed.__cause__,
-                    elapsed=self._clock() - attempt_started,
-                )
-            )
-            reason = f"the deadline of {policy.deadline:g}s passed during attempt {number}"
-        elif passed.waited_for is not None:
-            reason = (
-                f"the deadline of {policy.deadline:g}s passed while attempt {number} waited for "
-                f"{passed.waited_for}"
-            )
-        else:
-            reason = f"the deadline of {policy.deadline:g}s passed before attempt {number}"
-        return await run.give_up(None, reason, kind=GIVEUP_DEADLINE)
-
-    async def _send_before(
-        self,
-        remaining: float,
-        req: ClientRequest,
-        handler: ClientHandlerType,
-        policy: RetryPolicy,
-        buffer: bool,
-    ) -> ClientResponse:
-        if remaining <= 0:
-            raise _DeadlinePassedError
-        timer = deadline_timer(remaining)
-        try:
-            async with timer:
-                return await self._send(req, handler, policy, buffer)
-        except asyncio.TimeoutError as exc:  # not the builtin TimeoutError on Python 3.10
-            if not timer_expired(timer):  # an aiohttp timeout inside, not ours
-                raise
-            raise _DeadlinePassedError(during_attempt=True) from exc
-
-    def _new_run(self, policy: RetryPolicy, req: ClientRequest, started: float) -> RetryRun:
-        return RetryRun(
+        *,
+        claim: HostClaim | None = None,
+        error: Exception | None = None,
+        result: ClientResponse | None = None,
+        refusal: Refusal | None = None,
+    ) -> Awaitable[ClientResponse]:
+        # The retry loop takes over: after the first attempt failed (with an error or a
+        # refusal), or from the start when the call waits or has a deadline.
+        return retry_loop(
+            self._health,
+            _RequestAttempts(self, req, handler, policy, key),
+            key,
             policy,
+            started,
+            self._clock,
+            self._stats,
+            number=0 if claim is None else 1,
+            claim=claim,
+            error=error,
+            result=result,
+            refusal=refusal,
+        )
+
+    def _answered(
+        self,
+        req: ClientRequest,
+        resp: ClientResponse,
+        claim: HostClaim,
+        run: RetryRun | None,
+        started: float,
+        policy: RetryPolicy,
+        idempotent: bool,
+        key: HostKey,
+        idle: IdleWatchdog | None,
+    ) -> Refusal | None:
+        """Book an answer handed back to the caller (``None``), or say it is to be retried."""
+        status = resp.status
+        if (hint := resp.headers.get(hdrs.KEEP_ALIVE)) is not None:
+            _note_keep_alive(req, hint)
+        if status in policy.statuses and (idempotent or status == 429):
+            retry_after = None
+            if policy.respect_retry_after:
+                retry_after = parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER))
+            return Refusal(status, retry_after)
+        # The slot stays taken while the caller streams the body: it is freed with the
+        # connection (None: the body arrived whole, it is back already).
+        connection = resp.connection
+        keep = connection is not None and claim.slot
+        now = self._clock()
+        if status < 400:
+            claim.served(now, keep_slot=keep)
+        else:
+            claim.end(signal_of_status(status), now, keep_slot=keep)
+        if keep:
+            connection.add_callback(claim.release_slot)  # type: ignore[union-attr]
+        stats = self._stats
+        if stats is not None:
+            stats.served(key, now - started, now - claim.started, run, status)
+        if idle is not None and resp.content.is_eof():
+            idle.watched.pop(req, None)  # else the watchdog follows the caller's read
+        return None
+
+
+async def _send(
+    req: ClientRequest, handler: ClientHandlerType, policy: RetryPolicy, idempotent: bool
+) -> ClientResponse:
+    """One attempt: the handler, then the body read inside the retry loop if it may be cut."""
+    resp = await handler(req)
+    if _may_be_cut(resp, policy, idempotent):
+        await _buffer_body(resp, policy.max_buffer_size)
+    return resp
+
+
+def _may_be_cut(resp: ClientResponse, policy: RetryPolicy, idempotent: bool) -> bool:
+    # Whether to read the body inside the retry loop, so that a cut there is retried.
+    return (
+        idempotent
+        and policy.buffer_body
+        and not resp.content.is_eof()  # arrived whole: nothing left to cut
+        and resp.status not in policy.statuses
+    )
+
+
+class _RequestAttempts:
+    """One aiohttp request's attempts, as the retry loop sends and judges them."""
+
+    __slots__ = ("_handler", "_idempotent", "_idle", "_key", "_middleware", "_req", "policy")
+
+    def __init__(
+        self,
+        middleware: RetryMiddleware,
+        req: ClientRequest,
+        handler: ClientHandlerType,
+        policy: RetryPolicy,
+        key: HostKey,
+    ) -> None:
+        self._middleware = middleware
+        self._req = req
+        self._handler = handler
+        self.policy = policy
+        self._key = key
+        self._idempotent = req.method in policy.methods or (
+            policy.idempotency_header is not None and policy.idempotency_header in req.headers
+        )
+        self._idle = middleware._idle if policy.watch_idle else None  # off for long polls
+
+    def send(self) -> Awaitable[ClientResponse]:
+        return _send(self._req, self._handler, self.policy, self._idempotent)
+
+    def watch(self) -> None:
+        idle = self._idle
+        if idle is not None:
+            idle.watch(self._req)
+
+    def unwatch(self) -> None:
+        if self._idle is not None:
+            self._idle.unwatch(self._req)
+
+    def answered(
+        self, resp: ClientResponse, claim: HostClaim, run: RetryRun | None, started: float
+    ) -> Refusal | None:
+        return self._middleware._answered(
+            self._req,
+            resp,
+            claim,
+            run,
+            started,
+            self.policy,
+            self._idempotent,
+            self._key,
+            self._idle,
+        )
+
+    def judge(self, error: Exception, claim: HostClaim, run: RetryRun | None, now: float) -> Judged:
+        verdict = classify(error)
+        pooled_for = _take_idle()
+        stale = (
+            verdict is Verdict.MAYBE_SENT
+            and isinstance(error, _STALE_ERRORS)
+            and claim.is_stale_race(now)
+            and _stale_race(self._req, pooled_for)
+            # One free pass per call: a host that refuses requests at once on pooled
+            # connections (overload answered with RST) looks like the race every time.
+            and (run is None or not run.stale_used)
+        )
+        return Judged(
+            retryable=verdict is Verdict.NOT_SENT
+            or (verdict is Verdict.MAYBE_SENT and self._idempotent),
+            # The stale keep-alive race says nothing about the host.
+            signal=Signal.LOCAL if stale else signal_of_error(error),
+            stale=stale,
+            reused=_reused(pooled_for),
+        )
+
+    def reused(self) -> bool | None:
+        return _reused(_take_idle())
+
+    def hand_back(self, resp: ClientResponse, claim: HostClaim) -> None:
+        _hold_slot_while_streaming(claim, resp)
+
+    def discard(self, resp: ClientResponse, claim: HostClaim) -> None:
+        resp.release()
+        claim.release_slot()
+
+    def new_run(self, started: float) -> RetryRun:
+        middleware, req = self._middleware, self._req
+        return RetryRun(
+            self.policy,
             method=req.method,
             url=functools.partial(redact_url, req.url),
             started=started,
-            clock=self._clock,
-            sleep=self._sleep,
-            on_retry=self._on_retry,
-            on_giveup=self._on_giveup,
-            stats=self._stats,
-            key=host_key(req.url),
+            clock=middleware._clock,
+            sleep=middleware._sleep,
+            on_retry=middleware._on_retry,
+            on_giveup=middleware._on_giveup,
+            stats=middleware._stats,
+            key=self._key,
         )
 
-    async def _before_resend(
-        self,
-        req: ClientRequest,
-        run: RetryRun,
-        attempt: Attempt,
-        delay: float,
-        reason: str,
-        number: int,
-        *,
-        cause: BaseException | None,
+    async def before_resend(
+        self, run: RetryRun, attempt: Attempt, cause: BaseException | None
     ) -> None:
-        # A failed attempt may leave its body writer running: let it settle first (as aiohttp's
-        # own retry does), then look at whether the body can be sent again.
+        """Let a failed attempt's body writer settle (as aiohttp's own retry does), then check
+        that the body can be sent again."""
+        req = self._req
         await req.close()
         body = req.body
         if getattr(body, "consumed", False):
-            # aiohttp would re-send a spent stream as an empty body, silently.
-            error = BodyNotReplayableError(
-                method=req.method,
-                url=redact_url(req.url),
-                body_type=type(body).__name__,
-                attempts=number,
-                status=attempt.status,
-                last_failure=attempt.outcome,
-            )
-            logger.warning(
-                "not retrying: %s",
-                error,
-                extra=log_fields(
-                    "not_retried",
-                    req.method,
-                    error.url,
-                    host_key(req.url),
-                    attempt=number,
-                    reason=GIVEUP_BODY,
-                ),
-            )
-            if self._stats is not None:
-                self._stats.gave_up(
-                    host_key(req.url), GIVEUP_BODY, run.history, self._clock() - run.started
-                )
-            raise error from cause
-        continue100 = getattr(req, "_continue", None)
-        if continue100 is not None and continue100.done():
-            # aiohttp makes one "100 Continue" waiter per request, and the last attempt spent it:
-            # reused, it ends the next attempt's body writer at once (cancelled), which closes the
-            # connection before the response is read (AttributeError on Python 3.12+).
-            req.update_expect_continue(True)
-        await run.retry(attempt, delay, reason)
+            raise await self._body_spent(run, attempt, type(body).__name__) from cause
+        renew_expect_continue(req)
 
-    def _not_retried(
-        self,
-        req: ClientRequest,
-        error: Exception,
-        verdict: Verdict,
-        number: int,
-        history: tuple[Attempt, ...],
-        stale: bool = False,
+    async def _body_spent(
+        self, run: RetryRun, attempt: Attempt, body_type: str
+    ) -> BodyNotReplayableError:
+        # aiohttp would re-send a spent stream as an empty body, silently.
+        req = self._req
+        error = BodyNotReplayableError(
+            method=req.method,
+            url=redact_url(req.url),
+            body_type=body_type,
+            attempts=attempt.number,
+            status=attempt.status,
+            last_failure=attempt.outcome,
+        )
+        logger.warning(
+            "not retrying: %s",
+            error,
+            extra=log_fields(
+                "not_retried",
+                req.method,
+                error.url,
+                self._key,
+                attempt=attempt.number,
+                reason=Why.BODY.value,
+            ),
+        )
+        stats = self._middleware._stats
+        if stats is not None:
+            stats.gave_up(self._key, Why.BODY.value, run.history, run.elapsed())
+        return error
+
+    def not_retried(
+        self, error: Exception, judged: Judged, number: int, run: RetryRun | None
     ) -> Exception:
-        if stale:
-            why = (
-                f"{req.method} is not idempotent and lost the stale keep-alive race (the server "
-                "closed the idle connection as the request went out; it may have arrived): send "
-                "an Idempotency-Key header to make it retryable"
-            )
-        elif verdict is Verdict.MAYBE_SENT:
-            why = (
-                f"{req.method} is not idempotent and the request may have reached the server "
-                "(send an Idempotency-Key header to make it retryable)"
-            )
-        elif malformed_host(req.url.host) and isinstance(error, aiohttp.ClientConnectorDNSError):
-            why = f"the host name {req.url.host!r} is malformed: fix the URL"
-        else:
-            why = "retrying cannot help with this error"
+        """The error to raise for a failure that is not retried, with a note saying why."""
+        req = self._req
+        why = _why_not_retried(req, error, judged)
         if logger.isEnabledFor(logging.INFO):
             url = redact_url(req.url)
             cause = describe_error(error)
@@ -647,20 +528,21 @@ class RetryMiddleware:
                     "not_retried",
                     req.method,
                     url,
-                    host_key(req.url),
+                    self._key,
                     attempt=number,
                     cause=cause,
                     reason=why,
                 ),
             )
         if (
-            req.method in _HIDDEN_RETRY_METHODS
-            and isinstance(error, _HIDDEN_RETRY_ERRORS)
+            req.method in HIDDEN_RETRY_METHODS
+            and isinstance(error, HIDDEN_RETRY_ERRORS)
             and not isinstance(error, aiohttp.ClientConnectorError)  # aiohttp re-raises those
         ):
             # aiohttp would answer this error type by sending the request once more on its own,
             # if its switch was still on when this request started (another request may have
             # turned it off since): so it must not leave the middleware as it is.
+            history = () if run is None else run.history
             wrapped = RetriesExhaustedError(
                 method=req.method,
                 url=redact_url(req.url),
@@ -674,6 +556,23 @@ class RetryMiddleware:
             setattr(error, HANDLED_ATTR, True)
         add_note(error, f"aiohttp-resilient did not retry: {why}")
         return error
+
+
+def _why_not_retried(req: ClientRequest, error: Exception, judged: Judged) -> str:
+    if judged.stale:
+        return (
+            f"{req.method} is not idempotent and lost the stale keep-alive race (the server "
+            "closed the idle connection as the request went out; it may have arrived): send "
+            "an Idempotency-Key header to make it retryable"
+        )
+    if classify(error) is Verdict.MAYBE_SENT:
+        return (
+            f"{req.method} is not idempotent and the request may have reached the server "
+            "(send an Idempotency-Key header to make it retryable)"
+        )
+    if isinstance(error, aiohttp.ClientConnectorDNSError) and malformed_host(req.url.host):
+        return f"the host name {req.url.host!r} is malformed: fix the URL"
+    return "retrying cannot help with this error"
 
 
 def _note_keep_alive(req: ClientRequest, header: str) -> None:

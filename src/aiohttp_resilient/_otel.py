@@ -15,6 +15,7 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ._aiohttp_compat import session_middlewares, set_session_middlewares
 from ._exceptions import RetriesExhaustedError
 from ._limiter import HostKey
 from ._middleware import RetryMiddleware
@@ -73,7 +74,7 @@ def instrument_session(
     Raises:
         ValueError: ``session`` has no :class:`RetryMiddleware`.
     """
-    middlewares = tuple(session._middlewares or ())
+    middlewares = session_middlewares(session)
     index = next((i for i, m in enumerate(middlewares) if isinstance(m, RetryMiddleware)), None)
     if index is None:
         raise ValueError("instrument_session() needs a session with a RetryMiddleware")
@@ -93,12 +94,15 @@ def instrument_session(
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
     outer = () if instrumented else (_CallSpan(tracer),)
-    session._middlewares = (
-        *middlewares[:index],
-        *outer,
-        retry,
-        _AttemptSpan(tracer, duration),
-        *middlewares[index + 1 :],
+    set_session_middlewares(
+        session,
+        (
+            *middlewares[:index],
+            *outer,
+            retry,
+            _AttemptSpan(tracer, duration),
+            *middlewares[index + 1 :],
+        ),
     )
     recorder = retry.stats_recorder
     if recorder is not None and add_span_event not in recorder.listeners:

@@ -20,6 +20,7 @@ from aiohttp import hdrs
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
+from ._aiohttp_compat import NEEDS_CLEANUP_CLOSED, turn_off_hidden_retry
 from ._connector import TrackingConnector
 from ._events import RetryHook
 from ._health import HealthPolicy, HostHealth
@@ -273,7 +274,7 @@ def resilient_session(
             force_close=force_close,
             ssl=ssl_context if ssl_context is not None else _tls_context(ca_bundle),
             # Only where it works: elsewhere aiohttp ignores it with a DeprecationWarning.
-            enable_cleanup_closed=bool(aiohttp.connector.NEEDS_CLEANUP_CLOSED),
+            enable_cleanup_closed=NEEDS_CLEANUP_CLOSED,
         )
     session_options.setdefault("timeout", tuning.timeout)
     session_options.setdefault("response_class", ResilientResponse)
@@ -284,7 +285,7 @@ def resilient_session(
         **session_options,
     )
     # aiohttp re-runs the chain once on its own after a disconnect; the middleware owns retries.
-    session._retry_connection = False
+    turn_off_hidden_retry(session)
     return session
 
 

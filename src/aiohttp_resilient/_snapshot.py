@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 
 from ._breaker import CircuitState
+from ._decision import Why
 from ._health import HostHealth, format_host
 from ._histogram import Latency
-from ._stats import GIVEUP_BUDGET, OTHER_HOST, STATS_ATTR, HostCounts, StatsRecorder
+from ._stats import OTHER_HOST, STATS_ATTR, HostCounts, StatsRecorder
 
 if TYPE_CHECKING:
     from ._limiter import HostKey
@@ -123,7 +124,7 @@ class HostStats:
     @property
     def budget_refusals(self) -> int:
         """Retries the host's retry budget refused (each ended its call)."""
-        return self.give_ups.get(GIVEUP_BUDGET, 0)
+        return self.give_ups.get(Why.BUDGET.value, 0)
 
 
 def _sum_labels(counts: Iterable[Mapping[str, int]]) -> Mapping[str, int]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 import aiohttp
 
+from ._decision import Why
 from ._events import Attempt
 from ._histogram import LATENCY_BOUNDS, Histogram, Latency
 
@@ -22,12 +23,6 @@ if TYPE_CHECKING:
     from ._limiter import HostKey
 
 __all__ = [
-    "GIVEUP_ATTEMPTS",
-    "GIVEUP_BODY",
-    "GIVEUP_BUDGET",
-    "GIVEUP_CIRCUIT",
-    "GIVEUP_DEADLINE",
-    "GIVEUP_RETRY_AFTER",
     "OTHER_HOST",
     "STATS_ATTR",
     "StatsListener",
@@ -37,12 +32,6 @@ __all__ = [
 ]
 
 # Why a call gave up (the ``reason`` label of give-ups).
-GIVEUP_ATTEMPTS: Final = "attempts"  # the policy's attempts were used
-GIVEUP_DEADLINE: Final = "deadline"  # the policy's deadline passed
-GIVEUP_RETRY_AFTER: Final = "retry_after_max"  # Retry-After asked for more than retry_after_max
-GIVEUP_BUDGET: Final = "budget"  # the host's retry budget refused the retry
-GIVEUP_CIRCUIT: Final = "circuit_open"  # the host's circuit stayed open past the call's patience
-GIVEUP_BODY: Final = "body_not_replayable"  # the body was a spent stream
 
 #: The attribute of a ``@retry_on_disconnect`` function holding (its recorder, its health).
 STATS_ATTR: Final = "_aiohttp_resilient_stats"
@@ -68,16 +57,13 @@ _SLOT_OF: Final = (*(status // 100 for status in range(_NO_STATUS)), _RETURNED)
 #: The slots that are successes: 1xx (a ``101`` upgrade), 2xx, 3xx, and a function's return.
 _SUCCESS_SLOTS: Final = (1, 2, 3, _RETURNED)
 
-_STALE_REASON: Final = "stale keep-alive connection"
-_RETRY_AFTER_REASON: Final = "Retry-After"
 
-
-def retry_cause(attempt: Attempt, reason: str) -> str:
+def retry_cause(attempt: Attempt, why: Why) -> str:
     """The ``cause`` label of a retry: ``stale_connection``, ``retry_after``, ``status_503``,
     ``disconnect``, ``reset``, ``timeout``, ``cut_body``, ``connect`` or ``other``."""
-    if reason == _STALE_REASON:
+    if why is Why.STALE:
         return "stale_connection"
-    if reason == _RETRY_AFTER_REASON:
+    if why is Why.RETRY_AFTER:
         return "retry_after"
     if attempt.error is None:
         return f"status_{attempt.status}"
@@ -202,22 +188,22 @@ class StatsRecorder:
         if run is not None:
             _observe_attempts(counters, run.history)
 
-    def retried(self, key: HostKey, attempt: Attempt, delay: float, reason: str) -> None:
+    def retried(self, key: HostKey, attempt: Attempt, delay: float, why: Why) -> None:
         """A retry of ``attempt`` was decided (before its wait)."""
-        cause = retry_cause(attempt, reason)
+        cause = retry_cause(attempt, why)
         retries = self._counters(key).retries
         retries[cause] = retries.get(cause, 0) + 1
         for listener in self.listeners:
             listener(
                 "retry",
                 key,
-                {"attempt": attempt.number, "cause": cause, "delay": delay, "reason": reason},
+                {"attempt": attempt.number, "cause": cause, "delay": delay, "reason": why.value},
             )
 
     def gave_up(
         self, key: HostKey, reason: str, history: Iterable[Attempt], call_elapsed: float
     ) -> None:
-        """A call gave up (``reason``: one of the ``GIVEUP_*`` names) after ``history``."""
+        """A call gave up (``reason``: a give-up :class:`Why`'s value) after ``history``."""
         counters = self._counters(key)
         counters.give_ups[reason] = counters.give_ups.get(reason, 0) + 1
         counters.calls.observe(call_elapsed)

@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from .._aiohttp_compat import turn_off_hidden_retry
 from .._decorator import retry_on_disconnect
 from .._events import RetryEvent
 from .._middleware import RetryMiddleware
@@ -123,7 +124,7 @@ def _session(concurrency: int, *, hidden_retry: bool = True) -> aiohttp.ClientSe
     # The pool never throttles the run: at least as many connections as workers.
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(100, concurrency)))
     if not hidden_retry:
-        session._retry_connection = False
+        turn_off_hidden_retry(session)
     return session
 
 
