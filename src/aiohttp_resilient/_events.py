@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ._exceptions import ResilientError
 from ._redact import redact_text
 
-__all__ = ["Attempt", "RetryEvent", "RetryHook", "cause_name", "check_hooks", "describe_error"]
+__all__ = ["Attempt", "RetryEvent", "RetryHook", "check_hooks", "describe_error"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,14 +80,3 @@ def describe_error(error: BaseException) -> str:
     message = str(error)
     name = type(error).__name__
     return f"{name}: {redact_text(message)}" if message else name
-
-
-def cause_name(error: BaseException) -> str:
-    """What a failure comes down to, as a short name to count by: ``"HTTP 503"`` for a give-up
-    on a status, else the class of the error (of its cause, for this library's give-ups)."""
-    status = getattr(error, "status", None)
-    if isinstance(error, ResilientError) and isinstance(status, int):
-        return f"HTTP {status}"
-    if isinstance(error, ResilientError) and error.__cause__ is not None:
-        error = error.__cause__
-    return type(error).__name__

@@ -35,6 +35,7 @@ __all__ = [
     "ResilientError",
     "RetriesExhaustedError",
     "RetryBudgetExhaustedError",
+    "cause_name",
 ]
 
 
@@ -237,3 +238,14 @@ class DownloadError(ResilientError):
         super().__init__(f"download of {url} to {path}: {message}")
         self.url = url
         self.path = path
+
+
+def cause_name(error: BaseException) -> str:
+    """What a failure comes down to, as a short name to count by: ``"HTTP 503"`` for a give-up
+    on a status, else the class of the error (of its cause, for this library's give-ups)."""
+    status = getattr(error, "status", None)
+    if isinstance(error, ResilientError) and isinstance(status, int):
+        return f"HTTP {status}"
+    if isinstance(error, ResilientError) and error.__cause__ is not None:
+        error = error.__cause__
+    return type(error).__name__

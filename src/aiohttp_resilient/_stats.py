@@ -19,7 +19,14 @@ from ._events import Attempt
 from ._histogram import LATENCY_BOUNDS, Histogram, Latency
 
 if TYPE_CHECKING:
-    from ._engine import RetryRun
+    from typing import Protocol
+
+    class _Run(Protocol):
+        """What :meth:`StatsRecorder.served` reads of a retried call (a ``RetryRun``)."""
+
+        @property
+        def history(self) -> tuple[Attempt, ...]: ...
+
     from ._limiter import HostKey
 
 __all__ = [
@@ -166,7 +173,7 @@ class StatsRecorder:
         key: HostKey,
         call_elapsed: float,
         attempt_elapsed: float,
-        run: RetryRun | None,
+        run: _Run | None,
         status: int = _NO_STATUS,
     ) -> None:
         """A call ended with a response of ``status`` handed to the caller (after ``run``'s

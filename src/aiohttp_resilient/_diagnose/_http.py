@@ -17,8 +17,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from .._classify import Verdict as SendVerdict
 from .._classify import classify
-from .._events import cause_name
-from .._exceptions import ResilientError
+from .._exceptions import ResilientError, cause_name
 from .._health import HealthPolicy
 from .._keepalive import parse_keep_alive_timeout
 from .._policy import RetryPolicy

@@ -21,8 +21,8 @@ from yarl import URL
 
 from .._connector import TrackingConnector
 from .._download import DEFAULT_CHUNK_SIZE, download
-from .._events import RetryEvent, cause_name
-from .._exceptions import ResilientError
+from .._events import RetryEvent
+from .._exceptions import ResilientError, cause_name
 from .._health import HostHealth
 from .._policy import DEFAULT_MAX_BUFFER_SIZE
 from .._session import PRESETS, resilient_session, session_health
