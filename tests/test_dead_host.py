@@ -17,15 +17,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from _helpers import SleepRecorder, closed_port, fast_policy, retry_session
+from _helpers import EventLog, SleepRecorder, closed_port, fast_policy, retry_session
 from aiohttp_resilient import (
     BreakerPolicy,
     CircuitOpenError,
+    CircuitState,
     HealthPolicy,
     RetriesExhaustedError,
     RetryPolicy,
     TrackingConnector,
     resilient_session,
+    session_health,
+    stats,
 )
 from aiohttp_resilient._classify import malformed_host
 from aiohttp_resilient.testing import Fault, FaultServer
@@ -157,6 +160,13 @@ async def test_a_malformed_host_is_never_retried(connects: list[Any]) -> None:
         with pytest.raises(aiohttp.ClientConnectorDNSError) as info:
             await session.get("http://exa mple.com/")
         elapsed = time.monotonic() - started
+        for _ in range(6):  # more than the breaker's 5 failures in a row, were they counted
+            with pytest.raises(aiohttp.ClientConnectorDNSError):
+                await session.get("http://exa mple.com/")
+        health = session_health(session)
+        assert health is not None
+        assert health.circuit_state(("http", "exa mple.com", 80)) is CircuitState.CLOSED
+        assert stats(session).total.not_retried == 7
     assert elapsed < 0.5
     assert connects == []
     notes = " ".join(getattr(info.value, "__notes__", []))
@@ -219,3 +229,22 @@ async def test_the_last_retry_of_a_disconnect_backs_off(fault_server: FaultServe
             await session.get(fault_server.url_for("/f"))
     assert fault_server.count("/f") == 4
     assert sleeps.delays == [0.2]  # retries 1 and 2 at once; the third after its backoff
+
+
+async def test_a_retry_that_waits_for_the_probe_is_told_only_once_it_goes(
+    connects: list[Any],
+) -> None:
+    """A failure that opens the breaker leads to a wait for the probe; when the call cannot wait
+    (the outage is past its patience), no retry is logged, hooked or counted: every retry told
+    is an attempt sent."""
+    breaker = BreakerPolicy(
+        consecutive_failures=2, min_failure_span=0.0, break_duration=0.5, patience=0.0
+    )
+    events = EventLog()
+    policy = fast_policy(attempts=5, backoff_base=0.01)
+    async with retry_session(policy, health=HealthPolicy(breaker=breaker), on_retry=events) as s:
+        assert await get_status(s, f"http://127.0.0.1:{closed_port()}/x") == "CircuitOpenError"
+        retries = stats(s).total.retries
+    assert len(connects) == 2
+    assert len(events.events) == 1  # the backed-off retry after the first refusal, not the wait
+    assert sum(retries.values()) == 1

@@ -146,7 +146,7 @@ def build(case: Case) -> tuple[HostHealth, RetryRun]:
     claim = health.try_claim(KEY, 0.0, True)
     assert claim is not None
     if case.circuit_open:
-        claim.end(Signal.UNREACHABLE, 0.0)  # one refused connection opens this breaker
+        claim.end(Signal.REFUSED, 0.0)  # one refused connection opens this breaker
     else:
         claim.served(0.0)
     if case.budget_spent:
@@ -161,7 +161,7 @@ def build(case: Case) -> tuple[HostHealth, RetryRun]:
         on_retry=None,
         on_giveup=None,
     )
-    for _ in range(case.decide.pop("_backoffs_before", 0)):
+    for _ in range(case.decide.get("_backoffs_before", 0)):
         run.backoff_wait()
     return health, run
 
@@ -170,6 +170,7 @@ def build(case: Case) -> tuple[HostHealth, RetryRun]:
 def test_next_step(case: Case) -> None:
     health, run = build(case)
     decide = {"at_once": False, **case.decide}
+    decide.pop("_backoffs_before", None)
     step = next_step(health, run, KEY, case.number, case.now, **decide)
     assert step == case.expected
     assert step.gives_up is (case.expected.delay is None)
@@ -183,3 +184,10 @@ def test_a_give_up_gives_back_the_charge_it_took() -> None:
     before = health.budget_figures(KEY)
     next_step(health, run, KEY, 1, case.now, at_once=False)
     assert health.budget_figures(KEY) == before
+
+
+@pytest.mark.parametrize(("why", "delay"), [(Why.BACKOFF, None), (Why.ATTEMPTS, 0.0)])
+def test_a_step_cannot_contradict_itself(why: Why, delay: float | None) -> None:
+    """A retry has a wait and a give-up has none: a step that says otherwise is a bug."""
+    with pytest.raises(ValueError, match=why.name):
+        Step(why, delay)

@@ -290,6 +290,31 @@ async def test_a_post_sent_around_the_middleware_keeps_the_strict_limit() -> Non
             assert server.connections_opened == 2
 
 
+@pytest.mark.parametrize(
+    ("policy", "new_connection"),
+    [
+        (RetryPolicy(), False),  # a PUT is idempotent by default: it may reuse after the gap
+        (RetryPolicy(methods={"GET"}), True),  # not by this policy: the strict limit
+        (RetryPolicy(methods={"GET"}, idempotency_header="X-Once"), True),
+    ],
+    ids=["default", "put-not-idempotent", "own-header"],
+)
+async def test_the_connector_judges_by_the_requests_policy(
+    policy: RetryPolicy, new_connection: bool
+) -> None:
+    """A request its policy does not retry (here a PUT, by a policy that retries GETs only)
+    keeps the strict reuse limit, as a POST does: the race would lose it."""
+    async with FaultServer() as server:
+        url = server.url_for("/")
+        async with resilient_session(policy=policy) as session:
+            async with session.get(url) as resp:
+                await resp.read()
+            await asyncio.sleep(UNKNOWN_UNSAFE_IDLE + 0.2)
+            async with session.put(url, data=b"x") as resp:
+                await resp.read()
+            assert server.connections_opened == (2 if new_connection else 1)
+
+
 async def test_a_failed_connect_after_a_reused_one_is_not_taken_for_the_race() -> None:
     # After requests on a reused connection, an attempt that never got a pooled connection
     # must not be reported as having run on one (nor retried as the stale race).

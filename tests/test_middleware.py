@@ -33,6 +33,7 @@ from aiohttp_resilient import (
     RetryPolicy,
     TrackingConnector,
     resilient_session,
+    session_health,
     stats,
     use_policy,
 )
@@ -492,12 +493,19 @@ async def test_consumed_stream_body_is_not_resent(fault_server: FaultServer) -> 
         for _ in range(4):
             yield b"z" * 1000
 
-    async with retry_session() as session:
+    gave_up = EventLog()
+    async with retry_session(on_giveup=gave_up) as session:
         with pytest.raises(BodyNotReplayableError, match="AsyncIterablePayload") as info:
             await session.put(fault_server.url_for("/up"), data=chunks())
+        health = session_health(session)
+        assert health is not None
+        budget = health.budget_figures(("http", "127.0.0.1", fault_server.url.port))
     assert fault_server.count("/up") == 1
     assert [r.body_size for r in fault_server.records] == [4000]
     assert isinstance(info.value.__cause__, aiohttp.ServerDisconnectedError)
+    # Told like any give-up (the hook too), and the retry it never made gave its charge back.
+    assert len(gave_up.events) == 1
+    assert budget[1] == 0
 
 
 @pytest.mark.parametrize(

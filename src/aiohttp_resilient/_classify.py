@@ -64,8 +64,11 @@ class Signal(enum.Enum):
     DROPPED = "dropped"
     #: The body was cut after the response started: a failure.
     CUT = "cut"
-    #: The connection could not be made (refused, DNS): a failure.
+    #: The connection could not be made (DNS, a proxy, an unreachable network): a failure.
     UNREACHABLE = "unreachable"
+    #: The connection was refused (ECONNREFUSED: nothing listens): a failure that needs no
+    #: failure span to open the breaker (a loaded host resets or answers 503; it does not refuse).
+    REFUSED = "refused"
     #: The client's own doing or no news of the host (TLS verification, pool wait, the
     #: stale keep-alive race, a deadline, cancellation): counts for nothing.
     LOCAL = "local"
@@ -184,7 +187,7 @@ _SIGNALS: dict[type[BaseException], Signal] = {
     aiohttp.ClientOSError: Signal.DROPPED,
     aiohttp.ClientConnectionResetError: Signal.DROPPED,
     aiohttp.ServerConnectionError: Signal.DROPPED,
-    ConnectionRefusedError: Signal.UNREACHABLE,
+    ConnectionRefusedError: Signal.REFUSED,
     ConnectionError: Signal.DROPPED,
 }
 _signal_cache: dict[type[BaseException], Signal] = {}
@@ -197,8 +200,11 @@ def signal_of_error(exc: BaseException) -> Signal:
     if signal is None:
         signal = next((_SIGNALS[base] for base in cls.__mro__ if base in _SIGNALS), Signal.LOCAL)
         _signal_cache[cls] = signal
-    if signal is Signal.UNREACHABLE and _bad_name(exc):
-        return Signal.LOCAL  # the URL's mistake says nothing about any host
+    if signal is Signal.UNREACHABLE:
+        if _bad_name(exc):
+            return Signal.LOCAL  # the URL's mistake says nothing about any host
+        if isinstance(getattr(exc, "os_error", None), ConnectionRefusedError):
+            return Signal.REFUSED
     return signal
 
 

@@ -24,7 +24,7 @@ from ._keepalive import (
     KeepAliveTable,
     parse_keep_alive_timeout,
 )
-from ._policy import DEFAULT_IDEMPOTENCY_HEADER
+from ._policy import DEFAULT_IDEMPOTENCY_HEADER, DEFAULT_RETRY_METHODS
 
 if TYPE_CHECKING:
     from aiohttp import ClientRequest, ClientTimeout
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NEW_CONNECTION",
-    "RACE_SAFE_METHODS",
     "TrackingConnector",
+    "judged_by_policy",
     "last_connection_idle",
     "race_unsafe",
 ]
@@ -51,13 +51,17 @@ last_connection_idle: Final[ContextVar[float | None]] = ContextVar(
     "aiohttp_resilient_last_connection_idle", default=None
 )
 
-#: Methods whose request RetryMiddleware sends again after the stale keep-alive race: they may
-#: reuse a connection up to the pool's idle time. Others (unless they carry an Idempotency-Key)
-#: only up to the host's safe idle limit.
-RACE_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+#: The requests a RetryMiddleware is sending whose policy judges them otherwise than the default
+#: rule (custom ``methods`` or ``idempotency_header``, ``use_policy()`` included): request ->
+#: idempotent, for the length of the middleware's call. Other requests, and requests sent around
+#: the middleware, are judged by the default methods and header. A dict keyed by the request, not
+#: a ContextVar (each set and reset copies the context: 2.9k instructions per request) nor an
+#: attribute on it (see :data:`last_connection_idle`).
+judged_by_policy: Final[dict[ClientRequest, bool]] = {}
 
-#: Whether the request the current task is connecting for is one the race would lose: set by
-#: connect() for each request, read by the pool's _get(), which does not see the request.
+#: Whether the request the current task is connecting for is one the race would lose (one the
+#: middleware does not send again): set by connect() for each request, read by the pool's _get(),
+#: which does not see the request.
 race_unsafe: Final[ContextVar[bool]] = ContextVar("aiohttp_resilient_race_unsafe", default=False)
 
 
@@ -179,9 +183,12 @@ class TrackingConnector(aiohttp.TCPConnector):
         aiohttp's coroutine: no coroutine frame of its own on every request."""
         if self.on_connect is not None:
             self.on_connect(req)
-        race_unsafe.set(
-            req.method not in RACE_SAFE_METHODS and DEFAULT_IDEMPOTENCY_HEADER not in req.headers
-        )
+        idempotent = judged_by_policy.get(req)
+        if idempotent is None:  # the default rule (or sent around the middleware)
+            idempotent = (
+                req.method in DEFAULT_RETRY_METHODS or DEFAULT_IDEMPOTENCY_HEADER in req.headers
+            )
+        race_unsafe.set(not idempotent)
         return super().connect(req, traces, timeout)
 
     async def _create_connection(

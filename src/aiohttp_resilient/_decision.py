@@ -40,6 +40,11 @@ class Why(enum.Enum):
     BODY = "body_not_replayable"  # the request body was a spent stream
 
 
+_GIVE_UPS = frozenset(
+    {Why.ATTEMPTS, Why.DEADLINE, Why.RETRY_AFTER_MAX, Why.BUDGET, Why.CIRCUIT_OPEN, Why.BODY}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """What a call does after a failed attempt.
@@ -56,6 +61,12 @@ class Step:
     delay: float | None = None
     detail: str = ""
     charged_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.delay is None) is not (self.why in _GIVE_UPS):
+            raise ValueError(
+                f"a {self.why.name} step {'needs' if self.delay is None else 'takes no'} delay"
+            )
 
     @property
     def gives_up(self) -> bool:
@@ -90,7 +101,7 @@ def next_step_after_error(
         number,
         now,
         at_once=dropped or signal is Signal.CUT,
-        unreachable=signal is Signal.UNREACHABLE,
+        unreachable=signal is Signal.UNREACHABLE or signal is Signal.REFUSED,
         congestion=dropped,
         requeue=dropped and claim.congested(),
         stale=stale,

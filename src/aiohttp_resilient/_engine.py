@@ -95,6 +95,11 @@ class RetryRun:
         return self._clock() - self._started
 
     @property
+    def clock(self) -> Clock:
+        """The call's monotonic clock."""
+        return self._clock
+
+    @property
     def started(self) -> float:
         """When the call started, by its clock."""
         return self._started

@@ -675,7 +675,7 @@ class HostHealth:
                     True,
                     retry_after,
                     claim.probe,
-                    refused=signal is Signal.UNREACHABLE,
+                    refused=signal is Signal.REFUSED,
                 )
         dropped = signal is Signal.DROPPED
         throttled = signal is Signal.UNAVAILABLE or signal is Signal.THROTTLED

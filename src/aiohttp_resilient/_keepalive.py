@@ -34,6 +34,7 @@ The cost: a request after an idle gap longer than the limit opens a new connecti
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def parse_keep_alive_timeout(value: str) -> float | None:
     if match is None:
         return None
     seconds = float(match.group(1))
-    return seconds if seconds > 0 else None
+    return seconds if 0 < seconds < math.inf else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,10 @@ class KeepAliveTable:
         if host is None:
             return MIN_IDLE_EVIDENCE
         known = [t for t in (host.announced, host.closed_after) if t is not None]
-        return max(MIN_IDLE_EVIDENCE, RACE_SHARE * min(known)) if known else MIN_IDLE_EVIDENCE
+        if not known:
+            return MIN_IDLE_EVIDENCE
+        # Never above the pool's own idle limit: a huge announced timeout would hide every race.
+        return max(MIN_IDLE_EVIDENCE, min(RACE_SHARE * min(known), self.pool_idle))
 
     def pool_keys(self) -> list[Hashable]:
         """The pool keys something was learned about."""

@@ -157,9 +157,8 @@ async def retry_loop(
                 if decided is None:
                     return answer  # handed back to the caller
                 step, attempt = decided
-            await attempts.before_resend(run, attempt, error)
-            await run.retry(attempt, step)
-            charged_at, claim = step.charged_at, None
+            claim = await _resend(health, attempts, run, key, number, attempt, step, error)
+            charged_at = step.charged_at
         number += 1
         if claim is None:
             claim = health.try_claim(key, clock(), number == 1, charged_at) or await _claim(
@@ -188,6 +187,37 @@ async def retry_loop(
         if refusal is None:
             return result
         error = None
+
+
+async def _resend(
+    health: HostHealth,
+    attempts: Attempts[T],
+    run: RetryRun,
+    key: HostKey,
+    number: int,
+    attempt: Attempt,
+    step: Step,
+    error: Exception | None,
+) -> HostClaim | None:
+    # Get ready to send again, tell the retry, wait. A retry that waits for an open breaker's
+    # probe claims the host first (it may fail the call: then no retry is told); the claim for
+    # any other goes after its wait (None). A retry charged to the budget but never sent (the
+    # body was spent, the breaker failed the call, a cancellation) gives its charge back.
+    claim = None
+    try:
+        await attempts.before_resend(run, attempt, error)
+        if step.why is Why.PROBE:
+            claim = await _claim(
+                health, attempts, run, key, number + 1, run.started, step.charged_at, run.clock
+            )
+        await run.retry(attempt, step)
+    except BaseException:
+        if step.charged_at is not None:
+            health.refund(key, run.clock(), step.charged_at)
+        if claim is not None:
+            claim.abandon(run.clock())
+        raise
+    return claim
 
 
 def _last_error(run: RetryRun | None) -> BaseException | None:

@@ -32,8 +32,8 @@ from ._classify import (
     signal_of_error,
     signal_of_status,
 )
-from ._connector import TrackingConnector, last_connection_idle
-from ._decision import Why
+from ._connector import TrackingConnector, judged_by_policy, last_connection_idle
+from ._decision import Step, Why
 from ._engine import RetryRun
 from ._events import Attempt, RetryHook, check_hooks, describe_error
 from ._exceptions import BodyNotReplayableError, RetriesExhaustedError
@@ -249,26 +249,30 @@ class RetryMiddleware:
         session = req.session
         if hidden_retry_on(session):
             turn_off_hidden_retry(session)
-        url = req.url
-        key = (url.scheme, url.host, url.port)  # host_key(), inlined: it runs per request
-        started = self._clock()
-        claim = None if policy.deadline is not None else self._health.try_claim(key, started, True)
-        if claim is None:  # a wait, or a deadline: the loop sends every attempt
-            return await self._loop(req, handler, policy, key, started)
         idempotent = req.method in policy.methods or (
             policy.idempotency_header is not None and policy.idempotency_header in req.headers
         )
+        url = req.url
+        key = (url.scheme, url.host, url.port)  # host_key(), inlined: it runs per request
         idle = self._idle if policy.watch_idle else None  # off for a long poll's policy
+        started = self._clock()
+        if not policy._plain:  # a deadline, or idempotency judged by the policy's own rule
+            return await self._judged_loop(req, handler, policy, key, idempotent, idle, started)
+        claim = self._health.try_claim(key, started, True)
+        if claim is None:  # the host makes the call wait: the loop sends every attempt
+            return await self._loop(req, handler, policy, key, idempotent, idle, started)
         if idle is not None:  # idle.watch(req), inlined: it runs per request
             idle.watched[req] = req.response
             if idle.loop is not req.loop:
                 idle.start(req.loop)
         try:
-            resp = await handler(req)  # _send(), inlined: a coroutine frame less per request
+            resp = await handler(req)  # _send(), inlined: a coroutine frame less
             if _may_be_cut(resp, policy, idempotent):
                 await _buffer_body(resp, policy.max_buffer_size)
         except Exception as exc:
-            return await self._loop(req, handler, policy, key, started, claim=claim, error=exc)
+            return await self._loop(
+                req, handler, policy, key, idempotent, idle, started, claim=claim, error=exc
+            )
         except BaseException:  # cancelled: free the claim, never retry or swallow
             if idle is not None:
                 idle.unwatch(req)
@@ -278,8 +282,35 @@ class RetryMiddleware:
         if refusal is None:
             return resp
         return await self._loop(
-            req, handler, policy, key, started, claim=claim, result=resp, refusal=refusal
+            req,
+            handler,
+            policy,
+            key,
+            idempotent,
+            idle,
+            started,
+            claim=claim,
+            result=resp,
+            refusal=refusal,
         )
+
+    async def _judged_loop(
+        self,
+        req: ClientRequest,
+        handler: ClientHandlerType,
+        policy: RetryPolicy,
+        key: HostKey,
+        idempotent: bool,
+        idle: IdleWatchdog | None,
+        started: float,
+    ) -> ClientResponse:
+        # Every attempt through the loop, with the connector told this request's judgement by
+        # its policy: it keeps requests the stale race would lose off long-idle connections.
+        judged_by_policy[req] = idempotent
+        try:
+            return await self._loop(req, handler, policy, key, idempotent, idle, started)
+        finally:
+            judged_by_policy.pop(req, None)
 
     def _loop(
         self,
@@ -287,6 +318,8 @@ class RetryMiddleware:
         handler: ClientHandlerType,
         policy: RetryPolicy,
         key: HostKey,
+        idempotent: bool,
+        idle: IdleWatchdog | None,
         started: float,
         *,
         claim: HostClaim | None = None,
@@ -298,7 +331,7 @@ class RetryMiddleware:
         # refusal), or from the start when the call waits or has a deadline.
         return retry_loop(
             self._health,
-            _RequestAttempts(self, req, handler, policy, key),
+            _RequestAttempts(self, req, handler, policy, key, idempotent, idle),
             key,
             policy,
             started,
@@ -383,16 +416,16 @@ class _RequestAttempts:
         handler: ClientHandlerType,
         policy: RetryPolicy,
         key: HostKey,
+        idempotent: bool,
+        idle: IdleWatchdog | None,
     ) -> None:
         self._middleware = middleware
         self._req = req
         self._handler = handler
         self.policy = policy
         self._key = key
-        self._idempotent = req.method in policy.methods or (
-            policy.idempotency_header is not None and policy.idempotency_header in req.headers
-        )
-        self._idle = middleware._idle if policy.watch_idle else None  # off for long polls
+        self._idempotent = idempotent
+        self._idle = idle
 
     def send(self) -> Awaitable[ClientResponse]:
         return _send(self._req, self._handler, self.policy, self._idempotent)
@@ -492,21 +525,8 @@ class _RequestAttempts:
             status=attempt.status,
             last_failure=attempt.outcome,
         )
-        logger.warning(
-            "not retrying: %s",
-            error,
-            extra=log_fields(
-                "not_retried",
-                req.method,
-                error.url,
-                self._key,
-                attempt=attempt.number,
-                reason=Why.BODY.value,
-            ),
-        )
-        stats = self._middleware._stats
-        if stats is not None:
-            stats.gave_up(self._key, Why.BODY.value, run.history, run.elapsed())
+        # Told like every give-up (log, on_giveup, stats); the error raised names the body.
+        await run.give_up(attempt, Step(Why.BODY, detail=str(error)))
         return error
 
     def not_retried(

@@ -127,6 +127,9 @@ class RetryPolicy:
     max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE
     raise_on_status: bool = True
     watch_idle: bool = True
+    #: Derived: no deadline, and idempotency judged by the default methods and header, so that
+    #: the middleware may send the first attempt on its fast path (not a field to set).
+    _plain: bool = dataclasses.field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         _check_int("attempts", self.attempts, minimum=1)
@@ -168,6 +171,12 @@ class RetryPolicy:
         if self.deadline is not None:
             _check_number("deadline", self.deadline, minimum=0.0, inclusive=False)
         _check_int("max_buffer_size", self.max_buffer_size, minimum=0)
+        plain = (
+            self.deadline is None
+            and self.methods == DEFAULT_RETRY_METHODS
+            and self.idempotency_header == DEFAULT_IDEMPOTENCY_HEADER
+        )
+        object.__setattr__(self, "_plain", plain)
 
     def replace(self, **changes: object) -> RetryPolicy:
         """A copy with ``changes`` applied and validated, as :func:`dataclasses.replace` does."""
