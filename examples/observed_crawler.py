@@ -36,7 +36,7 @@ async def serve_metrics(
         from aiohttp_resilient import PrometheusCollector
     except ImportError:
         print("prometheus_client is not installed: skipping /metrics")
-        print("  (pip install 'aiohttp-resilient[prometheus]' to serve them)")
+        print('  (pip install ".[prometheus]" in the aiohttp-resilient checkout to serve them)')
         return None
     registry = CollectorRegistry()
     registry.register(PrometheusCollector(session, max_hosts=20))
