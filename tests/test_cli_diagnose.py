@@ -256,7 +256,8 @@ async def test_text_output_prints_each_step_and_the_conclusion() -> None:
 
 
 async def test_usage_errors() -> None:
-    """A URL that is not http(s), and an unbounded --repeat, are refused with status 2."""
+    """A URL that is not http(s), an unbounded --repeat and a port out of range are refused
+    with status 2; a URL's credentials are not printed."""
     code, _, err = await run_cli("diagnose", "ftp://example.org/")
     assert code == 2
     assert "is not an http:// or https:// URL" in err
@@ -267,6 +268,11 @@ async def test_usage_errors() -> None:
     assert code == 2
     assert "argument URL: 'http://127.0.0.1:70000/': the port is out of range (1-65535)" in err
     assert "_http_url" not in err
+    code, _, err = await run_cli("diagnose", "http://user:s3cret@127.0.0.1:70000/?key=k3y")
+    assert code == 2
+    assert "the port is out of range (1-65535)" in err
+    assert "s3cret" not in err
+    assert "k3y" not in err
 
 
 async def test_body_limit_not_confused_by_intermittent_drops() -> None:

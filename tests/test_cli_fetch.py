@@ -395,3 +395,15 @@ async def test_plain_lines_on_a_terminal_without_rich(tmp_path: Path) -> None:
     assert code == 0
     assert "fetch: 3/3 done, 0 failed, 0 in flight" in text
     assert "1 retries" in text
+
+
+async def test_a_bad_url_error_prints_no_credentials(tmp_path: Path) -> None:
+    """A URL refused (a port out of range) with user info and a token in its query: the error
+    names the problem, and neither the password nor the token is ever printed."""
+    url = "https://user:s3cret@127.0.0.1:70000/a?token=t0ken"
+    code, out, err = await run_cli("fetch", "--out", str(tmp_path / "o"), url)
+    assert code == 2
+    assert "the port is out of range (1-65535)" in err
+    assert "REDACTED" in err
+    assert "s3cret" not in out + err
+    assert "t0ken" not in out + err
