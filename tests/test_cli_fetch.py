@@ -407,3 +407,29 @@ async def test_a_bad_url_error_prints_no_credentials(tmp_path: Path) -> None:
     assert "REDACTED" in err
     assert "s3cret" not in out + err
     assert "t0ken" not in out + err
+
+
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("target", ["the input", "another file"])
+async def test_jsonl_onto_a_file_that_is_not_a_manifest_is_refused(
+    tmp_path: Path, target: str, resume: bool
+) -> None:
+    """``fetch -i urls.txt --jsonl urls.txt``, or --jsonl onto a file with no record in it:
+    exit 2 naming the problem, with or without --resume (which must not append records to
+    it); nothing fetched, the file left as it was."""
+    url_list = tmp_path / "urls.txt"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a record\n")
+    async with FaultServer() as server:
+        url_list.write_text(f"{server.url_for('/a')}\n")
+        jsonl = url_list if target == "the input" else notes
+        before = jsonl.read_text()
+        args = ("--resume",) if resume else ()
+        code, _, err = await run_cli("fetch", "-i", str(url_list), "--jsonl", str(jsonl), *args)
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    why = "is also the --input list" if target == "the input" else "holds no fetch record"
+    assert err.startswith(f"aiohttp-resilient fetch: error: --jsonl {jsonl} {why}"), err
+    assert "pass --resume" not in err
+    assert server.count() == 0
+    assert jsonl.read_text() == before
