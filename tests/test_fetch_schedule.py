@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from _helpers import start_cli, wait_until
+from _helpers import closed_port, start_cli, wait_until
 from aiohttp_resilient import (
     BreakerPolicy,
     HealthPolicy,
@@ -220,15 +220,15 @@ def test_availability_says_when_and_why_without_changing_anything() -> None:
 
 
 async def test_a_url_whose_host_was_down_gets_a_second_pass(tmp_path: Path) -> None:
-    """--retries 0 against a host that refuses connections for its first 1.5 s: the URLs whose
-    one attempt was refused (or that the open breaker refused) go again once the host is back,
+    """--retries 1 against a host that refuses connections for its first 1.5 s: the URLs whose
+    attempts were refused (or that the open breaker refused) go again once the host is back,
     and every URL is fetched; the attempts recorded add up to what the server saw plus the
     refusals."""
     jsonl = tmp_path / "r.jsonl"
     async with FaultServer() as server:
         urls = [str(server.url_for(f"/{i}")) for i in range(20)]
         await server.stop_listening()
-        proc = await start_cli("fetch", "--jsonl", str(jsonl), "--retries", "0", *urls)
+        proc = await start_cli("fetch", "--jsonl", str(jsonl), "--retries", "1", *urls)
         await asyncio.sleep(1.5)
         await server.start_listening()
         await asyncio.wait_for(proc.communicate(), 30)
@@ -237,3 +237,38 @@ async def test_a_url_whose_host_was_down_gets_a_second_pass(tmp_path: Path) -> N
     assert all(r["error"] is None for r in found.values())
     assert server.count() == 20
     assert any(int(r["attempts"]) > 1 for r in found.values())  # type: ignore[call-overload]
+
+
+async def test_retries_0_gives_an_unreached_host_no_second_pass(tmp_path: Path) -> None:
+    """--retries 0 with a port that refuses connections: each URL is tried once (no second
+    pass: the user asked for no retries); the report and the progress say 0 retries."""
+    jsonl = tmp_path / "r.jsonl"
+    port = closed_port()
+    urls = [f"http://127.0.0.1:{port}/{i}" for i in range(3)]
+    proc = await start_cli("fetch", "--jsonl", str(jsonl), "--retries", "0", *urls)
+    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    found = records(jsonl)
+    report = json.loads((tmp_path / "r.jsonl.report.json").read_text())
+    assert proc.returncode == 1
+    assert [found[url]["attempts"] for url in urls] == [1, 1, 1]
+    assert {str(r["error"]) for r in found.values()} == {"ClientConnectorError"}
+    assert report["retries"] == 0
+    assert stderr.decode().splitlines()[-1].endswith(" 0 retries")
+
+
+async def test_the_report_and_the_progress_count_the_same_retries(tmp_path: Path) -> None:
+    """--retries 1: a URL retried once after a FIN (2 requests on the server), and one whose
+    host refuses connections (2 attempts, then its second pass: 2 more). The report's retries
+    and the last progress line's are the same figure: 1 + 3."""
+    jsonl = tmp_path / "r.jsonl"
+    async with FaultServer() as server:
+        server.script("/flaky", [Fault.fin(), Fault.ok()])
+        urls = [str(server.url_for("/flaky")), f"http://127.0.0.1:{closed_port()}/x"]
+        proc = await start_cli("fetch", "--jsonl", str(jsonl), "--retries", "1", *urls)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    found = records(jsonl)
+    report = json.loads((tmp_path / "r.jsonl.report.json").read_text())
+    assert server.count("/flaky") == 2
+    assert [found[url]["attempts"] for url in urls] == [2, 4]
+    assert report["retries"] == 4
+    assert stderr.decode().splitlines()[-1].endswith(" 4 retries")

@@ -71,6 +71,12 @@ class Record:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def retries(self) -> int:
+        """Attempts after the first (0 attempts: the open breaker refused it); what the report
+        and the progress count."""
+        return max(self.attempts - 1, 0)
+
 
 def host_of(url: str) -> str:
     """``scheme://host:port``, the key per-host counts and limits go by."""
