@@ -204,9 +204,9 @@ async def _main(
     if interrupted and store.write_unfinished(
         u for u in urls if u not in latest or not latest[u].ok
     ):
-        resume = store.resume_command(store.unfinished)
+        resume = store.resume_command(store.unfinished, config.command_options())
     elif failed:
-        resume = store.resume_command(store.failed)
+        resume = store.resume_command(store.failed, config.command_options())
     report = stats.report(
         elapsed=time.monotonic() - started,
         skipped=skipped,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -71,6 +72,17 @@ class CrawlConfig:
             raise ValueError(f"timeout must be > 0, got {self.timeout!r}")
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
+
+    def command_options(self) -> list[str]:
+        """The ``fetch`` options that give this config, only those that differ from the
+        defaults (``["--rate", "0.1"]``): what a printed resume command carries. Each field is
+        named as its option (``per_host``: ``--per-host``)."""
+        words: list[str] = []
+        for setting in dataclasses.fields(self):
+            value = getattr(self, setting.name)
+            if value != setting.default:
+                words += [f"--{setting.name.replace('_', '-')}", str(value)]
+        return words
 
 
 #: Causes that say the host was not reached (nothing answered): such a URL gets one more pass.

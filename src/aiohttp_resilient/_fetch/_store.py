@@ -176,14 +176,15 @@ class Store:
                 break
         return None
 
-    def resume_command(self, url_list: Path) -> str:
-        """The command that fetches ``url_list`` into this output, skipping what is done."""
+    def resume_command(self, url_list: Path, options: Iterable[str] = ()) -> str:
+        """The command that fetches ``url_list`` into this output, skipping what is done, with
+        ``options`` (the run's settings that differ from the defaults)."""
         if self.out is not None:
             where = ["--out", str(self.out)]
         else:
             where = ["--jsonl", str(self.manifest)]
         words = ["aiohttp-resilient", "fetch", "--resume", "--input", str(url_list), *where]
-        return shlex.join(words)
+        return shlex.join([*words, *options])
 
     def exists(self) -> bool:
         """Whether an earlier run left records here."""
