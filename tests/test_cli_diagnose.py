@@ -20,7 +20,7 @@ from _certs import self_signed, server_context
 from _helpers import closed_port, run_cli, wait_listening
 from _squid import IDLE_TIMEOUT, needs_squid, squid_proxy
 from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
-from aiohttp_resilient._diagnose._keepalive import probe_keepalive
+from aiohttp_resilient._diagnose._keepalive import _verdict, probe_keepalive
 from aiohttp_resilient._diagnose._model import DiagnoseConfig, Step
 from aiohttp_resilient._diagnose._report import conclude
 from aiohttp_resilient.testing import Fault, FaultServer
@@ -624,3 +624,41 @@ async def test_keepalive_compare_hint_runs_as_printed() -> None:
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, out
     assert "an idle connection survived gaps up to 4.00 s" in out.decode()
+
+
+def test_printed_diagnose_commands_measure_the_same_path() -> None:
+    """The keep-alive step's compare command and the "measure under the first gap" fix carry
+    the run's --proxy (its password redacted), --ca-bundle, --preset and --timeout: run as
+    printed, they measure the path that was measured."""
+    config = DiagnoseConfig(
+        url=URL("http://127.0.0.1:9/"),
+        proxy="http://u:pw@127.0.0.1:8/",
+        ca_bundle="/tmp/ca.pem",
+        preset="crawler",
+        timeout=3.0,
+    )
+    compare = _verdict({"server_idle_timeout": None, "held": 0.5}, 1.0, config)
+    warn = Step(
+        name="keep-alive",
+        verdict="warn",
+        seconds=1.0,
+        summary="",
+        facts={"bracket": [0.0, 0.3], "measured": "x", "client_keepalive_timeout": 4.0},
+    )
+    (conclusion,) = conclude([warn], config)
+    first_gap = conclusion.fix.split("measure under the first gap: ", 1)[1].split(";")[0]
+    for command in (compare.facts["compare_command"], first_gap):
+        assert shlex.split(command)[:11] == [
+            "aiohttp-resilient",
+            "diagnose",
+            "http://127.0.0.1:9/",
+            "--proxy",
+            "http://REDACTED@127.0.0.1:8/",
+            "--ca-bundle",
+            "/tmp/ca.pem",
+            "--preset",
+            "crawler",
+            "--timeout",
+            "3",
+        ]
+        assert "pw" not in command
