@@ -308,8 +308,8 @@ async def _run_as_printed(words: list[str]) -> tuple[int, str, str]:
 @pytest.mark.parametrize("output", ["--out", "--jsonl"])
 async def test_retry_hint_runs_as_printed(tmp_path: Path, output: str) -> None:
     """A run at --retries 0 with a failed URL prints a command to retry it, --retries 0
-    carried; run as printed, it fetches that URL again into the same output (the server sees
-    it twice: once per run, no retry) and skips the one fetched."""
+    carried; run as printed, it fetches that URL, and only it, again into the same output
+    (the server sees it twice: once per run, no retry)."""
     target = tmp_path / ("out" if output == "--out" else "records.jsonl")
     async with FaultServer() as server:
         server.set_default("/missing", Fault.status(503))
