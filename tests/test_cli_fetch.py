@@ -326,8 +326,9 @@ async def test_retry_hint_runs_as_printed(tmp_path: Path, output: str) -> None:
 
 async def test_interrupted_run_prints_how_to_resume(tmp_path: Path) -> None:
     """SIGINT with 15 of 16 URLs not started: the report prints a command that fetches the
-    rest at the run's setting (--rate 0.1; -c 16 is the default); run as printed (but at --rate 100: 0.1
-    would take 140 s), it fetches those 15 and only those (each path served once)."""
+    rest at the run's setting (--rate 0.1; -c 16 is the default); run as printed (but at
+    --rate 100: 0.1 would take 140 s), it fetches those 15 and only those (each path served
+    once)."""
     out = tmp_path / "out"
     async with FaultServer() as server:
         proc, stdout = await _paced_run_interrupted(server, out)

@@ -202,9 +202,10 @@ class Store:
         with self.manifest.open(encoding="utf-8") as file:
             for line in file:
                 try:
-                    yield Record(**json.loads(line))
+                    record = Record(**json.loads(line))
                 except (ValueError, TypeError):
                     continue
+                yield record
 
     def is_done(self, record: Record) -> bool:
         """Fetched, and (with ``--out``) its file still there."""
