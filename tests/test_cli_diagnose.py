@@ -18,9 +18,9 @@ from yarl import URL
 
 from _certs import self_signed, server_context
 from _helpers import closed_port, run_cli, wait_listening
-from _squid import IDLE_TIMEOUT, needs_squid, squid_proxy
+from _squid import needs_squid, squid_proxy
 from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
-from aiohttp_resilient._diagnose._keepalive import probe_keepalive
+from aiohttp_resilient._diagnose._keepalive import _verdict, probe_keepalive
 from aiohttp_resilient._diagnose._model import DiagnoseConfig, Step
 from aiohttp_resilient._diagnose._report import conclude
 from aiohttp_resilient.testing import Fault, FaultServer
@@ -256,7 +256,8 @@ async def test_text_output_prints_each_step_and_the_conclusion() -> None:
 
 
 async def test_usage_errors() -> None:
-    """A URL that is not http(s), and an unbounded --repeat, are refused with status 2."""
+    """A URL that is not http(s), an unbounded --repeat and a port out of range are refused
+    with status 2; a URL's credentials are not printed."""
     code, _, err = await run_cli("diagnose", "ftp://example.org/")
     assert code == 2
     assert "is not an http:// or https:// URL" in err
@@ -267,6 +268,11 @@ async def test_usage_errors() -> None:
     assert code == 2
     assert "argument URL: 'http://127.0.0.1:70000/': the port is out of range (1-65535)" in err
     assert "_http_url" not in err
+    code, _, err = await run_cli("diagnose", "http://user:s3cret@127.0.0.1:70000/?key=k3y")
+    assert code == 2
+    assert "the port is out of range (1-65535)" in err
+    assert "s3cret" not in err
+    assert "k3y" not in err
 
 
 async def test_body_limit_not_confused_by_intermittent_drops() -> None:
@@ -445,8 +451,8 @@ async def test_a_large_body_is_not_downloaded_whole(name: str) -> None:
 
 @needs_squid
 async def test_keepalive_through_squid_is_the_proxys_idle_timeout() -> None:
-    """squid closing idle client connections after 2 s, in front of a server that keeps them:
-    the keep-alive step measures the client's connection to the proxy (about 2 s, by the
+    """squid closing idle client connections after 1 s, in front of a server that keeps them:
+    the keep-alive step measures the client's connection to the proxy (about 1 s, by the
     proxy), not the direct path, and the conclusion names the proxy."""
     async with FaultServer() as server, squid_proxy() as proxy:
         code, report = await diagnose(
@@ -456,10 +462,10 @@ async def test_keepalive_through_squid_is_the_proxys_idle_timeout() -> None:
     assert keepalive["facts"]["hop"] == "proxy"
     assert keepalive["verdict"] == "warn", keepalive
     # squid keeps whole seconds and looks for idle connections about once a second: the probe
-    # sees the close within a second of 2 s (a loaded machine reads the response late), under
-    # the pool's 4 s either way (direct, the server keeps them for good).
+    # sees the close 0.1-2.5 s into a gap, under the pool's 4 s either way (direct, the server
+    # keeps them for good: no close at all).
     measured = keepalive["facts"]["server_idle_timeout"]
-    assert IDLE_TIMEOUT - 1 <= measured < keepalive["facts"]["client_keepalive_timeout"], keepalive
+    assert 0 < measured < keepalive["facts"]["client_keepalive_timeout"], keepalive
     assert keepalive["summary"].startswith("the proxy closes idle connections after")
     assert code == 1
     (found,) = [c for c in report["conclusions"] if c["step"] == "keep-alive"]
@@ -618,3 +624,41 @@ async def test_keepalive_compare_hint_runs_as_printed() -> None:
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, out
     assert "an idle connection survived gaps up to 4.00 s" in out.decode()
+
+
+def test_printed_diagnose_commands_measure_the_same_path() -> None:
+    """The keep-alive step's compare command and the "measure under the first gap" fix carry
+    the run's --proxy (its password redacted), --ca-bundle, --preset and --timeout: run as
+    printed, they measure the path that was measured."""
+    config = DiagnoseConfig(
+        url=URL("http://127.0.0.1:9/"),
+        proxy="http://u:pw@127.0.0.1:8/",
+        ca_bundle="/tmp/ca.pem",
+        preset="crawler",
+        timeout=3.0,
+    )
+    compare = _verdict({"server_idle_timeout": None, "held": 0.5}, 1.0, config)
+    warn = Step(
+        name="keep-alive",
+        verdict="warn",
+        seconds=1.0,
+        summary="",
+        facts={"bracket": [0.0, 0.3], "measured": "x", "client_keepalive_timeout": 4.0},
+    )
+    (conclusion,) = conclude([warn], config)
+    first_gap = conclusion.fix.split("measure under the first gap: ", 1)[1].split(";")[0]
+    for command in (compare.facts["compare_command"], first_gap):
+        assert shlex.split(command)[:11] == [
+            "aiohttp-resilient",
+            "diagnose",
+            "http://127.0.0.1:9/",
+            "--proxy",
+            "http://REDACTED@127.0.0.1:8/",
+            "--ca-bundle",
+            "/tmp/ca.pem",
+            "--preset",
+            "crawler",
+            "--timeout",
+            "3",
+        ]
+        assert "pw" not in command

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import os
 import pty
@@ -20,6 +21,8 @@ import pytest
 from yarl import URL
 
 from _helpers import run_cli, start_cli
+from aiohttp_resilient._cli import build_parser
+from aiohttp_resilient._fetch._crawl import CrawlConfig
 from aiohttp_resilient.testing import Fault, FaultServer
 
 #: Faults on every host: what the crawler preset's retries absorb (6% of attempts fail).
@@ -304,29 +307,35 @@ async def _run_as_printed(words: list[str]) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("output", ["--out", "--jsonl"])
 async def test_retry_hint_runs_as_printed(tmp_path: Path, output: str) -> None:
-    """A run with a failed URL prints a command to retry it; run as printed, it fetches that
-    URL again into the same output (the server sees it twice) and skips the one fetched."""
+    """A run at --retries 0 with a failed URL prints a command to retry it, --retries 0
+    carried; run as printed, it fetches that URL, and only it, again into the same output
+    (the server sees it twice: once per run, no retry)."""
     target = tmp_path / ("out" if output == "--out" else "records.jsonl")
     async with FaultServer() as server:
-        server.set_default("/missing", Fault.status(404))
+        server.set_default("/missing", Fault.status(503))
         urls = [str(server.url_for("/fine")), str(server.url_for("/missing"))]
         code, stdout, _ = await run_cli("fetch", output, str(target), "--retries", "0", *urls)
         assert code == 1
         hint = _hint(stdout, "to retry the failed URLs")
+        assert hint[-2:] == ["--retries", "0"]
         code, again, err = await _run_as_printed(hint)
-    assert code == 1, err  # the 404 again, nothing else
+    assert code == 1, err  # the 503 again, nothing else
     assert "0 fetched, 1 failed, 0 already fetched" in again
     assert [r.path for r in server.records] == ["/fine", "/missing", "/missing"]
 
 
 async def test_interrupted_run_prints_how_to_resume(tmp_path: Path) -> None:
     """SIGINT with 15 of 16 URLs not started: the report prints a command that fetches the
-    rest; run as printed, it fetches those 15 and only those (each path served once)."""
+    rest at the run's setting (--rate 0.1; -c 16 is the default); run as printed (but at
+    --rate 100: 0.1 would take 140 s), it fetches those 15 and only those (each path served
+    once)."""
     out = tmp_path / "out"
     async with FaultServer() as server:
         proc, stdout = await _paced_run_interrupted(server, out)
         assert proc.returncode == 130
         hint = _hint(stdout.decode(), "to fetch the rest")
+        assert hint[-3:] == [str(out), "--rate", "0.1"]
+        hint[-1] = "100"
         code, again, err = await _run_as_printed(hint)
     assert code == 0, err
     assert "15 fetched, 0 failed, 0 already fetched" in again
@@ -395,3 +404,56 @@ async def test_plain_lines_on_a_terminal_without_rich(tmp_path: Path) -> None:
     assert code == 0
     assert "fetch: 3/3 done, 0 failed, 0 in flight" in text
     assert "1 retries" in text
+
+
+async def test_a_bad_url_error_prints_no_credentials(tmp_path: Path) -> None:
+    """A URL refused (a port out of range) with user info and a token in its query: the error
+    names the problem, and neither the password nor the token is ever printed."""
+    url = "https://user:s3cret@127.0.0.1:70000/a?token=t0ken"
+    code, out, err = await run_cli("fetch", "--out", str(tmp_path / "o"), url)
+    assert code == 2
+    assert "the port is out of range (1-65535)" in err
+    assert "REDACTED" in err
+    assert "s3cret" not in out + err
+    assert "t0ken" not in out + err
+
+
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("target", ["the input", "another file"])
+async def test_jsonl_onto_a_file_that_is_not_a_manifest_is_refused(
+    tmp_path: Path, target: str, resume: bool
+) -> None:
+    """``fetch -i urls.txt --jsonl urls.txt``, or --jsonl onto a file with no record in it:
+    exit 2 naming the problem, with or without --resume (which must not append records to
+    it); nothing fetched, the file left as it was."""
+    url_list = tmp_path / "urls.txt"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a record\n")
+    async with FaultServer() as server:
+        url_list.write_text(f"{server.url_for('/a')}\n")
+        jsonl = url_list if target == "the input" else notes
+        before = jsonl.read_text()
+        args = ("--resume",) if resume else ()
+        code, _, err = await run_cli("fetch", "-i", str(url_list), "--jsonl", str(jsonl), *args)
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    why = "is also the --input list" if target == "the input" else "holds no fetch record"
+    assert err.startswith(f"aiohttp-resilient fetch: error: --jsonl {jsonl} {why}"), err
+    assert "pass --resume" not in err
+    assert server.count() == 0
+    assert jsonl.read_text() == before
+
+
+def test_every_setting_of_a_crawl_is_an_option_that_gives_it_back() -> None:
+    """CrawlConfig.command_options() names only the settings that differ from the defaults,
+    and each is an option of ``fetch`` that parses back to the same value."""
+    assert CrawlConfig().command_options() == []
+    config = CrawlConfig(concurrency=3, per_host=2, rate=0.25, timeout=7.5, retries=0)
+    args = build_parser().parse_args(["fetch", "--out", "o", *config.command_options()])
+    assert {f.name: getattr(args, f.name) for f in dataclasses.fields(config)} == {
+        "concurrency": 3,
+        "per_host": 2,
+        "rate": 0.25,
+        "timeout": 7.5,
+        "retries": 0,
+    }

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from _helpers import start_cli, wait_until
+from _helpers import closed_port, start_cli, wait_until
 from aiohttp_resilient import (
     BreakerPolicy,
     HealthPolicy,
@@ -53,14 +53,15 @@ def records(path: Path) -> dict[str, dict[str, object]]:
 
 
 async def test_a_slow_host_holds_no_worker(tmp_path: Path) -> None:
-    """-c 3 --per-host 2, URLs interleaved over a slow host (1.5 s per answer) and a fast one:
-    the fast host's 40 URLs are all served while the slow host is on its first two (a worker
-    that held a slow-host URL while waiting for its slot would stall the fast host until the
-    slow host's URLs ran out)."""
-    async with FaultServer(service_time=1.5) as slow, FaultServer(host="127.0.0.2") as fast:
+    """-c 3 --per-host 2, URLs interleaved over a slow host (5 s per answer: ample for 40 fast
+    requests on one worker, even on a loaded machine) and a fast one: the fast host's 40 URLs
+    are all served while the slow host is on its first two (a worker that held a slow-host URL
+    while waiting for its slot would stall the fast host until the slow host's URLs ran out).
+    Four slow URLs: two rounds, 10 s."""
+    async with FaultServer(service_time=5.0) as slow, FaultServer(host="127.0.0.2") as fast:
         urls = []
         for i in range(40):
-            if i < 6:
+            if i < 4:
                 urls.append(str(slow.url_for(f"/s{i}")))
             urls.append(str(fast.url_for(f"/f{i}")))
         args = ("fetch", "--jsonl", str(tmp_path / "r.jsonl"), "-c", "3", "--per-host", "2")
@@ -70,7 +71,7 @@ async def test_a_slow_host_holds_no_worker(tmp_path: Path) -> None:
         _, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0
     assert slow_then <= 2
-    assert slow.count() == 6
+    assert slow.count() == 4
     # The progress lines say the slow host waits for its slots while its first two are out.
     assert "1 host waiting (1 slots)" in stderr.decode()
 
@@ -220,20 +221,59 @@ def test_availability_says_when_and_why_without_changing_anything() -> None:
 
 
 async def test_a_url_whose_host_was_down_gets_a_second_pass(tmp_path: Path) -> None:
-    """--retries 0 against a host that refuses connections for its first 1.5 s: the URLs whose
-    one attempt was refused (or that the open breaker refused) go again once the host is back,
-    and every URL is fetched; the attempts recorded add up to what the server saw plus the
-    refusals."""
+    """--retries 1 against a host that refuses connections for its first 1.5 s: the URLs whose
+    attempts were refused (or that the open breaker refused) go again once the host is back,
+    and every URL is fetched, each served once (its last attempt); the attempts recorded add up
+    to those 20 plus the refused ones (refusals reach no server to count them: the test checks
+    there were some, and at most 2 passes of 2 attempts per URL)."""
     jsonl = tmp_path / "r.jsonl"
     async with FaultServer() as server:
         urls = [str(server.url_for(f"/{i}")) for i in range(20)]
         await server.stop_listening()
-        proc = await start_cli("fetch", "--jsonl", str(jsonl), "--retries", "0", *urls)
+        proc = await start_cli("fetch", "--jsonl", str(jsonl), "--retries", "1", *urls)
         await asyncio.sleep(1.5)
         await server.start_listening()
         await asyncio.wait_for(proc.communicate(), 30)
     found = records(jsonl)
     assert proc.returncode == 0
     assert all(r["error"] is None for r in found.values())
-    assert server.count() == 20
-    assert any(int(r["attempts"]) > 1 for r in found.values())  # type: ignore[call-overload]
+    assert [server.count(f"/{i}") for i in range(20)] == [1] * 20
+    attempts = [int(r["attempts"]) for r in found.values()]  # type: ignore[call-overload]
+    refused = sum(attempts) - server.count()
+    assert refused > 0
+    assert max(attempts) <= 4
+
+
+async def test_retries_0_gives_an_unreached_host_no_second_pass(tmp_path: Path) -> None:
+    """--retries 0 with a port that refuses connections: each URL is tried once (no second
+    pass: the user asked for no retries); the report and the progress say 0 retries."""
+    jsonl = tmp_path / "r.jsonl"
+    port = closed_port()
+    urls = [f"http://127.0.0.1:{port}/{i}" for i in range(3)]
+    proc = await start_cli("fetch", "--jsonl", str(jsonl), "--retries", "0", *urls)
+    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    found = records(jsonl)
+    report = json.loads((tmp_path / "r.jsonl.report.json").read_text())
+    assert proc.returncode == 1
+    assert [found[url]["attempts"] for url in urls] == [1, 1, 1]
+    assert {str(r["error"]) for r in found.values()} == {"ClientConnectorError"}
+    assert report["retries"] == 0
+    assert stderr.decode().splitlines()[-1].endswith(" 0 retries")
+
+
+async def test_the_report_and_the_progress_count_the_same_retries(tmp_path: Path) -> None:
+    """--retries 1: a URL retried once after a FIN (2 requests on the server), and one whose
+    host refuses connections (2 attempts, then its second pass: 2 more). The report's retries
+    and the last progress line's are the same figure: 1 + 3."""
+    jsonl = tmp_path / "r.jsonl"
+    async with FaultServer() as server:
+        server.script("/flaky", [Fault.fin(), Fault.ok()])
+        urls = [str(server.url_for("/flaky")), f"http://127.0.0.1:{closed_port()}/x"]
+        proc = await start_cli("fetch", "--jsonl", str(jsonl), "--retries", "1", *urls)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    found = records(jsonl)
+    report = json.loads((tmp_path / "r.jsonl.report.json").read_text())
+    assert server.count("/flaky") == 2
+    assert [found[url]["attempts"] for url in urls] == [2, 4]
+    assert report["retries"] == 4
+    assert stderr.decode().splitlines()[-1].endswith(" 4 retries")

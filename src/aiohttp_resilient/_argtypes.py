@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from yarl import URL
 
+from ._redact import redact_text
+
 __all__ = ["http_url", "number", "url_problem"]
 
 #: The ports a URL may name.
@@ -14,7 +16,13 @@ _PORTS = range(1, 65536)
 
 
 def url_problem(text: str) -> str | None:
-    """What is wrong with ``text`` as an http(s) URL to fetch, in words; ``None`` if nothing."""
+    """What is wrong with ``text`` as an http(s) URL to fetch, in words, its credentials
+    redacted (user info, secret-looking query values); ``None`` if nothing."""
+    problem = _problem(text)
+    return None if problem is None else redact_text(problem)
+
+
+def _problem(text: str) -> str | None:
     try:
         url = URL(text)
         port = url.explicit_port

@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import shlex
 import ssl
 import time
 from typing import Any
@@ -28,7 +27,7 @@ from yarl import URL
 
 from .._redact import redact_url
 from .._session import PRESETS, _tls_context, default_user_agent
-from ._model import BODY_READ_CAP, DiagnoseConfig, Step, Stopwatch, Verdict
+from ._model import BODY_READ_CAP, DiagnoseConfig, Step, Stopwatch, Verdict, diagnose_command
 from ._network import open_stream
 
 __all__ = ["probe_keepalive", "suggested_keepalive"]
@@ -207,7 +206,7 @@ async def probe_keepalive(config: DiagnoseConfig, address: str) -> Step:
     if conn.method == "HEAD":
         note = f"the body is over {BODY_READ_CAP} bytes: probed with HEAD"
         facts.update(method="HEAD", note=note)
-    step = _verdict(facts, watch.seconds, client_timeout)
+    step = _verdict(facts, watch.seconds, config)
     if "note" in facts:
         return dataclasses.replace(step, summary=f"{step.summary} ({facts['note']})")
     return step
@@ -303,8 +302,9 @@ async def _read_response(reader: asyncio.StreamReader, head: bool = False) -> tu
     return keep, version
 
 
-def _verdict(facts: dict[str, Any], seconds: float, client_timeout: float) -> Step:
+def _verdict(facts: dict[str, Any], seconds: float, config: DiagnoseConfig) -> Step:
     """The step from its facts; ``facts["measured"]`` is the finding the conclusion repeats."""
+    client_timeout = PRESETS[config.preset].keepalive_timeout
     who = "the proxy" if facts.get("hop") == "proxy" else "the server"
 
     def step(verdict: Verdict, summary: str) -> Step:
@@ -336,17 +336,12 @@ def _verdict(facts: dict[str, Any], seconds: float, client_timeout: float) -> St
             return step("ok", summary)
         # Not long enough to tell whether the server outlasts the pool: one gap as long as
         # the pool's idle time tells.
-        facts["compare_command"] = shlex.join(
-            [
-                "aiohttp-resilient",
-                "diagnose",
-                facts.get("url", "URL"),
-                *(["--proxy", facts["proxy"]] if "proxy" in facts else []),
-                "--keepalive-first-gap",
-                f"{client_timeout:g}",
-                "--keepalive-max",
-                f"{client_timeout + 0.5:g}",
-            ]
+        facts["compare_command"] = diagnose_command(
+            config,
+            "--keepalive-first-gap",
+            f"{client_timeout:g}",
+            "--keepalive-max",
+            f"{client_timeout + 0.5:g}",
         )
         return step("info", f"{summary}; to compare: {facts['compare_command']}")
     if "bracket" in facts:

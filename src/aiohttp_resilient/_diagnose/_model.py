@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from yarl import URL
 
-__all__ = ["Conclusion", "DiagnoseConfig", "Step", "Stopwatch", "Verdict"]
+from .._redact import redact_url
+
+__all__ = ["Conclusion", "DiagnoseConfig", "Step", "Stopwatch", "Verdict", "diagnose_command"]
 
 #: ``ok``: nothing wrong; ``info``: a fact worth knowing; ``warn``: a likely cause of failures;
 #: ``fail``: the step itself failed; ``skip``: not run (an earlier step failed, or not asked for).
@@ -66,6 +69,22 @@ class DiagnoseConfig:
     @property
     def tls(self) -> bool:
         return self.url.scheme == "https"
+
+
+def diagnose_command(config: DiagnoseConfig, *options: str) -> str:
+    """A ``diagnose`` command that measures the same path as ``config``: its URL, and its
+    ``--proxy``, ``--ca-bundle``, ``--preset`` and ``--timeout`` where set (the URLs'
+    credentials redacted), then ``options``."""
+    words = ["aiohttp-resilient", "diagnose", redact_url(config.url)]
+    if config.proxy is not None:
+        words += ["--proxy", redact_url(config.proxy)]
+    if config.ca_bundle is not None:
+        words += ["--ca-bundle", config.ca_bundle]
+    if config.preset != "default":
+        words += ["--preset", config.preset]
+    if config.timeout != DEFAULT_STEP_TIMEOUT:
+        words += ["--timeout", f"{config.timeout:g}"]
+    return shlex.join([*words, *options])
 
 
 @dataclass(slots=True, kw_only=True)

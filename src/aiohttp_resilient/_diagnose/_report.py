@@ -4,11 +4,9 @@ each), and both renderings: text as the steps run, and one JSON document."""
 from __future__ import annotations
 
 import json
-import shlex
 from typing import Any, TextIO
 
-from .._redact import redact_url
-from ._model import PROBLEMS, Conclusion, DiagnoseConfig, Step
+from ._model import PROBLEMS, Conclusion, DiagnoseConfig, Step, diagnose_command
 
 __all__ = ["conclude", "step_line", "write_conclusions", "write_json"]
 
@@ -191,14 +189,8 @@ def _keepalive(step: Step, config: DiagnoseConfig) -> list[Conclusion]:
     else:
         high = facts["bracket"][1]
         first_gap = max(0.05, round(high / 4, 2))
-        fix = "measure under the first gap: " + shlex.join(
-            [
-                "aiohttp-resilient",
-                "diagnose",
-                redact_url(config.url),
-                "--keepalive-first-gap",
-                f"{first_gap:g}",
-            ]
+        fix = "measure under the first gap: " + diagnose_command(
+            config, "--keepalive-first-gap", f"{first_gap:g}"
         )
     return [
         Conclusion(

@@ -131,7 +131,8 @@ def run(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> int:
         print(f"aiohttp-resilient fetch: error: {exc}", file=sys.stderr)
         return 2
     store = Store(out=args.out, jsonl=args.jsonl)
-    if (problem := store.output_problem()) is not None:
+    inputs = [] if args.input in (None, "-") else [Path(args.input)]
+    if (problem := store.output_problem(inputs)) is not None:
         print(f"aiohttp-resilient fetch: error: {problem}", file=sys.stderr)
         return 2
     if store.exists() and not args.resume:
@@ -203,9 +204,9 @@ async def _main(
     if interrupted and store.write_unfinished(
         u for u in urls if u not in latest or not latest[u].ok
     ):
-        resume = store.resume_command(store.unfinished)
+        resume = store.resume_command(store.unfinished, config.command_options())
     elif failed:
-        resume = store.resume_command(store.failed)
+        resume = store.resume_command(store.failed, config.command_options())
     report = stats.report(
         elapsed=time.monotonic() - started,
         skipped=skipped,

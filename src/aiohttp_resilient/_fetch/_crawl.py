@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -21,7 +22,6 @@ from yarl import URL
 
 from .._connector import TrackingConnector
 from .._download import DEFAULT_CHUNK_SIZE, download
-from .._events import RetryEvent
 from .._exceptions import ResilientError, cause_name
 from .._health import HostHealth
 from .._policy import DEFAULT_MAX_BUFFER_SIZE
@@ -73,12 +73,23 @@ class CrawlConfig:
         if not isinstance(self.retries, int) or self.retries < 0:
             raise ValueError(f"retries must be an int >= 0, got {self.retries!r}")
 
+    def command_options(self) -> list[str]:
+        """The ``fetch`` options that give this config, only those that differ from the
+        defaults (``["--rate", "0.1"]``): what a printed resume command carries. Each field is
+        named as its option (``per_host``: ``--per-host``)."""
+        words: list[str] = []
+        for setting in dataclasses.fields(self):
+            value = getattr(self, setting.name)
+            if value != setting.default:
+                words += [f"--{setting.name.replace('_', '-')}", str(value)]
+        return words
+
 
 #: Causes that say the host was not reached (nothing answered): such a URL gets one more pass.
 UNREACHED: Final = frozenset({"ClientConnectorError", "CircuitOpenError"})
 
-#: What went on the wire for the URL the current task is fetching: [connections asked for,
-#: retries]; the connector's on_connect and the session's on_retry hook run in that task.
+#: What went on the wire for the URL the current task is fetching: [connections asked for];
+#: the connector's on_connect runs in that task.
 _COUNTS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("fetch_counts")
 
 
@@ -89,7 +100,7 @@ class Crawl:
         total: URLs to fetch in this run.
         finished: URLs with a record (fetched or failed).
         failed: URLs that failed.
-        retries: Retries made so far.
+        retries: Retries of the URLs finished so far (as the report counts them).
         scheduler: The per-host queues (hosts waiting, and why).
     """
 
@@ -143,14 +154,7 @@ class Crawl:
             limit_per_host=config.per_host,
             policy=_CRAWLER.policy.replace(attempts=config.retries + 1),
             timeout=timeout,
-            on_retry=self._on_retry,
         )
-
-    def _on_retry(self, event: RetryEvent) -> None:
-        self.retries += 1
-        counts = _COUNTS.get(None)
-        if counts is not None:
-            counts[1] += 1
 
     async def run(self, stop: asyncio.Event) -> bool:
         """Fetch every URL, or until ``stop`` is set: then nothing more is sent, and those in
@@ -218,19 +222,21 @@ class Crawl:
         if earlier is not None:  # its second pass: the record tells both
             record.attempts += earlier.attempts
             record.seconds = round(record.seconds + earlier.seconds, 6)
-        elif record.error in UNREACHED:
+        elif record.error in UNREACHED and self.config.retries:
             # The host could not be reached (down, restarting): one more pass once the
             # scheduler finds it able to take a request, rather than a loss for a blip that
             # outlasted this URL's attempts. Nothing was sent to a host that answered nothing.
+            # Not with --retries 0: the user asked for no attempt beyond the first.
             self._first_pass[url] = record
             self.scheduler.put_back(queue, url)
             return
         self.finished += 1
         self.failed += not record.ok
+        self.retries += record.retries
         self.on_record(record)
 
     async def _fetch(self, session: aiohttp.ClientSession, url: str) -> Record:
-        counts = [0, 0]
+        counts = [0]
         token = _COUNTS.set(counts)
         started = time.monotonic()
         result = _Result()

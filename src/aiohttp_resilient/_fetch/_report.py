@@ -39,7 +39,7 @@ class Stats:
 
     def add(self, record: Record) -> None:
         host = self.hosts[host_of(record.url)]
-        host.retries += max(record.attempts - 1, 0)  # 0 attempts: refused by the breaker
+        host.retries += record.retries
         host.seconds += record.seconds
         host.bytes += record.size
         if record.status is not None:

@@ -71,6 +71,12 @@ class Record:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def retries(self) -> int:
+        """Attempts after the first (0 attempts: the open breaker refused it); what the report
+        and the progress count."""
+        return max(self.attempts - 1, 0)
+
 
 def host_of(url: str) -> str:
     """``scheme://host:port``, the key per-host counts and limits go by."""
@@ -136,13 +142,26 @@ class Store:
             self.unfinished = jsonl.with_name(jsonl.name + ".unfinished.txt")
         self._file: IO[str] | None = None
 
-    def output_problem(self) -> str | None:
+    def output_problem(self, inputs: Iterable[Path] = ()) -> str | None:
         """Why the output cannot be written where it was asked, in one line; ``None`` if it can
-        (checked before anything is fetched: ``--out urls.txt`` must not end in a traceback)."""
+        (checked before anything is fetched: ``--out urls.txt`` must not end in a traceback).
+        ``inputs``: the URL lists read, which the manifest must not be (records would be
+        appended to them), nor may it be a file of something else (no record in it)."""
         if self.out is not None:
             option, path, want_dir = "--out", self.out, True
         else:
             option, path, want_dir = "--jsonl", self.manifest, False
+        kind = "folder" if want_dir else "file"
+        manifest = self.manifest
+        if manifest.is_file():
+            if any(manifest.samefile(list_file) for list_file in inputs if list_file.exists()):
+                return f"{option} {path} is also the --input list: choose another {kind}"
+            if manifest.stat().st_size > 0 and next(self._records(), None) is None:
+                where = f" in {manifest.name}" if want_dir else ""
+                return (
+                    f"{option} {path} holds no fetch record{where}: it is not the output of a "
+                    f"run to resume; choose another {kind}"
+                )
         if want_dir and path.exists() and not path.is_dir():
             return (
                 f"{option} {path} is a file, not a folder: choose a folder for the bodies "
@@ -157,14 +176,15 @@ class Store:
                 break
         return None
 
-    def resume_command(self, url_list: Path) -> str:
-        """The command that fetches ``url_list`` into this output, skipping what is done."""
+    def resume_command(self, url_list: Path, options: Iterable[str] = ()) -> str:
+        """The command that fetches ``url_list`` into this output, skipping what is done, with
+        ``options`` (the run's settings that differ from the defaults)."""
         if self.out is not None:
             where = ["--out", str(self.out)]
         else:
             where = ["--jsonl", str(self.manifest)]
         words = ["aiohttp-resilient", "fetch", "--resume", "--input", str(url_list), *where]
-        return shlex.join(words)
+        return shlex.join([*words, *options])
 
     def exists(self) -> bool:
         """Whether an earlier run left records here."""
@@ -173,18 +193,19 @@ class Store:
     def load(self) -> dict[str, Record]:
         """The last record of each URL (a resumed run appends newer ones). A line cut short by
         a hard stop is ignored: that URL is fetched again."""
-        records: dict[str, Record] = {}
+        return {record.url: record for record in self._records()}
+
+    def _records(self) -> Iterator[Record]:
+        """Each record of the manifest, in order; lines that are not one skipped."""
         if not self.manifest.exists():
-            return records
+            return
         with self.manifest.open(encoding="utf-8") as file:
             for line in file:
                 try:
-                    data = json.loads(line)
-                    record = Record(**data)
+                    record = Record(**json.loads(line))
                 except (ValueError, TypeError):
                     continue
-                records[record.url] = record
-        return records
+                yield record
 
     def is_done(self, record: Record) -> bool:
         """Fetched, and (with ``--out``) its file still there."""
