@@ -20,20 +20,24 @@ def test_suggested_keepalive_is_under_the_servers(server: float, suggested: floa
     assert suggested_keepalive(server) <= server
 
 
+#: The default preset: a pool that keeps idle connections 4 s.
+POOL_4S = DiagnoseConfig(url=URL("http://127.0.0.1/"))
+
+
 @pytest.mark.parametrize(
     ("held", "verdict"), [(4.0, "ok"), (8.0, "ok"), (3.9, "info"), (1.0, "info")]
 )
 def test_a_server_that_never_closed(held: float, verdict: str) -> None:
     """Gaps as long as the pool's idle time with no close: ok; shorter: not enough to tell."""
     facts = {"server_idle_timeout": None, "held": held, "requests": 3}
-    assert _verdict(facts, 1.0, 4.0).verdict == verdict
+    assert _verdict(facts, 1.0, POOL_4S).verdict == verdict
 
 
 @pytest.mark.parametrize(("server", "verdict"), [(2.0, "warn"), (4.0, "warn"), (5.0, "ok")])
 def test_a_server_that_closed(server: float, verdict: str) -> None:
     """A server closing before (or as) the pool does is the stale-connection race."""
     facts = {"server_idle_timeout": server, "detected_by": "FIN", "requests": 2}
-    assert _verdict(facts, 1.0, 4.0).verdict == verdict
+    assert _verdict(facts, 1.0, POOL_4S).verdict == verdict
 
 
 def test_tls_conclusions_never_turn_verification_off() -> None:
@@ -58,7 +62,7 @@ def test_a_close_bracketed_by_a_failed_request_suggests_under_the_lower_bound() 
         "detected_by": "failed request",
         "requests": 3,
     }
-    step = _verdict(facts, 1.0, 4.0)
+    step = _verdict(facts, 1.0, POOL_4S)
     assert step.verdict == "warn"
     assert "between 1.00 and 2.00 s" in step.summary
     assert step.facts["suggested_keepalive_timeout"] == pytest.approx(0.8)
