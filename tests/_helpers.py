@@ -130,7 +130,7 @@ async def start_cli(
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "aiohttp_resilient._cli",
+        "aiohttp_resilient._cli._main",
         *args,
         stdin=asyncio.subprocess.PIPE if stdin else None,
         stdout=asyncio.subprocess.PIPE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aiohttp_resilient import AdaptiveLimitPolicy
-from aiohttp_resilient._aimd import LimitState
+from aiohttp_resilient._health._aimd import LimitState
 
 POLICY = AdaptiveLimitPolicy(window_samples=10)
 

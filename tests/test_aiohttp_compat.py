@@ -17,7 +17,7 @@ from aiohttp import ClientHandlerType, ClientRequest, ClientResponse
 from aiohttp.client_proto import ResponseHandler
 
 from aiohttp_resilient import TrackingConnector
-from aiohttp_resilient._aiohttp_compat import (
+from aiohttp_resilient._transport._aiohttp_compat import (
     HIDDEN_RETRY_ERRORS,
     HIDDEN_RETRY_METHODS,
     hidden_retry_on,

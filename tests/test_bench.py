@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from aiohttp_resilient._bench import QUICK_HEALTH_CLIENTS, _config, _cost
-from aiohttp_resilient._bench._report import evaluate_targets, write_plot, write_timeline_plot
-from aiohttp_resilient._bench._runner import recovery_figures, series
-from aiohttp_resilient._cli import build_parser, main
+from aiohttp_resilient._cli._bench import QUICK_HEALTH_CLIENTS, _config, _cost
+from aiohttp_resilient._cli._bench._report import evaluate_targets, write_plot, write_timeline_plot
+from aiohttp_resilient._cli._bench._runner import recovery_figures, series
+from aiohttp_resilient._cli._main import build_parser, main
 
 HAS_AIOHTTP_RETRY = importlib.util.find_spec("aiohttp_retry") is not None
 HAS_STAMINA = importlib.util.find_spec("stamina") is not None
@@ -25,7 +25,7 @@ HAS_STAMINA = importlib.util.find_spec("stamina") is not None
 
 def _bench(out: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     """``aiohttp-resilient bench --quick ARGS --out OUT`` in a subprocess, bounded in time."""
-    command = [sys.executable, "-m", "aiohttp_resilient._cli", "bench", "--quick", *args]
+    command = [sys.executable, "-m", "aiohttp_resilient._cli._main", "bench", "--quick", *args]
     return subprocess.run(
         [*command, "--out", str(out)],
         capture_output=True,
@@ -345,7 +345,7 @@ def _run_cost(
     out: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``aiohttp-resilient bench --cost ARGS --out OUT`` in a subprocess, bounded in time."""
-    command = [sys.executable, "-m", "aiohttp_resilient._cli", "bench", "--cost", *args]
+    command = [sys.executable, "-m", "aiohttp_resilient._cli._main", "bench", "--cost", *args]
     return subprocess.run(
         [*command, "--out", str(out)],
         capture_output=True,
@@ -402,7 +402,7 @@ def test_cost_targets_are_judged() -> None:
 async def test_every_client_counts_an_error_status_as_a_failure() -> None:
     """A 404 (never retried) or a 503 to a POST handed back raises in every client's fetch, so
     the bench counts it as a failure, not as a success; a 200 returns. Counted on the server."""
-    from aiohttp_resilient._bench._clients import CLIENTS, missing_module
+    from aiohttp_resilient._cli._bench._clients import CLIENTS, missing_module
     from aiohttp_resilient.testing import Fault, FaultServer
 
     async with FaultServer() as server:
@@ -491,9 +491,9 @@ def test_quick_leaves_what_its_cells_cannot_show_to_the_full_run() -> None:
 def test_full_run_hint_runs_the_scenarios_left_at_full_size() -> None:
     """The printed command parses as printed and runs exactly the scenarios left to the full
     run, at their full size (its whole run takes minutes: the test stops at its plan)."""
-    from aiohttp_resilient._bench import _config
-    from aiohttp_resilient._bench._report import full_run_command
-    from aiohttp_resilient._cli import build_parser
+    from aiohttp_resilient._cli._bench import _config
+    from aiohttp_resilient._cli._bench._report import full_run_command
+    from aiohttp_resilient._cli._main import build_parser
 
     summaries, params = _quick_health_summaries()
     command = full_run_command(evaluate_targets(summaries, params, quick=True))

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from aiohttp_resilient import BreakerPolicy, CircuitState
-from aiohttp_resilient._breaker import Admission, BreakerState
+from aiohttp_resilient._health._breaker import Admission, BreakerState
 
 POLICY = BreakerPolicy(break_jitter=0.0)
 

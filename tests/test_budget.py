@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aiohttp_resilient import BudgetPolicy
-from aiohttp_resilient._budget import BudgetState, Tier
+from aiohttp_resilient._health._budget import BudgetState, Tier
 
 
 def test_floor_lets_a_quiet_client_retry() -> None:

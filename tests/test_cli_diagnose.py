@@ -19,10 +19,10 @@ from yarl import URL
 from _certs import self_signed, server_context
 from _helpers import closed_port, run_cli, wait_listening
 from _squid import needs_squid, squid_proxy
-from aiohttp_resilient._diagnose._http import probe_body_limit, probe_http, probe_repeat
-from aiohttp_resilient._diagnose._keepalive import _verdict, probe_keepalive
-from aiohttp_resilient._diagnose._model import DiagnoseConfig, Step
-from aiohttp_resilient._diagnose._report import conclude
+from aiohttp_resilient._cli._diagnose._http import probe_body_limit, probe_http, probe_repeat
+from aiohttp_resilient._cli._diagnose._keepalive import _verdict, probe_keepalive
+from aiohttp_resilient._cli._diagnose._model import DiagnoseConfig, Step
+from aiohttp_resilient._cli._diagnose._report import conclude
 from aiohttp_resilient.testing import Fault, FaultServer
 
 # Python 3.10's asyncio leaves the server side's TLS transport unclosed when a handshake fails

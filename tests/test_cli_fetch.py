@@ -21,8 +21,8 @@ import pytest
 from yarl import URL
 
 from _helpers import run_cli, start_cli
-from aiohttp_resilient._cli import build_parser
-from aiohttp_resilient._fetch._crawl import CrawlConfig
+from aiohttp_resilient._cli._fetch._crawl import CrawlConfig
+from aiohttp_resilient._cli._main import build_parser
 from aiohttp_resilient.testing import Fault, FaultServer
 
 #: Faults on every host: what the crawler preset's retries absorb (6% of attempts fail).
@@ -363,7 +363,10 @@ async def fetch_on_a_terminal(tmp_path: Path, *, hide_rich: bool) -> tuple[int, 
         urls = [str(server.url_for(f"/{i}")) for i in range(3)]
         args = ("fetch", "--jsonl", str(tmp_path / "r.jsonl"), "--progress-interval", "0.05")
         if hide_rich:
-            code = "import sys; sys.modules['rich'] = None; from aiohttp_resilient._cli import main"
+            code = (
+                "import sys; sys.modules['rich'] = None; "
+                "from aiohttp_resilient._cli._main import main"
+            )
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-c",

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from aiohttp_resilient._cli import main
+from aiohttp_resilient._cli._main import main
 from aiohttp_resilient.testing._faults import Fault, FaultSpecError, parse_fault_spec
 
 #: Bounds each wait on the subprocess: importing aiohttp takes a moment on a slow machine.
@@ -26,7 +26,7 @@ async def serving(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process,
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "aiohttp_resilient._cli",
+        "aiohttp_resilient._cli._main",
         "serve",
         *args,
         stdout=asyncio.subprocess.PIPE,

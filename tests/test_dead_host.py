@@ -30,7 +30,7 @@ from aiohttp_resilient import (
     session_health,
     stats,
 )
-from aiohttp_resilient._classify import malformed_host
+from aiohttp_resilient._retry._classify import malformed_host
 from aiohttp_resilient.testing import Fault, FaultServer
 
 

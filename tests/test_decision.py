@@ -22,9 +22,9 @@ from aiohttp_resilient import (
     HostLimiter,
     RetryPolicy,
 )
-from aiohttp_resilient._classify import Signal
-from aiohttp_resilient._decision import Step, Why, next_step
-from aiohttp_resilient._engine import RetryRun
+from aiohttp_resilient._retry._classify import Signal
+from aiohttp_resilient._retry._decision import Step, Why, next_step
+from aiohttp_resilient._retry._run import RetryRun
 
 KEY = ("http", "host", 80)
 #: A budget of one retry in its window, none of it immediate past the first.

@@ -6,9 +6,9 @@ import pytest
 from yarl import URL
 
 from _helpers import closed_port
-from aiohttp_resilient._diagnose._keepalive import _verdict, suggested_keepalive
-from aiohttp_resilient._diagnose._model import DiagnoseConfig, Step
-from aiohttp_resilient._diagnose._report import conclude
+from aiohttp_resilient._cli._diagnose._keepalive import _verdict, suggested_keepalive
+from aiohttp_resilient._cli._diagnose._model import DiagnoseConfig, Step
+from aiohttp_resilient._cli._diagnose._report import conclude
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_a_close_bracketed_by_a_failed_request_suggests_under_the_lower_bound() 
 async def test_repeat_concludes_on_connections_that_could_not_be_opened() -> None:
     """Repeat GETs to a port nothing listens on fail in the connect phase: nothing was sent,
     and the conclusion says so (it said nothing)."""
-    from aiohttp_resilient._diagnose._http import probe_repeat
+    from aiohttp_resilient._cli._diagnose._http import probe_repeat
 
     port = closed_port()
     config = DiagnoseConfig(url=URL(f"http://127.0.0.1:{port}/"), repeat=3, timeout=5.0)

@@ -20,8 +20,8 @@ from aiohttp_resilient import (
     HostLimiter,
     resilient_session,
 )
-from aiohttp_resilient._classify import Signal
-from aiohttp_resilient._fetch._schedule import Scheduler, estimate_eta
+from aiohttp_resilient._cli._fetch._schedule import Scheduler, estimate_eta
+from aiohttp_resilient._retry._classify import Signal
 from aiohttp_resilient.testing import Fault, FaultServer
 
 

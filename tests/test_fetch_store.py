@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiohttp_resilient._fetch._store import UrlListError, read_url_lines, safe_relative_path
+from aiohttp_resilient._cli._fetch._store import UrlListError, read_url_lines, safe_relative_path
 
 
 @pytest.mark.parametrize(

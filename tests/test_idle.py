@@ -12,7 +12,7 @@ import pytest
 
 from _helpers import fast_policy, raw_http_server, retry_session
 from aiohttp_resilient import RetryMiddleware, resilient_session, use_policy
-from aiohttp_resilient._idle import CHECKS_PER_IDLE, IdleWatchdog
+from aiohttp_resilient._transport._idle import CHECKS_PER_IDLE, IdleWatchdog
 from aiohttp_resilient.testing import Fault, FaultServer
 
 IDLE = 0.4

@@ -28,7 +28,7 @@ from aiohttp_resilient import (
     TrackingConnector,
     resilient_session,
 )
-from aiohttp_resilient._keepalive import (
+from aiohttp_resilient._transport._keepalive import (
     MIN_IDLE_EVIDENCE,
     REUSE_SHARE,
     UNKNOWN_UNSAFE_IDLE,

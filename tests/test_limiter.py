@@ -8,7 +8,7 @@ import pytest
 from yarl import URL
 
 from aiohttp_resilient import HostLimiter
-from aiohttp_resilient._limiter import IDLE_HOSTS_KEPT, host_key
+from aiohttp_resilient._health._limiter import IDLE_HOSTS_KEPT, host_key
 
 A = ("http", "a.example", 80)
 B = ("http", "b.example", 80)

@@ -37,7 +37,7 @@ from aiohttp_resilient import (
     stats,
     use_policy,
 )
-from aiohttp_resilient._keepalive import MIN_IDLE_EVIDENCE
+from aiohttp_resilient._transport._keepalive import MIN_IDLE_EVIDENCE
 from aiohttp_resilient.testing import Fault, FaultServer
 
 OK_JSON = Fault.ok(body=b'{"ok": true}', headers={"Content-Type": "application/json"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aiohttp_resilient import AdaptiveRatePolicy
-from aiohttp_resilient._rate import RateState
+from aiohttp_resilient._health._rate import RateState
 
 POLICY = AdaptiveRatePolicy()
 

@@ -25,8 +25,8 @@ from aiohttp_resilient import (
     retry_on_disconnect,
     stats,
 )
-from aiohttp_resilient._histogram import Histogram
-from aiohttp_resilient._snapshot import take_snapshot
+from aiohttp_resilient._observe._histogram import Histogram
+from aiohttp_resilient._observe._snapshot import take_snapshot
 from aiohttp_resilient.testing import Fault, FaultServer
 
 FAST = RetryPolicy(attempts=4, backoff_base=0.001, backoff_max=0.002, jitter=None)

@@ -12,14 +12,6 @@ Usage::
 import importlib as _importlib
 import typing as _typing
 
-from ._aimd import AdaptiveLimitPolicy
-from ._breaker import BreakerPolicy, CircuitState
-from ._budget import BudgetPolicy
-from ._classify import VERDICTS, Signal, Verdict, classify
-from ._connector import TrackingConnector
-from ._decorator import retry_on_disconnect
-from ._download import DownloadResult, ProgressHook, download
-from ._events import Attempt, RetryEvent, RetryHook
 from ._exceptions import (
     BodyNotReplayableError,
     CircuitOpenError,
@@ -28,12 +20,22 @@ from ._exceptions import (
     RetriesExhaustedError,
     RetryBudgetExhaustedError,
 )
-from ._health import CircuitEvent, CircuitHook, HealthPolicy, HostClaim, HostHealth
-from ._histogram import LATENCY_BOUNDS, Latency
-from ._keepalive import KeepAliveEstimate
-from ._limiter import HostLimiter
-from ._middleware import RetryMiddleware, session_policy, use_policy
-from ._policy import (
+from ._health._aimd import AdaptiveLimitPolicy
+from ._health._breaker import BreakerPolicy, CircuitState
+from ._health._budget import BudgetPolicy
+from ._health._claim import HostClaim
+from ._health._hosts import HostHealth
+from ._health._limiter import HostLimiter
+from ._health._policy import CircuitEvent, CircuitHook, HealthPolicy
+from ._health._rate import AdaptiveRatePolicy
+from ._observe._histogram import LATENCY_BOUNDS, Latency
+from ._observe._snapshot import HostStats, PoolUse, Stats, stats
+from ._observe._stats import StatsRecorder
+from ._retry._classify import VERDICTS, Signal, Verdict, classify
+from ._retry._decorator import retry_on_disconnect
+from ._retry._events import Attempt, RetryEvent, RetryHook
+from ._retry._middleware import RetryMiddleware, session_policy, use_policy
+from ._retry._policy import (
     DEFAULT_ATTEMPTS,
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_MAX,
@@ -48,9 +50,6 @@ from ._policy import (
     compute_delay,
     parse_retry_after,
 )
-from ._rate import AdaptiveRatePolicy
-from ._redact import redact_headers, redact_text, redact_url
-from ._response import ResilientResponse
 from ._session import (
     PRESETS,
     SessionPreset,
@@ -58,9 +57,12 @@ from ._session import (
     resilient_session,
     session_health,
 )
-from ._snapshot import HostStats, PoolUse, Stats, stats
-from ._stats import StatsRecorder
-from ._upload import FailedBatch, UploadReport, upload_batches
+from ._transfers._download import DownloadResult, ProgressHook, download
+from ._transfers._upload import FailedBatch, UploadReport, upload_batches
+from ._transport._connector import TrackingConnector
+from ._transport._keepalive import KeepAliveEstimate
+from ._transport._response import ResilientResponse
+from ._util._redact import redact_headers, redact_text, redact_url
 
 __all__ = [
     "DEFAULT_ATTEMPTS",
@@ -133,16 +135,16 @@ __all__ = [
 ]
 
 if _typing.TYPE_CHECKING:
-    from ._otel import instrument_session
-    from ._prometheus import PrometheusCollector
+    from ._observe._otel import instrument_session
+    from ._observe._prometheus import PrometheusCollector
 
 # The integrations whose libraries come with optional extras: imported on first use, so that the
 # library imports and works without them. Without its extra, a name is a placeholder that raises
 # the ImportError naming the extra when called: `from aiohttp_resilient import *`, `hasattr()`
 # and importing the name still work, and the mistake is told where the integration is used.
 _OPTIONAL = {
-    "PrometheusCollector": ("._prometheus", "prometheus"),
-    "instrument_session": ("._otel", "otel"),
+    "PrometheusCollector": ("._observe._prometheus", "prometheus"),
+    "instrument_session": ("._observe._otel", "otel"),
 }
 
 

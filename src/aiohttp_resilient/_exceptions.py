@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 if TYPE_CHECKING:
-    from ._events import Attempt
+    from ._retry._events import Attempt
 
 __all__ = [
     "BodyNotReplayableError",

@@ -20,14 +20,15 @@ from aiohttp import hdrs
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
-from ._aiohttp_compat import NEEDS_CLEANUP_CLOSED, turn_off_hidden_retry
-from ._connector import TrackingConnector
-from ._events import RetryHook
-from ._health import HealthPolicy, HostHealth
-from ._limiter import HostLimiter
-from ._middleware import RetryMiddleware, session_middleware
-from ._policy import RetryPolicy, _check_bool, _check_int, _check_number
-from ._response import ResilientResponse
+from ._health._hosts import HostHealth
+from ._health._limiter import HostLimiter
+from ._health._policy import HealthPolicy
+from ._retry._events import RetryHook
+from ._retry._middleware import RetryMiddleware, session_middleware
+from ._retry._policy import RetryPolicy, _check_bool, _check_int, _check_number
+from ._transport._aiohttp_compat import NEEDS_CLEANUP_CLOSED, turn_off_hidden_retry
+from ._transport._connector import TrackingConnector
+from ._transport._response import ResilientResponse
 
 __all__ = [
     "PRESETS",

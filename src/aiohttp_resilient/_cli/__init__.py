@@ -1,0 +1,1 @@
+"""The command line: aiohttp-resilient bench, diagnose, fetch and serve."""

@@ -1,0 +1,1 @@
+"""Observability: stats, their snapshot and table, Prometheus and OpenTelemetry."""

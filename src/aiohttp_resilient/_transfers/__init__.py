@@ -1,0 +1,1 @@
+"""Large transfers: resumable downloads and splitting batch uploads."""

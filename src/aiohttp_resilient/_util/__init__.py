@@ -1,0 +1,1 @@
+"""Small pieces everything shares: clocks and timers, the logger, redaction, exception notes."""
