@@ -23,6 +23,7 @@ __all__ = [
     "VERDICTS",
     "Signal",
     "Verdict",
+    "bad_host_name",
     "classify",
     "malformed_host",
     "signal_of_error",
@@ -148,8 +149,8 @@ def malformed_host(host: str | None) -> bool:
     return _HOST_NAME.fullmatch(ascii_host) is None
 
 
-def _bad_name(exc: BaseException) -> bool:
-    # A DNS failure for a name that cannot exist: the URL is wrong, not the network.
+def bad_host_name(exc: BaseException) -> bool:
+    """Whether ``exc`` is a DNS failure for a host name that cannot exist (the URL is wrong)."""
     return isinstance(exc, aiohttp.ClientConnectorDNSError) and malformed_host(exc.host)
 
 
@@ -168,7 +169,7 @@ def classify(exc: BaseException) -> Verdict:
     if verdict is None:
         verdict = next((VERDICTS[base] for base in cls.__mro__ if base in VERDICTS), _NEVER)
         _cache[cls] = verdict
-    if verdict is _NOT_SENT and _bad_name(exc):
+    if verdict is _NOT_SENT and bad_host_name(exc):
         return _NEVER  # a malformed host name: retrying cannot help
     return verdict
 
@@ -201,7 +202,7 @@ def signal_of_error(exc: BaseException) -> Signal:
         signal = next((_SIGNALS[base] for base in cls.__mro__ if base in _SIGNALS), Signal.LOCAL)
         _signal_cache[cls] = signal
     if signal is Signal.UNREACHABLE:
-        if _bad_name(exc):
+        if bad_host_name(exc):
             return Signal.LOCAL  # the URL's mistake says nothing about any host
         if isinstance(getattr(exc, "os_error", None), ConnectionRefusedError):
             return Signal.REFUSED

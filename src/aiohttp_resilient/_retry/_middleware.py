@@ -39,8 +39,8 @@ from ._classify import (
     HANDLED_ATTR,
     Signal,
     Verdict,
+    bad_host_name,
     classify,
-    malformed_host,
     signal_of_error,
     signal_of_status,
 )
@@ -592,7 +592,7 @@ def _why_not_retried(req: ClientRequest, error: Exception, judged: Judged) -> st
             f"{req.method} is not idempotent and the request may have reached the server "
             "(send an Idempotency-Key header to make it retryable)"
         )
-    if isinstance(error, aiohttp.ClientConnectorDNSError) and malformed_host(req.url.host):
+    if bad_host_name(error):
         return f"the host name {req.url.host!r} is malformed: fix the URL"
     return "retrying cannot help with this error"
 

@@ -90,10 +90,6 @@ class RetryRun:
             return None
         return self._started + self._policy.deadline - self._clock()
 
-    def elapsed(self) -> float:
-        """Seconds since the call started."""
-        return self._clock() - self._started
-
     @property
     def clock(self) -> Clock:
         """The call's monotonic clock."""
