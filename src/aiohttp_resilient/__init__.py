@@ -28,6 +28,7 @@ from ._health._hosts import HostHealth
 from ._health._limiter import HostLimiter
 from ._health._policy import CircuitEvent, CircuitHook, HealthPolicy
 from ._health._rate import AdaptiveRatePolicy
+from ._hedge._policy import HedgePolicy
 from ._observe._histogram import LATENCY_BOUNDS, Latency
 from ._observe._snapshot import HostStats, PoolUse, Stats, stats
 from ._observe._stats import StatsRecorder
@@ -92,6 +93,7 @@ __all__ = [
     "DownloadResult",
     "FailedBatch",
     "HealthPolicy",
+    "HedgePolicy",
     "HostClaim",
     "HostHealth",
     "HostLimiter",

@@ -23,6 +23,7 @@ from multidict import CIMultiDict
 from ._health._hosts import HostHealth
 from ._health._limiter import HostLimiter
 from ._health._policy import HealthPolicy
+from ._hedge._policy import HedgePolicy
 from ._retry._events import RetryHook
 from ._retry._middleware import RetryMiddleware, session_middleware
 from ._retry._policy import RetryPolicy, _check_bool, _check_int, _check_number
@@ -142,6 +143,7 @@ def resilient_session(
     on_retry: RetryHook | None = None,
     on_giveup: RetryHook | None = None,
     health: HealthPolicy | None = None,
+    hedge: HedgePolicy | None = None,
     stats: bool = True,
     **session_options: Any,
 ) -> aiohttp.ClientSession:
@@ -189,6 +191,8 @@ def resilient_session(
         on_giveup: Hook called with a :class:`RetryEvent` on giving up.
         health: Which host-health mechanisms run (:class:`HealthPolicy`); all by default.
             The session's middleware keeps the state: ``session_health(session)`` reads it.
+        hedge: Send a second copy of slow idempotent calls (:class:`HedgePolicy`); none when
+            ``None``.
         stats: Count calls, attempts, retries, give-ups and latency per host;
             ``stats(session)`` reads them.
         **session_options: Any other :class:`aiohttp.ClientSession` keyword: ``timeout``,
@@ -256,6 +260,7 @@ def resilient_session(
         on_giveup=on_giveup,
         stats=stats,
         idle_timeout=tuning.idle_timeout or None,
+        hedge=hedge,
     )
     headers = session_options.pop("headers", None)
     if "request_class" in session_options:

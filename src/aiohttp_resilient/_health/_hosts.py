@@ -205,6 +205,32 @@ class HostHealth:
             return float("inf"), "slots", False
         return 0.0, None, False
 
+    def strain(self, key: HostKey, now: float) -> str | None:
+        """Why ``key`` should get no extra load now (a hedge stands down), or ``None``: its
+        breaker is not closed (``"breaker"``), its adaptive limit is cut (``"limit"``), its
+        rate is shaped (``"rate"``) or its retry budget is past half spent (``"budget"``)."""
+        record = self._hosts.get(key)
+        if record is None:
+            return None
+        if record.breaker is not None and record.breaker.state is not CircuitState.CLOSED:
+            return "breaker"
+        if record.limit is not None and record.limit.limit < record.limit.ceiling:
+            return "limit"
+        if record.rate is not None and record.rate.enabled:
+            return "rate"
+        budget = record.budget
+        if budget is not None and budget.spent(now) >= 0.5 * budget.allowance(now):
+            return "budget"
+        return None
+
+    def charge(self, key: HostKey, now: float) -> bool:
+        """Charge one extra attempt (a hedge) to ``key``'s retry budget, never given back;
+        ``False`` when the budget refuses it."""
+        record = self._hosts.get(key)
+        if record is None or record.budget is None:
+            return True
+        return record.budget.withdraw(now) is not Tier.REFUSED
+
     def _live_limit(self, key: HostKey, limiter: HostLimiter) -> int:
         limit = self.live_limit(key)
         return limiter.limit_per_host if limit is None else limit

@@ -110,6 +110,8 @@ class _Counters:
         "attempts",
         "calls",
         "give_ups",
+        "hedges",
+        "hedges_won",
         "not_answered",
         "not_retried",
         "retries",
@@ -123,6 +125,8 @@ class _Counters:
         self.not_retried = 0
         self.retries: dict[str, int] = {}
         self.give_ups: dict[str, int] = {}
+        self.hedges = 0  # hedges sent (a second copy of a slow call)
+        self.hedges_won = 0  # hedges whose answer the caller got
         self.calls = Histogram()  # one observation per logical call that ended
         self.attempts = Histogram()  # one per attempt of those calls
 
@@ -195,6 +199,14 @@ class StatsRecorder:
         if run is not None:
             _observe_attempts(counters, run.history)
 
+    def hedged(self, key: HostKey) -> None:
+        """A hedge of a slow call to ``key`` was sent."""
+        self._counters(key).hedges += 1
+
+    def hedge_won(self, key: HostKey) -> None:
+        """A hedge's answer was handed to the caller (the original was cancelled)."""
+        self._counters(key).hedges_won += 1
+
     def retried(self, key: HostKey, attempt: Attempt, delay: float, why: Why) -> None:
         """A retry of ``attempt`` was decided (before its wait)."""
         cause = retry_cause(attempt, why)
@@ -248,6 +260,8 @@ class StatsRecorder:
             not_retried=counters.not_retried,
             retries=MappingProxyType(dict(counters.retries)),
             give_ups=MappingProxyType(dict(counters.give_ups)),
+            hedges=counters.hedges,
+            hedges_won=counters.hedges_won,
             call_latency=counters.calls.freeze(),
             attempt_latency=counters.attempts.freeze(),
         )
@@ -280,5 +294,7 @@ class HostCounts:
     not_retried: int = 0
     retries: Mapping[str, int] = field(default_factory=_empty)
     give_ups: Mapping[str, int] = field(default_factory=_empty)
+    hedges: int = 0
+    hedges_won: int = 0
     call_latency: Latency = field(default_factory=Latency)
     attempt_latency: Latency = field(default_factory=Latency)

@@ -20,6 +20,9 @@ from .._health._claim import HostClaim
 from .._health._hosts import HostHealth
 from .._health._limiter import HostKey, HostLimiter
 from .._health._policy import HealthPolicy
+from .._hedge._delay import HedgeWindow
+from .._hedge._policy import HedgePolicy
+from .._hedge._race import hedgeable, race
 from .._observe._stats import StatsRecorder
 from .._transport._aiohttp_compat import (
     HIDDEN_RETRY_ERRORS,
@@ -160,6 +163,8 @@ class RetryMiddleware:
         stats: Count calls, attempts, retries, give-ups and latency per host (read them with
             :func:`stats`): ``True`` (a new :class:`StatsRecorder`), a recorder to share, or
             ``False`` for none.
+        hedge: Send a second copy of slow idempotent calls (:class:`HedgePolicy`); ``None``
+            (the default) for none.
         sleep: The wait function (inject a fake one in tests).
         clock: A monotonic clock in seconds (inject a fake one in tests).
     """
@@ -167,6 +172,7 @@ class RetryMiddleware:
     __slots__ = (
         "_clock",
         "_health",
+        "_hedge",
         "_idle",
         "_on_giveup",
         "_on_retry",
@@ -185,6 +191,7 @@ class RetryMiddleware:
         on_giveup: RetryHook | None = None,
         stats: StatsRecorder | bool = True,
         idle_timeout: float | None = None,
+        hedge: HedgePolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -195,6 +202,8 @@ class RetryMiddleware:
         if limiter is not None and not isinstance(limiter, HostLimiter):
             raise ValueError(f"limiter must be a HostLimiter, got {type(limiter).__name__}")
         check_hooks(on_retry=on_retry, on_giveup=on_giveup)
+        if hedge is not None and not isinstance(hedge, HedgePolicy):
+            raise ValueError(f"hedge must be a HedgePolicy, got {type(hedge).__name__}")
         if isinstance(health, HostHealth):
             if limiter is not None and health.limiter is not limiter:
                 raise ValueError(
@@ -214,6 +223,11 @@ class RetryMiddleware:
         self._clock = clock
         self._idle = None if idle_timeout is None else IdleWatchdog(idle_timeout)
         self._stats = StatsRecorder() if stats is True else (stats or None)
+        self._hedge = None if hedge is None else HedgeWindow(hedge)
+        if hedge is not None:
+            # Calls go through the race: a subclass's __call__, so that the unhedged request
+            # path does not even test whether hedging is on.
+            self.__class__ = _HedgingRetryMiddleware
 
     @property
     def stats_recorder(self) -> StatsRecorder | None:
@@ -224,6 +238,11 @@ class RetryMiddleware:
     def limiter(self) -> HostLimiter | None:
         """The per-host limiter, if any."""
         return self._health.limiter
+
+    @property
+    def hedge(self) -> HedgePolicy | None:
+        """The hedging policy, if calls are hedged."""
+        return None if self._hedge is None else self._hedge.policy
 
     @property
     def health(self) -> HostHealth:
@@ -384,6 +403,21 @@ class RetryMiddleware:
         if idle is not None and resp.content.is_eof():
             idle.watched.pop(req, None)  # else the watchdog follows the caller's read
         return None
+
+
+class _HedgingRetryMiddleware(RetryMiddleware):
+    """A :class:`RetryMiddleware` made with ``hedge=``: hedgeable calls race their hedges
+    (``_hedge/_race.py``); the others take the plain path."""
+
+    __slots__ = ()
+
+    async def __call__(self, req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        policy = _policy_override.get() or self.policy
+        window = self._hedge
+        if window is None or not hedgeable(req, policy):
+            return await RetryMiddleware.__call__(self, req, handler)
+        original = functools.partial(RetryMiddleware.__call__, self)
+        return await race(self, window, req, handler, policy, original, _send)
 
 
 async def _send(

@@ -9,6 +9,7 @@ is ``TrackingConnector`` (``_connector.py``), a ``TCPConnector`` subclass whose 
 
 from __future__ import annotations
 
+import copy
 from typing import Final
 
 import aiohttp
@@ -20,6 +21,7 @@ __all__ = [
     "HIDDEN_RETRY_ERRORS",
     "HIDDEN_RETRY_METHODS",
     "NEEDS_CLEANUP_CLOSED",
+    "clone_request",
     "hidden_retry_on",
     "renew_expect_continue",
     "session_middlewares",
@@ -35,6 +37,18 @@ HIDDEN_RETRY_ERRORS: Final = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedE
 #: Whether ``TCPConnector(enable_cleanup_closed=True)`` works on this Python (elsewhere aiohttp
 #: ignores it with a DeprecationWarning).
 NEEDS_CLEANUP_CLOSED: Final = bool(aiohttp.connector.NEEDS_CLEANUP_CLOSED)
+
+
+def clone_request(req: ClientRequest) -> ClientRequest:
+    """A copy of the unsent ``req`` that can be sent while it is (a hedge): its own headers,
+    writer and response; the body payload is shared, so only bytes bodies may be cloned.
+
+    aiohttp has no public way to copy a request: ``send()`` keeps its state (``response``, the
+    writer task) on the instance, which is fresh in a shallow copy made before either is sent.
+    """
+    clone = copy.copy(req)
+    clone.headers = req.headers.copy()  # send() sets Connection and Content-Type on its own
+    return clone
 
 
 def hidden_retry_on(session: aiohttp.ClientSession) -> bool:
