@@ -110,7 +110,8 @@ async def race(
                 running, timeout=delay if copies else None, return_when=asyncio.FIRST_COMPLETED
             )
             if not done:  # the delay passed with no answer: hedge, if the host can take it
-                hedge = _launch(hedger, window, key, copies.pop(), handler, policy, send, started)
+                copy_of = (copies.pop(), first)
+                hedge = _launch(hedger, window, key, copy_of, handler, policy, send, started)
                 if hedge is None:
                     copies.clear()
                 else:
@@ -136,7 +137,7 @@ def _launch(
     hedger: Hedger,
     window: HedgeWindow,
     key: HostKey,
-    copy: ClientRequest,
+    copy_of: tuple[ClientRequest, asyncio.Future[ClientResponse]],
     handler: ClientHandlerType,
     policy: RetryPolicy,
     send: Send,
@@ -151,26 +152,26 @@ def _launch(
     if reason is None and not health.charge(key, now):
         reason = "budget"
     if logger.isEnabledFor(logging.DEBUG):
-        _log(copy, key, now - started, reason)
+        _log(copy_of[0], key, reason)
     if reason is not None:
         return None
     if hedger._stats is not None:
         hedger._stats.hedged(key)
-    return asyncio.ensure_future(_hedge(hedger, copy, handler, policy, key, send, started))
+    return asyncio.ensure_future(_hedge(hedger, copy_of, handler, policy, key, send, started))
 
 
-def _log(req: ClientRequest, key: HostKey, after: float, reason: str | None) -> None:
+def _log(req: ClientRequest, key: HostKey, reason: str | None) -> None:
     url = redact_url(req.url)
-    fields = log_fields("hedge", req.method, url, key, after=after, stood_down=reason)
+    fields = log_fields("hedge", req.method, url, key, stood_down=reason)
     if reason is None:
-        logger.debug("hedging %s %s after %.3fs", req.method, url, after, extra=fields)
+        logger.debug("hedging %s %s", req.method, url, extra=fields)
     else:
         logger.debug("not hedging %s %s: %s", req.method, url, reason, extra=fields)
 
 
 async def _hedge(
     hedger: Hedger,
-    req: ClientRequest,
+    copy_of: tuple[ClientRequest, asyncio.Future[ClientResponse]],
     handler: ClientHandlerType,
     policy: RetryPolicy,
     key: HostKey,
@@ -178,8 +179,14 @@ async def _hedge(
     call_started: float,
 ) -> ClientResponse:
     # One attempt under a claim of its own; a refusal or an error is the hedge's loss.
+    req, first = copy_of
     health, clock = hedger._health, hedger._clock
     claim = health.try_claim(key, clock(), False) or await health.claim(key, first=False)
+    if first.done() and not first.cancelled() and first.exception() is None:
+        # The slot it waited for was the original's, freed as it answered: the race is decided
+        # (it is told in the same loop pass), so the copy need not go.
+        claim.abandon(clock())
+        raise _HedgeRefusedError("the original answered while the hedge waited for a slot")
     try:
         resp = await send(req, handler, policy, True)
     except Exception as exc:
