@@ -4,6 +4,7 @@ server saw (counted there), when hedging stands down, and that cancellation leak
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import aiohttp
@@ -21,7 +22,7 @@ from aiohttp_resilient import (
     stats,
 )
 from aiohttp_resilient._retry._middleware import session_middleware
-from aiohttp_resilient.testing import Fault, FaultServer
+from aiohttp_resilient.testing import Fault, FaultServer, ServerLoad
 
 #: An answer whose headers come at once and whose 2-byte body comes after 1 s: the middleware
 #: reads a known-length body inside the attempt, so the attempt takes 1 s.
@@ -140,12 +141,13 @@ async def test_the_winners_body_is_what_the_caller_reads(fault_server: FaultServ
 
 
 async def test_post_is_never_hedged(fault_server: FaultServer) -> None:
-    """A slow POST goes once (counted on the server), however long it takes."""
-    fault_server.set_default("/", SLOW)
+    """A POST whose answer comes after 0.2 s (ten hedge delays) goes once (counted on the
+    server). A POST's body is not read inside the attempt, so the wait is for the headers."""
+    fault_server.load = ServerLoad(service_time=0.2)
     async with resilient_session(hedge=QUICK) as session:
         for _ in range(3):
             async with session.post(fault_server.url_for("/"), data=b"x") as resp:
-                assert await resp.read() == b"sl"
+                assert await resp.read() == b"ok"
         assert host_stats(session, fault_server) == (0, 0)
     assert fault_server.count("/", method="POST") == 3
 
@@ -175,6 +177,19 @@ async def test_a_failed_hedge_does_not_fail_the_call(fault_server: FaultServer) 
     assert fault_server.count("/") == 2
 
 
+async def test_a_refused_hedge_loses_and_is_released(fault_server: FaultServer) -> None:
+    """The hedge gets a 503 whose body drips: it loses (not retried), its response is
+    released (its connection closed, not held), and the slow original answers."""
+    busy = dataclasses.replace(Fault.drip(b"busy", chunk=1, interval=1.0), code=503)
+    fault_server.script("/", [SLOW, busy])  # the 503's body would take 4 s
+    async with resilient_session(hedge=QUICK) as session:
+        async with session.get(fault_server.url_for("/")) as resp:
+            assert await resp.read() == b"sl"
+        assert host_stats(session, fault_server) == (1, 0)
+        assert stats(session).total.pool.acquired == 0
+    assert fault_server.count("/") == 2
+
+
 async def test_a_failed_original_waits_for_its_hedge(fault_server: FaultServer) -> None:
     """The original fails without a retry (attempts=1) while the hedge runs: the hedge answers."""
     fault_server.script("/", [Fault.hang(0.3), Fault.drip(b"ok", chunk=2, interval=0.5)])
@@ -189,10 +204,11 @@ async def test_a_failed_original_waits_for_its_hedge(fault_server: FaultServer) 
 
 
 async def test_no_hedge_while_the_budget_is_past_half_spent(fault_server: FaultServer) -> None:
-    """A failed retry spent the host's one-retry budget: a slow GET is not hedged."""
+    """A failed retry spent half of the host's two-retry budget: a slow GET is not hedged,
+    though the budget would still take the hedge's charge."""
     fault_server.set_default("/fail", Fault.status(500))
     fault_server.set_default("/", SLOW)
-    health = HealthPolicy(budget=BudgetPolicy(ratio=0.0, min_per_second=0.1, ttl=10.0))
+    health = HealthPolicy(budget=BudgetPolicy(ratio=0.0, min_per_second=0.2, ttl=10.0))
     policy = RetryPolicy(attempts=2, backoff_base=0.0)
     async with resilient_session(hedge=QUICK, health=health, policy=policy) as session:
         with pytest.raises(RetriesExhaustedError):
