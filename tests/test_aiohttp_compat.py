@@ -20,6 +20,7 @@ from aiohttp_resilient import TrackingConnector
 from aiohttp_resilient._transport._aiohttp_compat import (
     HIDDEN_RETRY_ERRORS,
     HIDDEN_RETRY_METHODS,
+    clone_request,
     hidden_retry_on,
     renew_expect_continue,
     session_middlewares,
@@ -134,3 +135,29 @@ async def test_the_pool_internals_tracking_connector_overrides(fault_server: Fau
         async with session.get(fault_server.url_for("/p")) as resp:
             await resp.read()
     assert [r.conn_id for r in fault_server.records] == [1, 1]
+
+
+async def test_a_clone_made_before_sending_goes_alongside_its_original(
+    fault_server: FaultServer,
+) -> None:
+    """clone_request(): a shallow copy of an unsent request, sent through the same handler at
+    the same time as it, gets a response of its own; the original's headers stay its own."""
+    fault_server.script("/", [Fault.ok(body=b"one"), Fault.ok(body=b"two")])
+    bodies: list[bytes] = []
+
+    async def both(req: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        clone = clone_request(req)
+        assert clone.headers is not req.headers
+        first, second = await asyncio.gather(handler(req), handler(clone))
+        assert first is not second
+        assert req.response is first
+        assert clone.response is second
+        bodies.append(await second.read())
+        return first
+
+    async with aiohttp.ClientSession(middlewares=(both,)) as session:
+        async with session.get(fault_server.url_for("/"), data=b"x") as resp:
+            bodies.append(await resp.read())
+    assert sorted(bodies) == [b"one", b"two"]
+    assert fault_server.count("/") == 2
+    assert all(r.body == b"x" for r in fault_server.records)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import re
 import time
 
 import aiohttp
@@ -272,3 +274,47 @@ async def test_a_cancelled_caller_cancels_both_and_leaks_nothing(fault_server: F
                 break
             await asyncio.sleep(0.01)
         assert fault_server.connections_open == 0
+
+
+# Seen ---------------------------------------------------------------------------------------------
+
+
+async def test_hedges_are_seen_in_stats_prometheus_otel_and_logs(
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One call whose hedge wins: counted in stats and Prometheus, a CLIENT span of its own
+    marked as the hedge, a DEBUG record of the hedge and of its win."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from aiohttp_resilient import PrometheusCollector, instrument_session
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    fault_server.script("/", [SLOW, Fault.ok(body=b"fast")])
+    caplog.set_level(logging.DEBUG, logger="aiohttp_resilient")
+    async with resilient_session(hedge=QUICK) as session:
+        instrument_session(session, tracer_provider=tracer_provider)
+        async with session.get(fault_server.url_for("/")) as resp:
+            assert await resp.read() == b"fast"
+        row = stats(session).total
+        registry = prometheus_client.CollectorRegistry()
+        registry.register(PrometheusCollector(session))
+        text = prometheus_client.generate_latest(registry).decode()
+    assert (row.hedges, row.hedges_won) == (1, 1)
+    assert "aiohttp_resilient_hedges_total{" in text
+    assert re.search(r"aiohttp_resilient_hedges_won_total\{[^}]*\} 1\.0", text)
+    attempts = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert len(attempts) == fault_server.count("/") == 2
+    assert sorted(bool(s.attributes.get("aiohttp_resilient.hedge")) for s in attempts) == [
+        False,
+        True,
+    ]
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "hedge" in events
+    assert "hedge_won" in events

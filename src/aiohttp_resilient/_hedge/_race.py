@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from contextvars import ContextVar
+from typing import Final, Protocol
 
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, payload
 
@@ -36,7 +37,11 @@ from .._util._redact import redact_url
 from .._util._timing import Clock
 from ._delay import HedgeWindow
 
-__all__ = ["Hedger", "hedgeable", "race"]
+__all__ = ["HEDGE_ATTEMPT", "Hedger", "hedgeable", "race"]
+
+#: True inside a hedge's task (each task runs in a copy of the context, so it stays there): an
+#: inner middleware, such as the OpenTelemetry attempt span, tells a hedge from an attempt.
+HEDGE_ATTEMPT: Final[ContextVar[bool]] = ContextVar("aiohttp_resilient_hedge", default=False)
 
 Original = Callable[[ClientRequest, ClientHandlerType], Awaitable[ClientResponse]]
 Send = Callable[[ClientRequest, ClientHandlerType, RetryPolicy, bool], Awaitable[ClientResponse]]
@@ -180,6 +185,7 @@ async def _hedge(
 ) -> ClientResponse:
     # One attempt under a claim of its own; a refusal or an error is the hedge's loss.
     req, first = copy_of
+    HEDGE_ATTEMPT.set(True)
     health, clock = hedger._health, hedger._clock
     claim = health.try_claim(key, clock(), False) or await health.claim(key, first=False)
     if first.done() and not first.cancelled() and first.exception() is None:

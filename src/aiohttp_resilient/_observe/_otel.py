@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._exceptions import RetriesExhaustedError
 from .._health._limiter import HostKey
+from .._hedge._race import HEDGE_ATTEMPT
 from .._retry._middleware import RetryMiddleware
 from .._transport._aiohttp_compat import session_middlewares, set_session_middlewares
 from .._util._redact import redact_url
@@ -48,7 +49,8 @@ def instrument_session(
 
     - A span per logical call (``INTERNAL``, named by the method), with a ``CLIENT`` child span
       per attempt carrying ``http.request.resend_count`` from the second attempt on, and the
-      ``traceparent`` of the attempt's span sent with it. A span that ends with a 4xx or
+      ``traceparent`` of the attempt's span sent with it; a hedge's span (:class:`HedgePolicy`)
+      has ``aiohttp_resilient.hedge`` true. A span that ends with a 4xx or
       5xx (an HTTP client's errors, as the semantic conventions have it) has the status ERROR
       and ``error.type`` the code as a string (``"404"``); one that ends with an exception,
       ERROR and the exception's type, except a give-up on a status, whose type is the status.
@@ -207,6 +209,8 @@ class _AttemptSpan:
         attributes["url.full"] = redact_url(req.url)
         if number > 1:
             attributes["http.request.resend_count"] = number - 1
+        if HEDGE_ATTEMPT.get():
+            attributes["aiohttp_resilient.hedge"] = True
         metric_attributes = _attributes(req)
         with self._tracer.start_as_current_span(
             req.method, kind=SpanKind.CLIENT, attributes=attributes

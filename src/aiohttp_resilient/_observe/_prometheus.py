@@ -40,7 +40,8 @@ class PrometheusCollector(Collector):
     ``4xx``, ``5xx``, ...), ``responses_total`` (``status_class``; one per attempt that got a
     response, retried ones included: what the server counted), ``attempts_total``,
     ``retries_total`` (label ``cause``), ``give_ups_total`` (``reason``), ``not_retried_total``,
-    ``budget_refusals_total``, ``circuit_openings_total``. Gauges: ``circuit_state`` (0 closed,
+    ``budget_refusals_total``, ``circuit_openings_total``, ``hedges_total`` and
+    ``hedges_won_total`` (:class:`HedgePolicy`). Gauges: ``circuit_state`` (0 closed,
     1 half-open, 2 open), ``concurrency_limit``, ``in_flight``, ``queued``,
     ``pool_connections`` (``state`` idle or acquired). Histograms: ``request_duration_seconds``
     (logical calls) and ``attempt_duration_seconds``, with :data:`HTTP_BUCKETS`.
@@ -124,6 +125,8 @@ class PrometheusCollector(Collector):
             ("not_retried", "Calls failed by an error not retried.", lambda r: r.not_retried),
             ("budget_refusals", "Retries the budget refused.", lambda r: r.budget_refusals),
             ("circuit_openings", "Times a breaker opened.", lambda r: r.circuit_openings),
+            ("hedges", "Hedges sent (second copies of slow calls).", lambda r: r.hedges),
+            ("hedges_won", "Hedges whose answer the caller got.", lambda r: r.hedges_won),
         )
         for name, doc, value in simple:
             family = CounterMetricFamily(self._name(name), doc, labels=["host"])

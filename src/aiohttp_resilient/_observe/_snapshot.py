@@ -74,6 +74,9 @@ class HostStats:
         give_ups: Calls given up on, by reason (``attempts``, ``deadline``, ``budget``,
             ``circuit_open``, ``retry_after_max``, ``body_not_replayable``).
         not_retried: Calls that failed with an error not safe or useful to retry.
+        hedges: Hedges sent: second copies of slow calls (:class:`HedgePolicy`), not counted
+            in ``attempts``.
+        hedges_won: Hedges whose answer the caller got (the original was cancelled).
         circuit_state: The breaker's state (``None`` on the overall row).
         circuit_openings: Times the breaker opened (since the host was last forgotten).
         concurrency_limit: The live adaptive concurrency limit (``None``: uncapped).
@@ -93,6 +96,8 @@ class HostStats:
     retries: Mapping[str, int] = field(default_factory=_empty)
     give_ups: Mapping[str, int] = field(default_factory=_empty)
     not_retried: int = 0
+    hedges: int = 0
+    hedges_won: int = 0
     circuit_state: CircuitState | None = None
     circuit_openings: int = 0
     concurrency_limit: int | None = None
@@ -141,9 +146,9 @@ def merge_hosts(name: str, rows: Iterable[HostStats]) -> HostStats:
     """The sum of ``rows`` under ``name`` (the breaker's state is not summed)."""
     rows = list(rows)
     total: dict[str, Any] = dict.fromkeys(
-        ("requests", "successes", "attempts", "not_retried", "circuit_openings"), 0
+        ("requests", "successes", "attempts", "not_retried", "hedges", "hedges_won"), 0
     )
-    total.update(in_flight=0, queued=0)
+    total.update(circuit_openings=0, in_flight=0, queued=0)
     pool = PoolUse()
     calls = Latency()
     attempts = Latency()
@@ -239,6 +244,8 @@ def _host_row(
         retries=counts.retries,
         give_ups=counts.give_ups,
         not_retried=counts.not_retried,
+        hedges=counts.hedges,
+        hedges_won=counts.hedges_won,
         pool=pools.get(key, PoolUse()),
         call_latency=counts.call_latency,
         attempt_latency=counts.attempt_latency,
