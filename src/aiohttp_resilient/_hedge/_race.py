@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, payload
 
@@ -43,7 +43,7 @@ __all__ = ["HEDGE_ATTEMPT", "Hedger", "hedgeable", "race"]
 #: inner middleware, such as the OpenTelemetry attempt span, tells a hedge from an attempt.
 HEDGE_ATTEMPT: Final[ContextVar[bool]] = ContextVar("aiohttp_resilient_hedge", default=False)
 
-Original = Callable[[ClientRequest, ClientHandlerType], Awaitable[ClientResponse]]
+Original = Callable[[ClientRequest, ClientHandlerType], Coroutine[Any, Any, ClientResponse]]
 Send = Callable[[ClientRequest, ClientHandlerType, RetryPolicy, bool], Awaitable[ClientResponse]]
 
 
@@ -67,6 +67,33 @@ class Hedger(Protocol):
         key: HostKey,
         idle: None,
     ) -> Refusal | None: ...
+
+
+class _Wake:
+    """Wakes the race when an attempt ends (a done callback) or its timer fires: a cheaper
+    ``asyncio.wait(FIRST_COMPLETED)`` for a race that runs on every hedgeable call."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = None
+
+    def __call__(self, _: object = None) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self, timeout: float | None) -> None:
+        """Until an attempt ends or ``timeout`` seconds pass (``None``: no timer)."""
+        self._future = future = self._loop.create_future()
+        timer = None if timeout is None else self._loop.call_later(timeout, self)
+        try:
+            await future
+        finally:
+            self._future = None
+            if timer is not None:
+                timer.cancel()
 
 
 class _HedgeRefusedError(Exception):
@@ -104,23 +131,25 @@ async def race(
         now = clock()
         window.observe(key, now - started, now)
         return resp
-    # Copied before the original goes: a request being sent holds its writer and response.
-    copies = [clone_request(req) for _ in range(window.policy.max_hedges)]
-    first = asyncio.ensure_future(original(req, handler))
+    loop = asyncio.get_running_loop()
+    first = loop.create_task(original(req, handler))
     running: dict[asyncio.Future[ClientResponse], bool] = {first: False}  # True: a hedge
+    wake = _Wake(loop)
+    first.add_done_callback(wake)
+    hedges_left = window.policy.max_hedges
     failure: BaseException | None = None
     try:
         while True:
-            done, _ = await asyncio.wait(
-                running, timeout=delay if copies else None, return_when=asyncio.FIRST_COMPLETED
-            )
+            await wake.wait(delay if hedges_left else None)
+            done = [task for task in running if task.done()]
             if not done:  # the delay passed with no answer: hedge, if the host can take it
-                copy_of = (copies.pop(), first)
-                hedge = _launch(hedger, window, key, copy_of, handler, policy, send, started)
+                hedges_left -= 1
+                hedge = _launch(hedger, window, key, (req, first), handler, policy, send, started)
                 if hedge is None:
-                    copies.clear()
+                    hedges_left = 0
                 else:
                     running[hedge] = True
+                    hedge.add_done_callback(wake)
                 continue
             winner = None
             for task in done:
@@ -142,27 +171,31 @@ def _launch(
     hedger: Hedger,
     window: HedgeWindow,
     key: HostKey,
-    copy_of: tuple[ClientRequest, asyncio.Future[ClientResponse]],
+    racing: tuple[ClientRequest, asyncio.Future[ClientResponse]],
     handler: ClientHandlerType,
     policy: RetryPolicy,
     send: Send,
     started: float,
 ) -> asyncio.Future[ClientResponse] | None:
-    # Stand down on a sick host, past the extra-load bound, or with the retry budget refusing.
+    # Stand down on a sick host, past the extra-load bound, or with the retry budget refusing
+    # (or while the original's body is still being written).
+    original, first = racing
     now = hedger._clock()
     health = hedger._health
-    reason = health.strain(key, now)
+    copy = clone_request(original)
+    reason = "body" if copy is None else health.strain(key, now)
     if reason is None and not window.try_hedge(key, now):
         reason = "max_extra"
     if reason is None and not health.charge(key, now):
         reason = "budget"
     if logger.isEnabledFor(logging.DEBUG):
-        _log(copy_of[0], key, reason)
-    if reason is not None:
+        _log(original, key, reason)
+    if copy is None or reason is not None:
         return None
     if hedger._stats is not None:
         hedger._stats.hedged(key)
-    return asyncio.ensure_future(_hedge(hedger, copy_of, handler, policy, key, send, started))
+    hedge = _hedge(hedger, (copy, first), handler, policy, key, send, started)
+    return asyncio.get_running_loop().create_task(hedge)
 
 
 def _log(req: ClientRequest, key: HostKey, reason: str | None) -> None:
@@ -214,7 +247,7 @@ def _won(
     window: HedgeWindow,
     key: HostKey,
     winner: tuple[asyncio.Future[ClientResponse], bool],
-    done: set[asyncio.Future[ClientResponse]],
+    done: Iterable[asyncio.Future[ClientResponse]],
     started: float,
     clock: Clock,
     req: ClientRequest,

@@ -39,15 +39,20 @@ HIDDEN_RETRY_ERRORS: Final = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedE
 NEEDS_CLEANUP_CLOSED: Final = bool(aiohttp.connector.NEEDS_CLEANUP_CLOSED)
 
 
-def clone_request(req: ClientRequest) -> ClientRequest:
-    """A copy of the unsent ``req`` that can be sent while it is (a hedge): its own headers,
-    writer and response; the body payload is shared, so only bytes bodies may be cloned.
+def clone_request(req: ClientRequest) -> ClientRequest | None:
+    """A copy of ``req`` that can be sent while it is in flight (a hedge), with its own headers;
+    ``None`` while ``req``'s body is still being written. The body payload is shared, so only a
+    body that can be written twice (none, or bytes) may be cloned.
 
-    aiohttp has no public way to copy a request: ``send()`` keeps its state (``response``, the
-    writer task) on the instance, which is fresh in a shallow copy made before either is sent.
+    aiohttp has no public way to copy a request: ``send()`` keeps its state on the instance
+    (``response``, and the body writer task, which is dropped when it is done). A shallow copy
+    made once the writer is done starts clean: its own ``send()`` sets both anew.
     """
+    if req._writer is not None:  # a copy would share the running writer's bookkeeping
+        return None
     clone = copy.copy(req)
-    clone.headers = req.headers.copy()  # send() sets Connection and Content-Type on its own
+    clone.headers = req.headers.copy()  # send() sets Connection and Content-Type on each
+    clone.response = None
     return clone
 
 

@@ -25,6 +25,7 @@ from ._load import Outage, ServerLoad
 from ._ranges import Endpoint, IdempotentSink, RangedFile, ServedRange
 from ._records import RecordedRequest
 from ._server import FaultServer
+from ._slow import SlowAnswers
 
 __all__ = [
     "Endpoint",
@@ -36,4 +37,5 @@ __all__ = [
     "RecordedRequest",
     "ServedRange",
     "ServerLoad",
+    "SlowAnswers",
 ]
