@@ -503,3 +503,41 @@ def test_full_run_hint_runs_the_scenarios_left_at_full_size() -> None:
     assert not config.quick
     assert {cell.scenario.name for cell in config.cells} == {"overload-503", "ratelimit-429-ra"}
     assert {cell.scenario.requests for cell in config.cells} == {4000, 2000}
+
+
+def test_tail_runs_only_when_named_with_the_hedging_clients() -> None:
+    """The tail scenario and the hedging clients are opt-in: the default run has neither;
+    --scenarios tail runs raw, resilient, resilient-hedge and hedge-python at concurrency 16."""
+    from aiohttp_resilient._cli._bench._clients import OPT_IN_CLIENTS, TAIL_CLIENTS
+
+    full = _config(build_parser().parse_args(["bench"]))
+    assert all(c.scenario.kind != "tail" for c in full.cells)
+    assert not any(set(c.clients) & OPT_IN_CLIENTS for c in full.cells)
+    (tail,) = _config(build_parser().parse_args(["bench", "--scenarios", "tail"])).cells
+    assert tail.clients == TAIL_CLIENTS
+    assert tail.concurrency == 16
+    assert (tail.scenario.rate, tail.scenario.slow_seconds) == (0.02, 1.0)
+
+
+def test_tail_targets_from_summaries() -> None:
+    """Issue 20's tail targets: hedged p99 <= 0.25 x unhedged, <= 1.06 server requests per
+    call, and p99 at least as low as hedge-python's at no more requests per call."""
+
+    def tail(client: str, p99: float, load: float) -> dict[str, Any]:
+        return {
+            "scenario": "tail",
+            "concurrency": 16,
+            "client": client,
+            "p99": {"median": p99, "min": p99, "max": p99},
+            "pooled_server_attempts_per_request": load,
+        }
+
+    summaries = [
+        tail("resilient", 1.0, 1.0),
+        tail("resilient-hedge", 0.02, 1.02),
+        tail("hedge-python", 0.03, 1.01),
+    ]
+    targets = evaluate_targets(summaries, {"tail": {"kind": "tail"}})
+    assert [t["verdict"] for t in targets] == ["held", "held", "NOT held"]  # more requests
+    assert targets[0]["measured"] == "20.0 vs 1000.0 ms (0.020 x)"
+    assert "1.0200 vs 1.0100 requests per call" in targets[2]["measured"]

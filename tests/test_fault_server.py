@@ -8,6 +8,7 @@ import email.utils
 import errno
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -816,3 +817,36 @@ def test_url_before_start_is_an_error() -> None:
     """url is known only once listening."""
     with pytest.raises(RuntimeError, match="started"):
         _ = FaultServer().url
+
+
+async def test_slow_answers_roll_per_request_and_skip_a_client_gone() -> None:
+    """SlowAnswers: with share 1 every answer waits (its headers too), with share 0 none does;
+    an answer whose client left while it waited is dropped without an error."""
+    from aiohttp_resilient.testing import SlowAnswers
+
+    slow = SlowAnswers(share=1.0, seconds=0.3, seed=1)
+    fast = SlowAnswers(share=0.0, seconds=5.0, seed=1)
+    async with FaultServer() as server, aiohttp.ClientSession() as session:
+        server.serve("/slow", slow)
+        server.serve("/fast", fast)
+        started = asyncio.get_running_loop().time()
+        async with session.get(server.url_for("/slow")) as resp:
+            assert (resp.status, await resp.read()) == (200, b"ok")
+        assert asyncio.get_running_loop().time() - started >= 0.3  # a lower bound, not a speed
+        async with session.get(server.url_for("/fast")) as resp:
+            assert await resp.read() == b"ok"
+        with pytest.raises(asyncio.TimeoutError):
+            await session.get(server.url_for("/slow"), timeout=aiohttp.ClientTimeout(total=0.05))
+        await asyncio.sleep(0.4)  # its answer comes due after the client left
+    assert (slow.slow, fast.slow) == (2, 0)
+    assert server.count("/slow") == 2
+
+
+@pytest.mark.parametrize(("field", "value"), [("share", 1.5), ("share", "x"), ("seconds", -1.0)])
+def test_slow_answers_reject_bad_values_naming_the_field(field: str, value: object) -> None:
+    """A bad share or seconds raises ValueError naming it."""
+    from aiohttp_resilient.testing import SlowAnswers
+
+    kwargs: dict[str, Any] = {"share": 0.1, "seconds": 1.0, "seed": 1, field: value}
+    with pytest.raises(ValueError, match=field):
+        SlowAnswers(**kwargs)

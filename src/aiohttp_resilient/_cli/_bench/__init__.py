@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _cost
-from ._clients import CLIENTS
+from ._clients import CLIENTS, OPT_IN_CLIENTS, TAIL_CLIENTS
 from ._report import (
     FULL_RUN_ONLY,
     evaluate_targets,
@@ -127,7 +127,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--clients",
         type=_names([c.name for c in CLIENTS], "client"),
         metavar="A,B",
-        help=f"clients, comma-separated (all): {', '.join(c.name for c in CLIENTS)}",
+        help="clients, comma-separated (all but the hedging ones, which the tail scenario "
+        f"runs): {', '.join(c.name for c in CLIENTS)}",
     )
     bench.add_argument(
         "--runs", type=_positive_int, help="rounds per cell (3; 1 for --quick's host-health cells)"
@@ -182,7 +183,7 @@ def _config(args: argparse.Namespace) -> BenchConfig:
             pairs = [(s, c) for s, _ in pairs for c in args.concurrency]
         # Host-health scenarios are defined at their own concurrency: --concurrency leaves them.
         pairs += [(s.name, s.concurrency or 64) for s in table.values() if s.kind in HEALTH_KINDS]
-    clients = list(args.clients or [c.name for c in CLIENTS])
+    clients = list(args.clients or [c.name for c in CLIENTS if c.name not in OPT_IN_CLIENTS])
     if "raw" not in clients:
         clients = ["raw", *clients]  # the baseline of every ratio
     cells = [
@@ -207,6 +208,8 @@ def _cell(
         runs = QUICK_HEALTH_RUNS
         if not args.clients:
             clients = [name for name in clients if name in QUICK_HEALTH_CLIENTS]
+    if scenario.kind == "tail" and not args.clients:
+        clients = list(TAIL_CLIENTS)
     if scenario.run_seconds is not None:
         # Timed: the run lasts run_seconds; what is still in flight gets the grace time.
         requests, cap = 0, scenario.run_seconds + scenario.grace

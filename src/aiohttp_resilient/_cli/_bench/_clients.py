@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from ..._hedge._policy import HedgePolicy
 from ..._retry._decorator import retry_on_disconnect
 from ..._retry._events import RetryEvent
 from ..._retry._middleware import RetryMiddleware
@@ -38,7 +39,9 @@ from ..._transport._aiohttp_compat import turn_off_hidden_retry
 __all__ = [
     "ATTEMPTS",
     "CLIENTS",
+    "OPT_IN_CLIENTS",
     "POST_BODY",
+    "TAIL_CLIENTS",
     "BuiltClient",
     "ClientSpec",
     "Fetch",
@@ -204,6 +207,46 @@ async def _resilient(concurrency: int) -> BuiltClient:
     built = BuiltClient(_plain_fetch(session), session.close)
     built.attempts = 0  # retries only; the runner adds one per logical request
     return built
+
+
+async def _resilient_hedge(concurrency: int) -> BuiltClient:
+    built: BuiltClient
+
+    def on_retry(event: RetryEvent) -> None:
+        built.attempts = (built.attempts or 0) + 1
+
+    session = resilient_session(
+        limit=max(100, concurrency),
+        limit_per_host=max(16, concurrency),
+        on_retry=on_retry,
+        hedge=HedgePolicy(),
+    )
+    built = BuiltClient(_plain_fetch(session), session.close)
+    built.attempts = 0  # retries only (hedges are counted by the server)
+    return built
+
+
+async def _hedge_python(concurrency: int) -> BuiltClient:
+    hedge: Any = importlib.import_module("hedge")
+    transport: Any = importlib.import_module("hedge.transport")
+    # As its README shows: HedgeConfig() defaults (p90 per host, 10% token bucket), around an
+    # aiohttp session whose pool does not throttle the run.
+    session = transport.HedgedAiohttpSession(
+        config=hedge.HedgeConfig(),
+        connector=aiohttp.TCPConnector(limit=max(100, concurrency)),
+    )
+
+    async def fetch(url: str, method: str, headers: Mapping[str, str] | None) -> None:
+        data = POST_BODY if method == "POST" else None
+        resp = await getattr(session, method.lower())(url, headers=headers, data=data)
+        try:
+            await resp.read()
+            if resp.status != 200:
+                raise StatusError(resp.status)
+        finally:
+            resp.release()
+
+    return BuiltClient(fetch, session.close)
 
 
 async def _middleware_only(concurrency: int) -> BuiltClient:
@@ -397,6 +440,13 @@ async def _hand_loop(concurrency: int) -> BuiltClient:
     return built
 
 
+#: Clients run only where named (``--clients``) or in the ``tail`` scenario: hedging answers a
+#: slow tail, and the per-request fault and host-health tables are about retries.
+OPT_IN_CLIENTS: Final = frozenset({"resilient-hedge", "hedge-python"})
+#: The ``tail`` scenario's clients when ``--clients`` does not say.
+TAIL_CLIENTS: Final = ("raw", "resilient", "resilient-hedge", "hedge-python")
+
+
 def _partial(
     build: Callable[..., Awaitable[BuiltClient]], **kwargs: Any
 ) -> Callable[[int], Awaitable[BuiltClient]]:
@@ -505,5 +555,19 @@ CLIENTS: Final[tuple[ClientSpec, ...]] = (
         _hand_loop,
         None,
         f"for attempt in range(5): try fetch / except family: retry at once; {_POST_ANY}",
+    ),
+    ClientSpec(
+        "resilient-hedge",
+        _resilient_hedge,
+        None,
+        "resilient with hedge=HedgePolicy(): a second copy of a GET still unanswered at the "
+        "host's p95, at most 5% extra, standing down on a sick host",
+    ),
+    ClientSpec(
+        "hedge-python",
+        _hedge_python,
+        "hedge",
+        "hedge-python's HedgedAiohttpSession(HedgeConfig()): a backup at the host's p90 "
+        "(DDSketch), 10% token bucket; no retries",
     ),
 )

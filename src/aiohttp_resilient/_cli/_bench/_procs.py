@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
-from ...testing import Fault, FaultServer
+from ...testing import Fault, FaultServer, SlowAnswers
 from ._clients import CLIENTS
 from ._scenarios import Scenario
 
@@ -84,7 +84,7 @@ def read_steal() -> tuple[int, int] | None:
 
 
 def _weights(scenario: Scenario) -> dict[Fault, float]:
-    if scenario.rate <= 0:
+    if scenario.rate <= 0 or scenario.kind == "tail":  # tail: slow answers, not faults
         return {}
     fault = {
         "fin": Fault.fin(),
@@ -125,6 +125,9 @@ def _make_server(scenario: Scenario, seed: int, requests: int) -> FaultServer:
         request_id_header=REQUEST_ID_HEADER if scenario.post_every else None,
         **options,
     )
+    if scenario.kind == "tail":
+        endpoint = SlowAnswers(share=scenario.rate, seconds=scenario.slow_seconds, seed=seed)
+        server.serve(BENCH_PATH, endpoint)
     weights = _weights(scenario)
     if weights:
         server.random(BENCH_PATH, weights, seed=seed)
@@ -381,6 +384,7 @@ async def _drive(spec: RunSpec, started: Callable[[float], None]) -> dict[str, A
         "cpu": cpu,
         "p50": _quantile(latencies, 0.50),
         "p99": _quantile(latencies, 0.99),
+        "p999": _quantile(latencies, 0.999),
         "max": latencies[-1] if latencies else None,
         "library_attempts": library_attempts,
         "errors": errors,

@@ -88,6 +88,7 @@ FAULT_COLUMNS = (
     "peak MiB",
 )
 HEALTH_COLUMNS = (*BASE_COLUMNS, "p50 ms", "p99 ms", "max ms", "unfinished")
+TAIL_COLUMNS = (*BASE_COLUMNS, "p50 ms", "p99 ms", "p99.9 ms", "max ms")
 KIND_COLUMNS: dict[str, tuple[str, ...]] = {
     "brownout": ("outage att", "x hand-loop", "1st ok after s", "full goodput after s"),
     "restart": ("GETs failed", "POSTs failed", "POSTs twice"),
@@ -103,6 +104,8 @@ def columns(kind: str) -> tuple[str, ...]:
     """The columns of a table of ``kind`` scenarios."""
     if kind in HEALTH_KINDS:
         return (*HEALTH_COLUMNS, *KIND_COLUMNS.get(kind, ()))
+    if kind == "tail":
+        return TAIL_COLUMNS
     return FAULT_COLUMNS
 
 
@@ -115,6 +118,14 @@ def _row(s: dict[str, Any], kind: str) -> list[str]:
         _fmt(s["pooled_server_attempts_per_success"], ".3f"),
         _fmt(s["pooled_server_attempts_per_request"], ".3f"),
     ]
+    if kind == "tail":
+        return [
+            *row,
+            _fmt(_med(s, "p50"), ".1f", 1e3),
+            _range(s["p99"], ".1f", 1e3),
+            _range(s["p999"], ".1f", 1e3),
+            _fmt(_med(s, "max"), ".0f", 1e3),
+        ]
     if kind not in HEALTH_KINDS:
         return [
             *row,
@@ -282,6 +293,51 @@ _TOO_SHORT = {
 }
 
 
+def _tail_targets(
+    summaries: Sequence[dict[str, Any]],
+    scenario: str,
+    c: int,
+    unhedged: dict[str, Any],
+    where: str,
+) -> list[dict[str, Any]]:
+    """Issue 20: the default HedgePolicy's p99 against the same client unhedged and against
+    hedge-python, and the server requests each logical request cost."""
+    hedged = _find(summaries, scenario, c, "resilient-hedge")
+    if hedged is None:
+        return []
+    p99, base = _med(hedged, "p99"), _med(unhedged, "p99")
+    load = hedged["pooled_server_attempts_per_request"]
+    targets = [
+        _target(
+            f"{where}: resilient-hedge p99 <= 0.25 x resilient's",
+            f"{_fmt(p99, '.1f', 1e3)} vs {_fmt(base, '.1f', 1e3)} ms"
+            + (f" ({p99 / base:.3f} x)" if p99 is not None and base else ""),
+            None if p99 is None or base is None else p99 <= 0.25 * base,
+        ),
+        _target(
+            f"{where}: resilient-hedge server requests per logical request <= 1.06",
+            _fmt(load, ".4f") + " (all rounds pooled)",
+            _at_most(load, 1.06),
+        ),
+    ]
+    theirs = _find(summaries, scenario, c, "hedge-python")
+    if theirs is not None:
+        their_p99, their_load = _med(theirs, "p99"), theirs["pooled_server_attempts_per_request"]
+        held = None
+        if None not in (p99, their_p99, load, their_load):
+            held = p99 <= their_p99 and load <= their_load  # type: ignore[operator]
+        targets.append(
+            _target(
+                f"{where}: resilient-hedge p99 <= hedge-python's, at no more server requests "
+                "per call",
+                f"p99 {_fmt(p99, '.1f', 1e3)} vs {_fmt(their_p99, '.1f', 1e3)} ms; "
+                f"{_fmt(load, '.4f')} vs {_fmt(their_load, '.4f')} requests per call",
+                held,
+            )
+        )
+    return targets
+
+
 def _quick_judgement(target: dict[str, Any], kind: str) -> dict[str, Any]:
     """``target`` as a ``--quick`` run may state it: a figure its cell cannot show is
     reported, with why, and left to the full run.
@@ -391,6 +447,8 @@ def _evaluate(
                     summaries, scenario, c, ours, BACKING_OFF, "every alternative that backs off"
                 )
             )
+        elif kind == "tail":
+            targets.extend(_tail_targets(summaries, scenario, c, ours, where))
         elif kind == "overload":
             targets.append(_success(ours, where, 0.999))
             amplification = ours["pooled_server_attempts_per_success"]

@@ -410,6 +410,7 @@ FIGURES = (
     "library_attempts_per_request",
     "p50",
     "p99",
+    "p999",
     "p99_vs_hand_loop",
     "max",
     "cpu_us_per_request",

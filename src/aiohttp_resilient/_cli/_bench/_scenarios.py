@@ -24,6 +24,8 @@ __all__ = [
     "RESTART_SERVICE_TIME",
     "SCENARIOS",
     "SERVICE_TIME",
+    "TAIL_SECONDS",
+    "TAIL_SHARE",
     "Scenario",
     "scenarios",
 ]
@@ -36,6 +38,9 @@ RATE_LIMIT: Final = 500
 #: Restart: each request takes the server this long, so that requests it has received are in
 #: service when it dies (without it every response is written before the kill can land).
 RESTART_SERVICE_TIME: Final = 0.005
+#: Tail: the share of answers that are slow, and how slow (issue 20: 2% take 1 s).
+TAIL_SHARE: Final = 0.02
+TAIL_SECONDS: Final = 1.0
 #: Scenario kinds that make the host sick as a whole.
 HEALTH_KINDS: Final = frozenset({"overload", "ratelimit", "brownout", "restart"})
 
@@ -71,6 +76,8 @@ class Scenario:
         time_cap: Seconds after which a count-based run is cut (None: the mode's).
         run_seconds: Timed runs: issue requests for this long instead of a count.
         grace: Timed runs: seconds the requests still in flight at the end may take to finish.
+        slow_seconds: ``tail``: how long the slow answers (``rate`` of them) wait, headers and
+            all.
     """
 
     name: str
@@ -96,6 +103,7 @@ class Scenario:
     time_cap: float | None = None
     run_seconds: float | None = None
     grace: float = 0.0
+    slow_seconds: float = 0.0
 
     @property
     def timed(self) -> bool:
@@ -117,6 +125,7 @@ class Scenario:
             "down_seconds": self.down_seconds,
             "post_every": self.post_every,
             "run_seconds": self.run_seconds,
+            "slow_seconds": self.slow_seconds,
         }
 
 
@@ -197,6 +206,22 @@ def _restart(*, quick: bool) -> Scenario:
     )
 
 
+def _tail(*, quick: bool) -> Scenario:
+    requests, cap = (1500, 20.0) if quick else (5000, 60.0)
+    return Scenario(
+        "tail",
+        "tail",
+        TAIL_SHARE,
+        f"{TAIL_SHARE:.0%} of answers, rolled per request, come after {TAIL_SECONDS:g} s (headers "
+        "and all), the rest at once; 16 clients; run with the hedging clients "
+        "(--clients raw,resilient,resilient-hedge,hedge-python)",
+        concurrency=16,
+        slow_seconds=TAIL_SECONDS,
+        requests=requests,
+        time_cap=cap,
+    )
+
+
 def scenarios(*, quick: bool) -> dict[str, Scenario]:
     """Every scenario by name, the host-health ones at their ``--quick`` or full size."""
     busy = Fault.status(503)
@@ -252,6 +277,7 @@ def scenarios(*, quick: bool) -> dict[str, Scenario]:
             _brownout("brownout-rst", Fault.rst(), "RST", quick=quick),
             _brownout("brownout-503", busy, "503 (no Retry-After)", quick=quick),
             _restart(quick=quick),
+            _tail(quick=quick),
         )
     }
 
