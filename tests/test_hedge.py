@@ -202,6 +202,18 @@ async def test_a_failed_original_waits_for_its_hedge(fault_server: FaultServer) 
     assert fault_server.count("/") == 2
 
 
+async def test_the_deadline_covers_the_hedge_too(fault_server: FaultServer) -> None:
+    """The policy's deadline passes while the original and its hedge both wait on 1 s answers:
+    the call gives up at the deadline rather than waiting for the hedge's answer."""
+    fault_server.set_default("/", SLOW)
+    policy = RetryPolicy(deadline=0.3)
+    async with resilient_session(hedge=QUICK, policy=policy) as session:
+        with pytest.raises(RetriesExhaustedError, match="deadline"):
+            await session.get(fault_server.url_for("/"))
+        assert host_stats(session, fault_server) == (1, 0)
+    assert fault_server.count("/") == 2
+
+
 # Standing down ------------------------------------------------------------------------------------
 
 

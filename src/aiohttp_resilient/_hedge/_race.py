@@ -137,12 +137,19 @@ async def race(
     wake = _Wake(loop)
     first.add_done_callback(wake)
     hedges_left = window.policy.max_hedges
-    failure: BaseException | None = None
+    failure: BaseException | None = None  # the original's, once it failed
     try:
         while True:
-            await wake.wait(delay if hedges_left else None)
+            if failure is None:
+                timeout = delay if hedges_left else None
+            else:  # only hedges run: within what is left of the policy's deadline, if any
+                timeout = _left(policy, started, clock())
+            await wake.wait(timeout)
             done = [task for task in running if task.done()]
-            if not done:  # the delay passed with no answer: hedge, if the host can take it
+            if not done:
+                if failure is not None:  # the deadline passed while only hedges ran
+                    raise failure
+                # The delay passed with no answer: hedge, if the host can take it.
                 hedges_left -= 1
                 hedge = _launch(hedger, window, key, (req, first), handler, policy, send, started)
                 if hedge is None:
@@ -154,17 +161,24 @@ async def race(
             winner = None
             for task in done:
                 is_hedge = running.pop(task)
-                if task.exception() is None:
+                if not task.cancelled() and task.exception() is None:
                     winner = winner or (task, is_hedge)
-                elif not is_hedge:
-                    failure = task.exception()
+                elif not is_hedge:  # no more hedges: those running may still answer
+                    failure = asyncio.CancelledError() if task.cancelled() else task.exception()
+                    hedges_left = 0
             if winner is not None:
                 return _won(hedger, window, key, winner, done, started, clock, req)
-            if not running:
-                assert failure is not None  # the original failed: it is always awaited last
+            if not running:  # every attempt failed, the original among them
+                assert failure is not None
                 raise failure
     finally:
         await _stop(running)
+
+
+def _left(policy: RetryPolicy, started: float, now: float) -> float | None:
+    # Seconds left of the call's deadline (None: it has none); 0 once it passed.
+    deadline = policy.deadline
+    return None if deadline is None else max(0.0, started + deadline - now)
 
 
 def _launch(
