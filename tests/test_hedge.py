@@ -45,6 +45,16 @@ def host_stats(session: aiohttp.ClientSession, server: FaultServer) -> tuple[int
     return counts.hedges, counts.hedges_won
 
 
+async def one_get(server: FaultServer, script: list[Fault]) -> tuple[bytes, tuple[int, int]]:
+    """One GET through a session hedging at QUICK, the server answering ``script`` in turn:
+    the body the caller read, and (hedges, hedges won)."""
+    server.script("/", script)
+    async with resilient_session(hedge=QUICK) as session:
+        async with session.get(server.url_for("/")) as resp:
+            body = await resp.read()
+        return body, host_stats(session, server)
+
+
 async def timed_gets(
     session: aiohttp.ClientSession, url: URL, *, calls: int, workers: int
 ) -> list[float]:
@@ -134,11 +144,7 @@ async def test_without_hedging_the_slow_answers_set_the_p99(fault_server: FaultS
 
 async def test_the_winners_body_is_what_the_caller_reads(fault_server: FaultServer) -> None:
     """The original is slow, the hedge fast: the caller reads the hedge's body, once."""
-    fault_server.script("/", [SLOW, Fault.ok(body=b"fast")])
-    async with resilient_session(hedge=QUICK) as session:
-        async with session.get(fault_server.url_for("/")) as resp:
-            assert await resp.read() == b"fast"
-        assert host_stats(session, fault_server) == (1, 1)
+    assert await one_get(fault_server, [SLOW, Fault.ok(body=b"fast")]) == (b"fast", (1, 1))
     assert fault_server.count("/") == 2
 
 
@@ -171,11 +177,7 @@ async def test_post_with_an_idempotency_key_is_hedged(fault_server: FaultServer)
 
 async def test_a_failed_hedge_does_not_fail_the_call(fault_server: FaultServer) -> None:
     """The hedge is reset; the slow original still answers the caller."""
-    fault_server.script("/", [SLOW, Fault.rst()])
-    async with resilient_session(hedge=QUICK) as session:
-        async with session.get(fault_server.url_for("/")) as resp:
-            assert await resp.read() == b"sl"
-        assert host_stats(session, fault_server) == (1, 0)
+    assert await one_get(fault_server, [SLOW, Fault.rst()]) == (b"sl", (1, 0))
     assert fault_server.count("/") == 2
 
 
