@@ -14,6 +14,7 @@ import pytest
 from yarl import URL
 
 from aiohttp_resilient import (
+    BreakerPolicy,
     BudgetPolicy,
     HealthPolicy,
     HedgePolicy,
@@ -234,6 +235,25 @@ async def test_no_hedge_while_the_budget_is_past_half_spent(fault_server: FaultS
         assert host_stats(session, fault_server) == (0, 0)
     assert fault_server.count("/fail") == 2
     assert fault_server.count("/") == 1
+
+
+async def test_no_hedge_while_the_breaker_is_not_closed(fault_server: FaultServer) -> None:
+    """Two resets opened the host's breaker: the next call goes as its probe, slow to answer,
+    and is not hedged (the host is half-open)."""
+    fault_server.set_default("/", Fault.rst())
+    breaker = BreakerPolicy(
+        consecutive_failures=2, min_failure_span=0.0, break_duration=0.1, break_jitter=0.0
+    )
+    policy = RetryPolicy(attempts=2, backoff_base=0.0)
+    health = HealthPolicy(breaker=breaker)
+    async with resilient_session(hedge=QUICK, health=health, policy=policy) as session:
+        with pytest.raises(aiohttp.ClientError):
+            await session.get(fault_server.url_for("/"))
+        fault_server.set_default("/", SLOW)
+        async with session.get(fault_server.url_for("/")) as resp:
+            assert await resp.read() == b"sl"
+        assert host_stats(session, fault_server) == (0, 0)
+    assert fault_server.count("/") == 3
 
 
 async def test_a_hedge_waits_for_a_slot_and_never_exceeds_the_limit(

@@ -55,3 +55,27 @@ def test_hedges_are_bounded_by_max_extra_of_the_calls_in_the_window() -> None:
         window.called(KEY, 1.0)
     assert [window.try_hedge(KEY, 1.0) for _ in range(4)] == [True, True, True, False]
     assert not window.try_hedge(KEY, 12.0)  # the calls expired with their slots
+
+
+def test_strain_names_why_a_host_gets_no_hedge() -> None:
+    """HostHealth.strain(): None for a healthy or unknown host; "rate" once a 429 shaped its
+    rate; "breaker" while its breaker is open (host health on a fake clock)."""
+    from aiohttp_resilient import BreakerPolicy, HealthPolicy, HostHealth, Signal
+
+    now = [0.0]
+    breaker = BreakerPolicy(consecutive_failures=1, min_failure_span=0.0)
+    health = HostHealth(HealthPolicy(breaker=breaker), clock=lambda: now[0])
+    assert health.strain(KEY, 0.0) is None  # unknown
+    claim = health.try_claim(KEY, 0.0, True)
+    assert claim is not None
+    claim.served(0.01)
+    assert health.strain(KEY, 0.01) is None
+    claim = health.try_claim(KEY, 0.02, True)
+    assert claim is not None
+    claim.end(Signal.THROTTLED, 0.03)
+    assert health.strain(KEY, 0.03) == "rate"
+    other = ("http", "other.test", 80)
+    claim = health.try_claim(other, 0.04, True)
+    assert claim is not None
+    claim.end(Signal.DROPPED, 0.05)
+    assert health.strain(other, 0.05) == "breaker"
