@@ -91,7 +91,7 @@ async def timed_gets(
         ("max_hedges", 5),
         ("max_hedges", 1.5),
         ("max_extra", 0.0),
-        ("max_extra", 1.5),
+        ("max_extra", 1.5),  # above max_hedges (1)
         ("window", 0.5),
     ],
 )
@@ -147,6 +147,18 @@ async def test_the_winners_body_is_what_the_caller_reads(fault_server: FaultServ
     """The original is slow, the hedge fast: the caller reads the hedge's body, once."""
     assert await one_get(fault_server, [SLOW, Fault.ok(body=b"fast")]) == (b"fast", (1, 1))
     assert fault_server.count("/") == 2
+
+
+async def test_max_hedges_sends_one_copy_per_delay(fault_server: FaultServer) -> None:
+    """max_hedges=2: the original and the first copy are slow, the second copy answers; three
+    requests reach the server, one per delay."""
+    fault_server.script("/", [SLOW, SLOW, Fault.ok(body=b"fast")])
+    policy = HedgePolicy(delay=0.05, max_extra=2.0, max_hedges=2)
+    async with resilient_session(hedge=policy) as session:
+        async with session.get(fault_server.url_for("/")) as resp:
+            assert await resp.read() == b"fast"
+        assert host_stats(session, fault_server) == (2, 1)
+    assert fault_server.count("/") == 3
 
 
 async def test_post_is_never_hedged(fault_server: FaultServer) -> None:

@@ -46,7 +46,7 @@ class HedgePolicy:
             not hedged (Finagle stops at 2 s: its slowness is not a tail any more).
         warmup: Answers a host must have given within ``window`` before an adaptive hedge goes.
         max_hedges: Hedges per call (1 to 4; gRPC caps attempts at 5), one per delay.
-        max_extra: Hedges per hedgeable call over ``window`` (0 < max_extra <= 1).
+        max_extra: Hedges per hedgeable call over ``window`` (0 < max_extra <= max_hedges).
         window: Seconds the latency and the extra-load count cover (1 to 60; Finagle: 30 and 10).
     """
 
@@ -67,7 +67,9 @@ class HedgePolicy:
         _check_number("max_delay", self.max_delay, minimum=self.min_delay, inclusive=False)
         _check_int("warmup", self.warmup, 1, 100_000)
         _check_int("max_hedges", self.max_hedges, 1, 4)
-        _check_number("max_extra", self.max_extra, minimum=0.0, inclusive=False, maximum=1.0)
+        _check_number(
+            "max_extra", self.max_extra, minimum=0.0, inclusive=False, maximum=self.max_hedges
+        )
         _check_number("window", self.window, minimum=1.0, maximum=60.0)
 
 
