@@ -270,7 +270,7 @@ def _won(
     now = clock()
     window.observe(key, now - started, now)
     for other in done:  # finished in the same pass: its answer is thrown away
-        if other is not task and other.exception() is None:
+        if other is not task and not other.cancelled() and other.exception() is None:
             other.result().release()
     if is_hedge:
         if hedger._stats is not None:
