@@ -57,6 +57,10 @@ from ._session import (
     resilient_session,
     session_health,
 )
+from ._store._base import HealthStore
+from ._store._fleet import FleetLimiter
+from ._store._memory import MemoryStore
+from ._store._redis import RedisStore
 from ._transfers._download import DownloadResult, ProgressHook, download
 from ._transfers._upload import FailedBatch, UploadReport, upload_batches
 from ._transport._connector import TrackingConnector
@@ -91,16 +95,20 @@ __all__ = [
     "DownloadError",
     "DownloadResult",
     "FailedBatch",
+    "FleetLimiter",
     "HealthPolicy",
+    "HealthStore",
     "HostClaim",
     "HostHealth",
     "HostLimiter",
     "HostStats",
     "KeepAliveEstimate",
     "Latency",
+    "MemoryStore",
     "PoolUse",
     "ProgressHook",
     "PrometheusCollector",
+    "RedisStore",
     "ResilientError",
     "ResilientResponse",
     "RetriesExhaustedError",

@@ -97,7 +97,8 @@ class HostLimiter:
 
     async def acquire(self, key: HostKey) -> None:
         """Wait for a slot for ``key``'s host."""
-        if self.try_acquire(key):
+        # This class's own try_acquire: a subclass's may need the store this slot waits before.
+        if HostLimiter.try_acquire(self, key):
             return
         host = self._hosts[key]
         if host.waiters is None:

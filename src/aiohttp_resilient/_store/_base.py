@@ -1,0 +1,74 @@
+"""HealthStore: what a shared store of per-host state offers.
+
+Every operation is one atomic step on one host's state, timed by the store's own clock (so
+clients' clock skew cannot stretch a lease). A slot is a *lease*: a member name held until its
+expiry unless renewed, so the slots of a process that died come back by themselves.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Final
+
+__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STORE_TIMEOUT", "HealthStore"]
+
+#: Seconds a slot's lease lasts unless renewed (a process renews its leases every third of it).
+DEFAULT_LEASE_TTL: Final = 10.0
+#: Seconds a store call may take before the process goes on with its own state (Envoy's rate
+#: limit call waits 20 ms; redis-py's defaults take seconds, and retry ten times).
+DEFAULT_STORE_TIMEOUT: Final = 0.05
+
+
+class HealthStore(abc.ABC):
+    """A store of per-host state shared by processes: :class:`MemoryStore` (one process) or
+    :class:`RedisStore` (a fleet). Pass one as ``resilient_session(store=...)`` or
+    ``HostHealth(store=...)``.
+
+    Args:
+        lease_ttl: Seconds a slot's lease lasts unless renewed (its holder renews it every
+            third of that while its request runs); the slots of a killed process come back
+            after at most this long.
+
+    Raises:
+        ValueError: ``lease_ttl`` is not a positive number.
+    """
+
+    def __init__(self, *, lease_ttl: float = DEFAULT_LEASE_TTL) -> None:
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, (int, float)):
+            raise ValueError(f"lease_ttl must be a number of seconds, got {lease_ttl!r}")
+        if not 0.1 <= lease_ttl <= 3600:
+            raise ValueError(f"lease_ttl must be between 0.1 and 3600 seconds, got {lease_ttl!r}")
+        self.lease_ttl = float(lease_ttl)
+        #: Seconds a call may take before the process goes on alone.
+        self.timeout = DEFAULT_STORE_TIMEOUT
+
+    @abc.abstractmethod
+    async def acquire(
+        self, host: str, members: Sequence[str], limit: int
+    ) -> tuple[int, float | None]:
+        """Lease slots of ``host`` to ``members`` in order while fewer than ``limit`` are held.
+
+        Returns ``(granted, wait)``: the first ``granted`` members now hold a lease; ``wait``
+        is the seconds until the oldest lease expires when some were refused (else ``None``).
+        """
+
+    @abc.abstractmethod
+    async def release(self, host: str, members: Sequence[str]) -> None:
+        """Give back the leases of ``members``."""
+
+    @abc.abstractmethod
+    async def renew(self, host: str, members: Sequence[str]) -> None:
+        """Extend the leases of ``members`` by the lease TTL from now (a lease lost while the
+        store was unreachable is taken again: its request is still running)."""
+
+    @abc.abstractmethod
+    async def held(self, host: str) -> int:
+        """How many unexpired leases ``host`` has now (for stats and tests)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional: a store with nothing to close
+        """Let go of connections (a store given as a URL is closed with its session)."""
+
+    def describe(self) -> str:
+        """The store as named in logs and stats, with no secret in it."""
+        return type(self).__name__

@@ -1,0 +1,262 @@
+"""FleetLimiter: a :class:`HostLimiter` whose cap holds across every process sharing a store.
+
+An attempt takes a local slot (the process never asks the fleet for more than its cap), then a
+lease from the store. Leases are renewed every third of their TTL while their requests run (a
+long download keeps its slot), and given back when the slot is; the leases of a killed process
+expire by themselves. One task per waiting host asks the store for all of that host's waiters at
+once, woken when this process frees a slot or after a short backoff (never a hot loop). When the
+store fails, waiters go at once under the local cap (see :class:`StoreGuard`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Final
+
+from .._health._limiter import HostKey, HostLimiter, format_host
+from .._util._timing import deadline_timer
+from ._base import HealthStore
+from ._failover import StoreDownError, StoreGuard
+
+__all__ = ["FleetLimiter"]
+
+#: Seconds a waiting host's poller first waits between store calls, and at most.
+POLL_FIRST: Final = 0.005
+POLL_MAX: Final = 0.1
+
+
+class _Waiting:
+    __slots__ = ("queue", "task", "wake")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[asyncio.Future[str | None]] = collections.deque()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class FleetLimiter(HostLimiter):
+    """At most ``limit_per_host`` attempts in flight per host across every process sharing
+    ``store`` (made by ``HostHealth(store=...)``; see :class:`HealthStore`).
+
+    Args:
+        limit_per_host: The most attempts in flight to one host, in this process and fleet-wide.
+        store: The shared store.
+        timeout: Seconds a store call may take before this process goes on alone.
+
+    Raises:
+        ValueError: ``limit_per_host`` is not a positive int, or ``store`` not a HealthStore.
+    """
+
+    __slots__ = (
+        "_leases",
+        "_renewer",
+        "_seq",
+        "_tasks",
+        "_token",
+        "_unleased",
+        "_waiting",
+        "guard",
+        "store",
+    )
+
+    def __init__(self, limit_per_host: int, store: HealthStore, *, timeout: float) -> None:
+        super().__init__(limit_per_host)
+        if not isinstance(store, HealthStore):
+            raise ValueError(f"store must be a HealthStore, got {type(store).__name__}")
+        self.store = store
+        self.guard = StoreGuard(store, timeout=timeout)
+        # Lease members are unique across the fleet: this process's token and a counter.
+        self._token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._seq = itertools.count()
+        self._leases: dict[HostKey, list[str]] = {}
+        self._unleased: dict[HostKey, int] = {}
+        self._waiting: dict[HostKey, _Waiting] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        state = "up" if self.guard.up else "down"
+        return f"<FleetLimiter limit_per_host={self.limit_per_host} store={state}>"
+
+    def try_acquire(self, key: HostKey) -> bool:
+        # A lease needs a round trip: only while the store is down (and not due for a retry)
+        # does a slot come without a wait.
+        if self.guard.due() or not HostLimiter.try_acquire(self, key):
+            return False
+        self._unleased[key] = self._unleased.get(key, 0) + 1
+        return True
+
+    async def acquire(self, key: HostKey) -> None:
+        await HostLimiter.acquire(self, key)
+        try:
+            lease = await self._lease(key)
+        except BaseException:
+            HostLimiter.release(self, key)
+            raise
+        if lease is None:
+            self._unleased[key] = self._unleased.get(key, 0) + 1
+        else:
+            self._leases.setdefault(key, []).append(lease)
+            if self._renewer is None:
+                self._renewer = self._spawn(self._renew_loop())
+
+    def release(self, key: HostKey) -> None:
+        unleased = self._unleased.get(key, 0)
+        lease = None
+        if unleased:  # the unleased go first: the fleet's count stays at or under the truth
+            if unleased == 1:
+                del self._unleased[key]
+            else:
+                self._unleased[key] = unleased - 1
+        else:
+            leases = self._leases.get(key)
+            if leases:
+                lease = leases.pop()
+                if not leases:
+                    del self._leases[key]
+        HostLimiter.release(self, key)
+        if lease is not None:
+            self._spawn(self._give_back(key, lease))
+
+    def fleet_held(self, key: HostKey) -> int:
+        """How many of ``key``'s slots this process holds under a lease."""
+        return len(self._leases.get(key, ()))
+
+    async def close(self) -> None:
+        """Stop the renewals and pollers and give back every lease (the store stays open)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for waiting in self._waiting.values():
+            if waiting.task is not None:
+                waiting.task.cancel()
+        leases, self._leases = self._leases, {}
+        for key, members in leases.items():
+            await self._store_call(self.store.release, key, members)  # else they expire
+
+    # -- the store ---------------------------------------------------------------------------
+
+    def _member(self) -> str:
+        return f"{self._token}-{next(self._seq)}"
+
+    def _live_limit(self, key: HostKey) -> int:
+        host = self._hosts.get(key)
+        return self.limit_per_host if host is None else host.limit
+
+    async def _lease(self, key: HostKey) -> str | None:
+        # A lease for one attempt, or None when the store cannot give one now (it is down).
+        if not self.guard.due():
+            return None
+        waiting = self._waiting.get(key)
+        if waiting is None or not waiting.queue:
+            member = self._member()
+            host, limit = format_host(key), self._live_limit(key)
+            try:
+                granted, _ = await self.guard.run(self.store.acquire, host, [member], limit)
+            except StoreDownError:
+                return None
+            if granted:
+                return member
+            waiting = self._waiting.get(key)
+            if waiting is None:
+                waiting = self._waiting[key] = _Waiting()
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        waiting.queue.append(future)
+        if waiting.task is None:
+            waiting.task = asyncio.ensure_future(self._poll(key, waiting))
+        try:
+            return await future
+        except BaseException:
+            lease = future.result() if future.done() and not future.cancelled() else None
+            if lease is not None:
+                self._spawn(self._give_back(key, lease))  # granted, then cancelled
+            elif future in waiting.queue:
+                waiting.queue.remove(future)
+            raise
+
+    async def _poll(self, key: HostKey, waiting: _Waiting) -> None:
+        # Asks for every waiter of the host at once, oldest first, until none waits.
+        host, delay = format_host(key), POLL_FIRST
+        try:
+            while True:
+                while waiting.queue and waiting.queue[0].done():
+                    waiting.queue.popleft()
+                if not waiting.queue:
+                    return
+                members = [self._member() for f in waiting.queue if not f.done()]
+                limit = self._live_limit(key)
+                waiting.wake.clear()
+                try:
+                    granted, wait = await self.guard.run(self.store.acquire, host, members, limit)
+                except StoreDownError:
+                    for future in waiting.queue:  # go under the local cap, at once
+                        if not future.done():
+                            future.set_result(None)
+                    waiting.queue.clear()
+                    return
+                for member in members[:granted]:
+                    self._hand(key, waiting, member)
+                if granted:
+                    delay = POLL_FIRST
+                    continue
+                pause = delay if wait is None else min(delay, max(wait, 0.001))
+                try:
+                    async with deadline_timer(pause):
+                        await waiting.wake.wait()
+                except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
+                    pass
+                delay = min(POLL_MAX, delay * 2)
+        finally:
+            waiting.task = None
+            if not waiting.queue and self._waiting.get(key) is waiting:
+                del self._waiting[key]
+
+    def _hand(self, key: HostKey, waiting: _Waiting, member: str) -> None:
+        while waiting.queue:
+            future = waiting.queue.popleft()
+            if not future.done():
+                future.set_result(member)
+                return
+        self._spawn(self._give_back(key, member))  # its waiter left meanwhile
+
+    async def _give_back(self, key: HostKey, member: str) -> None:
+        await self._store_call(self.store.release, key, [member])  # else it expires by itself
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.wake.set()
+
+    async def _renew_loop(self) -> None:
+        # Every third of the TTL while any lease is held; a renewal the store misses is retried
+        # at the next turn (a lease outlives two missed renewals).
+        period = self.store.lease_ttl / 3
+        try:
+            while self._leases:
+                await asyncio.sleep(period)
+                for key, members in list(self._leases.items()):
+                    if not await self._store_call(self.store.renew, key, list(members)):
+                        break
+        finally:
+            self._renewer = None
+
+    async def _store_call(
+        self,
+        call: Callable[[str, Sequence[str]], Awaitable[None]],
+        key: HostKey,
+        members: list[str],
+    ) -> bool:
+        # Whether the store took the call (a failed one is the guard's to count and log).
+        try:
+            await self.guard.run(call, format_host(key), members)
+        except StoreDownError:
+            return False
+        return True
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

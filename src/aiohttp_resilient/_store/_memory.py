@@ -1,0 +1,75 @@
+"""MemoryStore: the store interface kept in this process (today's state, shareable by the
+sessions of one process, and the reference the Redis store is tested against)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from .._util._timing import Clock
+from ._base import DEFAULT_LEASE_TTL, HealthStore
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(HealthStore):
+    """Per-host leases in this process's memory: several sessions (or ``HostHealth``
+    instances) given the same one share their hosts' slots.
+
+    Usage::
+
+        store = MemoryStore()
+        a = resilient_session(limit_per_host=8, store=store)
+        b = resilient_session(limit_per_host=8, store=store)  # 8 in flight per host in all
+
+    Args:
+        lease_ttl: See :class:`HealthStore`.
+        clock: A monotonic clock in seconds (tests inject a fake one).
+    """
+
+    def __init__(self, *, lease_ttl: float = DEFAULT_LEASE_TTL, clock: Clock = time.monotonic):
+        super().__init__(lease_ttl=lease_ttl)
+        self._clock = clock
+        self._leases: dict[str, dict[str, float]] = {}
+
+    def _live(self, host: str, now: float) -> dict[str, float]:
+        leases = self._leases.get(host)
+        if leases is None:
+            leases = self._leases[host] = {}
+        expired = [m for m, until in leases.items() if until <= now]
+        for member in expired:
+            del leases[member]
+        return leases
+
+    async def acquire(
+        self, host: str, members: Sequence[str], limit: int
+    ) -> tuple[int, float | None]:
+        now = self._clock()
+        leases = self._live(host, now)
+        granted = 0
+        for member in members:
+            if len(leases) >= limit:
+                break
+            leases[member] = now + self.lease_ttl
+            granted += 1
+        wait = None
+        if granted < len(members) and leases:
+            wait = max(0.0, min(leases.values()) - now)
+        return granted, wait
+
+    async def release(self, host: str, members: Sequence[str]) -> None:
+        leases = self._leases.get(host)
+        if leases is not None:
+            for member in members:
+                leases.pop(member, None)
+            if not leases:
+                del self._leases[host]  # an idle host leaves nothing behind
+
+    async def renew(self, host: str, members: Sequence[str]) -> None:
+        leases = self._live(host, self._clock())
+        until = self._clock() + self.lease_ttl
+        for member in members:
+            leases[member] = until
+
+    async def held(self, host: str) -> int:
+        return len(self._live(host, self._clock()))

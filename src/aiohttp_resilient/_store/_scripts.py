@@ -1,0 +1,69 @@
+"""The Lua scripts of the Redis store: each operation is one script, atomic on the server and
+timed by the server's ``TIME`` (milliseconds), so clients' clocks play no part. A host's keys
+share a hash tag, so a Redis Cluster keeps them on one shard.
+
+Slots: a sorted set of lease members scored by their expiry; every script first drops the
+expired ones, and every write sets the key's TTL, so an idle host leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["ACQUIRE", "HELD", "RELEASE", "RENEW"]
+
+_NOW: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+"""
+
+#: KEYS[1] the slots; ARGV: limit, ttl_ms, members... -> {granted, wait_ms or -1}.
+ACQUIRE: Final = (
+    _NOW
+    + """
+local limit = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local held = redis.call('ZCARD', KEYS[1])
+local granted = 0
+for i = 3, #ARGV do
+    if held >= limit then break end
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+    held = held + 1
+    granted = granted + 1
+end
+if granted > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+local wait = -1
+if granted < #ARGV - 2 then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    if first[2] then wait = tonumber(first[2]) - now end
+end
+return {granted, wait}
+"""
+)
+
+#: KEYS[1] the slots; ARGV: members... -> how many were held.
+RELEASE: Final = """
+return redis.call('ZREM', KEYS[1], unpack(ARGV))
+"""
+
+#: KEYS[1] the slots; ARGV: ttl_ms, members... -> how many are held now.
+RENEW: Final = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV do
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return redis.call('ZCARD', KEYS[1])
+"""
+)
+
+#: KEYS[1] the slots -> how many unexpired leases it holds.
+HELD: Final = (
+    _NOW
+    + """
+return redis.call('ZCARD', KEYS[1])
+"""
+)
