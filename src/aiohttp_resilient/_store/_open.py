@@ -41,6 +41,8 @@ def fleet_limiter(limiter: HostLimiter | None, store: HealthStore) -> FleetLimit
     """
     if limiter is None:
         raise ValueError("store= shares the per-host cap: give a limiter (limit_per_host) too")
+    if not isinstance(store, HealthStore):
+        raise ValueError(f"store must be a HealthStore, got {type(store).__name__}")
     if isinstance(limiter, FleetLimiter):
         return limiter
     return FleetLimiter(limiter.limit_per_host, store, timeout=store.timeout)

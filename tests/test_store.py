@@ -1,0 +1,289 @@
+"""The shared store: leases on the in-memory store and on a real redis-server (the same tests),
+the fleet-wide cap across real client processes counted on the HTTP server's side, recovery
+from a SIGKILLed holder, and failing open when Redis stops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from _helpers import closed_port
+from _redis import CountingServer, have_redis, redis_server
+from aiohttp_resilient import (
+    HealthStore,
+    HostHealth,
+    HostLimiter,
+    MemoryStore,
+    RedisStore,
+    resilient_session,
+)
+from aiohttp_resilient._store._fleet import FleetLimiter
+
+pytestmark = pytest.mark.timeout(60)
+needs_redis = pytest.mark.skipif(
+    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
+)
+CLIENT = Path(__file__).with_name("_fleet_client.py")
+
+
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    if not have_redis():
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    with redis_server() as (port, _):
+        yield port
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[HealthStore]:
+    made: HealthStore
+    if request.param == "memory":
+        made = MemoryStore(lease_ttl=0.3)
+    else:
+        port = request.getfixturevalue("redis_port")
+        prefix = f"t-{secrets.token_hex(4)}:"
+        made = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, lease_ttl=0.3, timeout=1)
+    yield made
+    await made.close()
+
+
+# -- the store's operations, the same on both -------------------------------------------------
+
+
+async def test_leases_stop_at_the_limit_and_come_back_on_release(store: HealthStore) -> None:
+    granted, wait = await store.acquire("h", ["a", "b", "c"], 2)
+    assert granted == 2
+    assert wait is not None
+    assert 0 < wait <= 0.3
+    assert await store.held("h") == 2
+    assert (await store.acquire("h", ["d"], 2))[0] == 0
+    await store.release("h", ["a"])
+    assert (await store.acquire("h", ["d"], 2))[0] == 1
+    assert await store.held("other") == 0  # hosts are separate
+
+
+async def test_leases_expire_unless_renewed(store: HealthStore) -> None:
+    await store.acquire("h", ["a", "b"], 2)
+    for _ in range(4):  # renew "a" past its first expiry
+        await asyncio.sleep(0.1)
+        await store.renew("h", ["a"])
+    assert await store.held("h") == 1  # "b" expired, "a" was renewed
+    assert (await store.acquire("h", ["c"], 2))[0] == 1
+
+
+async def test_fleet_limiters_on_one_store_share_the_cap(store: HealthStore) -> None:
+    a = FleetLimiter(3, store, timeout=1.0)
+    b = FleetLimiter(3, store, timeout=1.0)
+    key = ("http", "example.test", 80)
+    for _ in range(3):
+        await a.acquire(key)
+    waiting = asyncio.ensure_future(b.acquire(key))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # b's local cap is free, the fleet's is not
+    a.release(key)
+    await asyncio.wait_for(waiting, 2)
+    assert a.fleet_held(key) == 2
+    assert b.fleet_held(key) == 1
+    assert await store.held("http://example.test:80") == 3
+    for _ in range(2):
+        a.release(key)
+    b.release(key)
+    await a.close()
+    await b.close()
+
+
+# -- input --------------------------------------------------------------------------------------
+
+
+def test_bad_input_names_the_field() -> None:
+    with pytest.raises(ValueError, match="lease_ttl"):
+        MemoryStore(lease_ttl=0)
+    with pytest.raises(ValueError, match="url"):
+        RedisStore("http://u:hunter2@x/")
+    with pytest.raises(ValueError, match="prefix"):
+        RedisStore("redis://127.0.0.1:1/0", prefix="")
+    with pytest.raises(ValueError, match="timeout"):
+        RedisStore("redis://127.0.0.1:1/0", timeout=0)
+    with pytest.raises(ValueError, match="store"):
+        HostHealth(store=MemoryStore())  # no limiter: nothing to share
+    with pytest.raises(ValueError, match="store"):
+        HostHealth(limiter=HostLimiter(2), store="redis://x")  # type: ignore[arg-type]
+
+
+async def test_bad_store_argument_of_the_session_hides_the_password() -> None:
+    with pytest.raises(ValueError, match="store") as caught:
+        resilient_session(store="redis:/u:hunter2@x")
+    assert "hunter2" not in str(caught.value)
+
+
+# -- failing open -------------------------------------------------------------------------------
+
+
+async def test_unreachable_redis_fails_open_fast_logs_once_and_hides_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"redis://user:hunter2@127.0.0.1:{closed_port()}/0"
+    store = RedisStore(url)
+    assert "hunter2" not in repr(store)
+    caplog.set_level(logging.INFO, "aiohttp_resilient")
+    async with (
+        CountingServer(delay=0) as server,
+        resilient_session(limit_per_host=2, store=store) as session,
+    ):
+        started = time.monotonic()
+        for _ in range(5):
+            async with session.get(server.url) as resp:
+                assert resp.status == 200
+        assert time.monotonic() - started < 1.0
+        limiter = session_limiter(session)
+    assert limiter.guard.fallbacks == 1
+    assert limiter.guard.failures >= 1
+    down = [r for r in caplog.records if getattr(r, "event", None) == "store_down"]
+    assert len(down) == 1
+    assert "hunter2" not in caplog.text
+    await store.close()
+
+
+def session_limiter(session: object) -> FleetLimiter:
+    from aiohttp_resilient import session_health
+
+    health = session_health(session)  # type: ignore[arg-type]
+    assert health is not None
+    assert isinstance(health.limiter, FleetLimiter)
+    return health.limiter
+
+
+@needs_redis
+async def test_redis_stopped_three_seconds_every_request_succeeds_fast_then_rejoins() -> None:
+    with redis_server() as (port, proc):
+        store = RedisStore(f"redis://127.0.0.1:{port}/0", lease_ttl=2.0)
+        slowest = 0.0
+        failed = 0
+        async with (
+            CountingServer(delay=0.01) as server,
+            resilient_session(limit_per_host=4, store=store) as session,
+        ):
+            limiter = session_limiter(session)
+            key = ("http", "127.0.0.1", server.port)
+
+            async def worker(until: float) -> None:
+                nonlocal slowest, failed
+                while time.monotonic() < until:
+                    started = time.monotonic()
+                    try:
+                        async with session.get(server.url) as resp:
+                            await resp.read()
+                    except Exception:
+                        failed += 1
+                    slowest = max(slowest, time.monotonic() - started)
+
+            end = time.monotonic() + 6
+            workers = [asyncio.ensure_future(worker(end)) for _ in range(8)]
+            await asyncio.sleep(1)
+            assert limiter.guard.up
+            os.kill(proc.pid, signal.SIGSTOP)
+            await asyncio.sleep(3)
+            assert not limiter.guard.up
+            os.kill(proc.pid, signal.SIGCONT)
+            await asyncio.gather(*workers)
+            rejoined = limiter.guard.rejoins
+            held_after = await store.held(f"http://127.0.0.1:{server.port}")
+            del key
+        await store.close()
+    assert failed == 0
+    assert slowest < 1.5
+    assert limiter.guard.fallbacks >= 1
+    assert rejoined >= 1
+    assert held_after == 0  # every lease taken after the rejoin was given back
+    assert server.served > 100
+
+
+# -- the fleet: real client processes -----------------------------------------------------------
+
+
+async def _run_fleet(
+    url: str, store_url: str, procs: int, workers: int, requests: int
+) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(CLIENT.parent.parent)}
+    started = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(CLIENT),
+            url,
+            store_url,
+            str(workers),
+            str(requests),
+            "8",
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        for _ in range(procs)
+    ]
+    outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in started)), 50)
+    return [out.decode().split("\n")[1] for out, _ in outputs]
+
+
+@needs_redis
+@pytest.mark.parametrize("shared", [True, False], ids=["store", "no-store"])
+async def test_four_processes_hold_eight_in_flight_fleet_wide(
+    redis_port: int, shared: bool
+) -> None:
+    store_url = f"redis://127.0.0.1:{redis_port}/0" if shared else "-"
+    async with CountingServer(delay=0.02) as server:
+        results = await _run_fleet(server.url, store_url, procs=4, workers=32, requests=200)
+    oks = [int(line.split()[0]) for line in results]
+    fails = [int(line.split()[1]) for line in results]
+    assert oks == [200] * 4
+    assert fails == [0] * 4
+    if shared:
+        assert server.peak <= 8
+        assert server.peak >= 6  # the cap is used, not starved
+    else:
+        assert server.peak > 8  # each process alone: up to 4 x 8
+
+
+@needs_redis
+async def test_a_killed_holders_slots_come_back_within_the_lease_ttl(redis_port: int) -> None:
+    store_url = f"redis://127.0.0.1:{redis_port}/0"
+    env = {**os.environ, "PYTHONPATH": str(CLIENT.parent.parent)}
+    async with CountingServer(delay=30) as server:  # every request hangs: slots stay held
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(CLIENT),
+            server.url,
+            store_url,
+            "8",
+            "8",
+            "8",
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        assert holder.stdout is not None
+        await holder.stdout.readline()  # ready
+        store = RedisStore(store_url, lease_ttl=2.0, timeout=0.5)
+        host = f"http://127.0.0.1:{server.port}"
+        for _ in range(200):
+            if await store.held(host) == 8:
+                break
+            await asyncio.sleep(0.02)
+        assert await store.held(host) == 8
+        holder.kill()  # SIGKILL: nothing given back
+        await holder.wait()
+        killed_at = time.monotonic()
+        limiter = FleetLimiter(8, store, timeout=0.5)
+        await asyncio.wait_for(limiter.acquire(("http", "127.0.0.1", server.port)), 5)
+        waited = time.monotonic() - killed_at
+        limiter.release(("http", "127.0.0.1", server.port))
+        await limiter.close()
+        await store.close()
+    assert waited <= 2.0 + 0.5  # the lease TTL, and a poll
