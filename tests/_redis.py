@@ -71,10 +71,18 @@ class CountingServer:
     def __init__(self, delay: float = 0.02) -> None:
         self.delay = delay
         self.in_flight = self.peak = self.served = 0
+        #: Answer the next this many requests 429 with ``Retry-After: 1``.
+        self.throttle_next = 0
+        #: When each request arrived (monotonic seconds).
+        self.arrivals: list[float] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def _handle(self, request: web.Request) -> web.Response:
+        self.arrivals.append(time.monotonic())
+        if self.throttle_next > 0:
+            self.throttle_next -= 1
+            return web.Response(status=429, headers={"Retry-After": "1"})
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:

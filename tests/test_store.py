@@ -61,7 +61,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[HealthStore]:
 
 
 async def test_leases_stop_at_the_limit_and_come_back_on_release(store: HealthStore) -> None:
-    granted, wait = await store.acquire("h", ["a", "b", "c"], 2)
+    granted, wait, paused = await store.acquire("h", ["a", "b", "c"], 2)
+    assert not paused
     assert granted == 2
     assert wait is not None
     assert 0 < wait <= 0.3
@@ -117,6 +118,53 @@ async def test_a_slot_held_longer_than_the_ttl_keeps_its_lease(store: HealthStor
     other.release(key)
     await holder.close()
     await other.close()
+
+
+async def test_a_pause_holds_every_limiter_until_it_ends(store: HealthStore) -> None:
+    a = FleetLimiter(4, store, timeout=1.0)
+    b = FleetLimiter(4, store, timeout=1.0)
+    key = ("http", "example.test", 80)
+    a.hold_off(key, 0.5)
+    await asyncio.sleep(0.05)  # the pause is written by a task
+    started = time.monotonic()
+    await asyncio.wait_for(b.acquire(key), 2)
+    assert time.monotonic() - started >= 0.4
+    b.release(key)
+    await a.close()
+    await b.close()
+
+
+@needs_redis
+async def test_a_retry_after_seen_by_one_session_holds_the_others(redis_port: int) -> None:
+    # Two sessions with their own limiters (as two processes would be) on one Redis: the 429's
+    # Retry-After: 1 that the first gets keeps the second's request off the host until it ends.
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    stores = [RedisStore(url, timeout=0.5), RedisStore(url, timeout=0.5)]
+    async with CountingServer(delay=0) as server:
+        server.throttle_next = 1
+        async with (
+            resilient_session(limit_per_host=4, store=stores[0]) as first,
+            resilient_session(limit_per_host=4, store=stores[1]) as second,
+        ):
+            throttled = asyncio.ensure_future(first.get(server.url))
+            await wait_for_arrivals(server, 1)
+            await asyncio.sleep(0.1)  # the pause is written
+            async with second.get(server.url) as resp:
+                assert resp.status == 200
+            (await throttled).release()
+    for store in stores:
+        await store.close()
+    first_at, *later = server.arrivals
+    assert len(later) == 2  # the retry and the second session's request
+    assert min(later) - first_at >= 0.9  # nobody sent before Retry-After ended
+
+
+async def wait_for_arrivals(server: CountingServer, count: int) -> None:
+    for _ in range(500):
+        if len(server.arrivals) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no request arrived")
 
 
 # -- input --------------------------------------------------------------------------------------

@@ -439,6 +439,8 @@ class HostHealth:
                 )
         dropped = signal is Signal.DROPPED
         throttled = signal is Signal.UNAVAILABLE or signal is Signal.THROTTLED
+        if throttled and retry_after is not None and self.limiter is not None:
+            self.limiter.hold_off(key, retry_after)  # a shared limiter pauses the fleet
         limit = record.limit
         if (
             limit is not None

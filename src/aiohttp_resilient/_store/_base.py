@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
-__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STORE_TIMEOUT", "HealthStore"]
+__all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STORE_TIMEOUT", "Grant", "HealthStore"]
 
 #: Seconds a slot's lease lasts unless renewed (a process renews its leases every third of it).
 DEFAULT_LEASE_TTL: Final = 10.0
 #: Seconds a store call may take before the process goes on with its own state (Envoy's rate
 #: limit call waits 20 ms; redis-py's defaults take seconds, and retry ten times).
 DEFAULT_STORE_TIMEOUT: Final = 0.05
+
+
+class Grant(NamedTuple):
+    """What :meth:`HealthStore.acquire` gave."""
+
+    #: The first ``granted`` members asked for now hold a lease.
+    granted: int
+    #: When some were refused: seconds until the oldest lease expires, or the pause ends.
+    wait: float | None
+    #: Refused because the host is paused (its ``Retry-After``), not for want of a slot.
+    paused: bool
 
 
 class HealthStore(abc.ABC):
@@ -44,14 +55,14 @@ class HealthStore(abc.ABC):
         self.timeout = DEFAULT_STORE_TIMEOUT
 
     @abc.abstractmethod
-    async def acquire(
-        self, host: str, members: Sequence[str], limit: int
-    ) -> tuple[int, float | None]:
-        """Lease slots of ``host`` to ``members`` in order while fewer than ``limit`` are held.
+    async def acquire(self, host: str, members: Sequence[str], limit: int) -> Grant:
+        """Lease slots of ``host`` to ``members`` in order while fewer than ``limit`` are held
+        and the host is not paused (:meth:`pause`)."""
 
-        Returns ``(granted, wait)``: the first ``granted`` members now hold a lease; ``wait``
-        is the seconds until the oldest lease expires when some were refused (else ``None``).
-        """
+    @abc.abstractmethod
+    async def pause(self, host: str, seconds: float) -> None:
+        """No slot of ``host`` is leased for ``seconds`` from now (its ``Retry-After``), or
+        until a later pause already set ends."""
 
     @abc.abstractmethod
     async def release(self, host: str, members: Sequence[str]) -> None:

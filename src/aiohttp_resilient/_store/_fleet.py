@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import os
 import secrets
@@ -19,6 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Final
 
 from .._health._limiter import HostKey, HostLimiter, format_host
+from .._retry._policy import DEFAULT_RETRY_AFTER_MAX
 from .._util._timing import deadline_timer
 from ._base import HealthStore
 from ._failover import StoreDownError, StoreGuard
@@ -123,6 +125,17 @@ class FleetLimiter(HostLimiter):
         if lease is not None:
             self._spawn(self._give_back(key, lease))
 
+    def hold_off(self, key: HostKey, seconds: float) -> None:
+        # The host said Retry-After: no process of the fleet sends to it before then (at most
+        # the retry policy's default retry_after_max: a bogus header does not stop a fleet).
+        pause = min(seconds, DEFAULT_RETRY_AFTER_MAX)
+        if pause > 0:
+            self._spawn(self._store_pause(format_host(key), pause))
+
+    async def _store_pause(self, host: str, seconds: float) -> None:
+        with contextlib.suppress(StoreDownError):  # this process's retry waits it out anyway
+            await self.guard.run(self.store.pause, host, seconds)
+
     def fleet_held(self, key: HostKey) -> int:
         """How many of ``key``'s slots this process holds under a lease."""
         return len(self._leases.get(key, ()))
@@ -156,10 +169,10 @@ class FleetLimiter(HostLimiter):
             member = self._member()
             host, limit = format_host(key), self._live_limit(key)
             try:
-                granted, _ = await self.guard.run(self.store.acquire, host, [member], limit)
+                grant = await self.guard.run(self.store.acquire, host, [member], limit)
             except StoreDownError:
                 return None
-            if granted:
+            if grant.granted:
                 return member
             waiting = self._waiting.get(key)
             if waiting is None:
@@ -191,19 +204,20 @@ class FleetLimiter(HostLimiter):
                 limit = self._live_limit(key)
                 waiting.wake.clear()
                 try:
-                    granted, wait = await self.guard.run(self.store.acquire, host, members, limit)
+                    granted, wait, paused = await self.guard.run(
+                        self.store.acquire, host, members, limit
+                    )
                 except StoreDownError:
-                    for future in waiting.queue:  # go under the local cap, at once
-                        if not future.done():
-                            future.set_result(None)
-                    waiting.queue.clear()
-                    return
+                    return  # the waiters go under the local cap, at once (below)
                 for member in members[:granted]:
                     self._hand(key, waiting, member)
                 if granted:
                     delay = POLL_FIRST
                     continue
-                pause = delay if wait is None else min(delay, max(wait, 0.001))
+                if paused:  # the host's Retry-After, for the whole fleet: wait it out
+                    pause = max(wait or 0.0, 0.001)
+                else:
+                    pause = delay if wait is None else min(delay, max(wait, 0.001))
                 try:
                     async with deadline_timer(pause):
                         await waiting.wake.wait()
@@ -211,8 +225,13 @@ class FleetLimiter(HostLimiter):
                     pass
                 delay = min(POLL_MAX, delay * 2)
         finally:
+            # Also on an error of the poller's own, or close(): nobody is left waiting.
+            for future in waiting.queue:
+                if not future.done():
+                    future.set_result(None)
+            waiting.queue.clear()
             waiting.task = None
-            if not waiting.queue and self._waiting.get(key) is waiting:
+            if self._waiting.get(key) is waiting:
                 del self._waiting[key]
 
     def _hand(self, key: HostKey, waiting: _Waiting, member: str) -> None:

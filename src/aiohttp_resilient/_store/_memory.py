@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from .._util._timing import Clock
-from ._base import DEFAULT_LEASE_TTL, HealthStore
+from ._base import DEFAULT_LEASE_TTL, Grant, HealthStore
 
 __all__ = ["MemoryStore"]
 
@@ -31,6 +31,7 @@ class MemoryStore(HealthStore):
         super().__init__(lease_ttl=lease_ttl)
         self._clock = clock
         self._leases: dict[str, dict[str, float]] = {}
+        self._paused: dict[str, float] = {}
 
     def _live(self, host: str, now: float) -> dict[str, float]:
         leases = self._leases.get(host)
@@ -41,10 +42,13 @@ class MemoryStore(HealthStore):
             del leases[member]
         return leases
 
-    async def acquire(
-        self, host: str, members: Sequence[str], limit: int
-    ) -> tuple[int, float | None]:
+    async def acquire(self, host: str, members: Sequence[str], limit: int) -> Grant:
         now = self._clock()
+        until = self._paused.get(host)
+        if until is not None:
+            if until > now:
+                return Grant(0, until - now, True)
+            del self._paused[host]
         leases = self._live(host, now)
         granted = 0
         for member in members:
@@ -55,7 +59,12 @@ class MemoryStore(HealthStore):
         wait = None
         if granted < len(members) and leases:
             wait = max(0.0, min(leases.values()) - now)
-        return granted, wait
+        return Grant(granted, wait, False)
+
+    async def pause(self, host: str, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until > self._paused.get(host, 0.0):
+            self._paused[host] = until
 
     async def release(self, host: str, members: Sequence[str]) -> None:
         leases = self._leases.get(host)

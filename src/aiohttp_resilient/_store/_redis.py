@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .._util._redact import redact_url
-from ._base import DEFAULT_LEASE_TTL, DEFAULT_STORE_TIMEOUT, HealthStore
-from ._scripts import ACQUIRE, HELD, RELEASE, RENEW
+from ._base import DEFAULT_LEASE_TTL, DEFAULT_STORE_TIMEOUT, Grant, HealthStore
+from ._scripts import ACQUIRE, HELD, PAUSE, RELEASE, RENEW
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -96,6 +96,7 @@ class RedisStore(HealthStore):
         self._release = self._client.register_script(RELEASE)
         self._renew = self._client.register_script(RENEW)
         self._held = self._client.register_script(HELD)
+        self._pause = self._client.register_script(PAUSE)
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._name} prefix={self.prefix!r}>"
@@ -103,21 +104,22 @@ class RedisStore(HealthStore):
     def describe(self) -> str:
         return self._name
 
-    def _key(self, host: str) -> str:
+    def _key(self, host: str, what: str = "slots") -> str:
         # The host in a hash tag: a Redis Cluster keeps one host's keys together.
-        return f"{self.prefix}{{{host}}}:slots"
+        return f"{self.prefix}{{{host}}}:{what}"
 
     @property
     def _ttl_ms(self) -> int:
         return max(1, round(self.lease_ttl * 1000))
 
-    async def acquire(
-        self, host: str, members: Sequence[str], limit: int
-    ) -> tuple[int, float | None]:
-        granted, wait = await self._acquire(
-            keys=[self._key(host)], args=[limit, self._ttl_ms, *members]
+    async def acquire(self, host: str, members: Sequence[str], limit: int) -> Grant:
+        granted, wait, paused = await self._acquire(
+            keys=[self._key(host), self._key(host, "pause")], args=[limit, self._ttl_ms, *members]
         )
-        return int(granted), None if int(wait) < 0 else int(wait) / 1000
+        return Grant(int(granted), None if int(wait) < 0 else int(wait) / 1000, bool(paused))
+
+    async def pause(self, host: str, seconds: float) -> None:
+        await self._pause(keys=[self._key(host, "pause")], args=[max(1, round(seconds * 1000))])
 
     async def release(self, host: str, members: Sequence[str]) -> None:
         if members:

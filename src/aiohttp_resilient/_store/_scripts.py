@@ -4,13 +4,14 @@ share a hash tag, so a Redis Cluster keeps them on one shard.
 
 Slots: a sorted set of lease members scored by their expiry; every script first drops the
 expired ones, and every write sets the key's TTL, so an idle host leaves nothing behind.
+A pause (a host's ``Retry-After``) is a key holding when it ends, expiring then.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ACQUIRE", "HELD", "RELEASE", "RENEW"]
+__all__ = ["ACQUIRE", "HELD", "PAUSE", "RELEASE", "RENEW"]
 
 _NOW: Final = """
 local t = redis.call('TIME')
@@ -18,10 +19,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 """
 
-#: KEYS[1] the slots; ARGV: limit, ttl_ms, members... -> {granted, wait_ms or -1}.
+#: KEYS[1] the slots, KEYS[2] the pause; ARGV: limit, ttl_ms, members...
+#: -> {granted, wait_ms or -1, paused 0/1}.
 ACQUIRE: Final = (
     _NOW
     + """
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then return {0, paused - now, 1} end
 local limit = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local held = redis.call('ZCARD', KEYS[1])
@@ -38,9 +42,20 @@ if granted < #ARGV - 2 then
     local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     if first[2] then wait = tonumber(first[2]) - now end
 end
-return {granted, wait}
+return {granted, wait, 0}
 """
 )
+
+#: KEYS[1] the pause; ARGV: ms -> 1 if it was set (a later pause already set stays).
+PAUSE: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ms = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current >= now + ms then return 0 end
+redis.call('SET', KEYS[1], now + ms, 'PX', ms)
+return 1
+"""
 
 #: KEYS[1] the slots; ARGV: members... -> how many were held.
 RELEASE: Final = """
