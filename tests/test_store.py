@@ -61,25 +61,26 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[HealthStore]:
 
 
 async def test_leases_stop_at_the_limit_and_come_back_on_release(store: HealthStore) -> None:
-    granted, wait, paused = await store.acquire("h", ["a", "b", "c"], 2)
+    granted, wait, paused, waiting = await store.acquire("h", "p1", ["a", "b", "c"], 2)
     assert not paused
+    assert waiting == 1  # this holder was refused one
     assert granted == 2
     assert wait is not None
     assert 0 < wait <= 0.3
     assert await store.held("h") == 2
-    assert (await store.acquire("h", ["d"], 2))[0] == 0
+    assert (await store.acquire("h", "p1", ["d"], 2))[0] == 0
     await store.release("h", ["a"])
-    assert (await store.acquire("h", ["d"], 2))[0] == 1
+    assert (await store.acquire("h", "p1", ["d"], 2))[0] == 1
     assert await store.held("other") == 0  # hosts are separate
 
 
 async def test_leases_expire_unless_renewed(store: HealthStore) -> None:
-    await store.acquire("h", ["a", "b"], 2)
+    await store.acquire("h", "p1", ["a", "b"], 2)
     for _ in range(4):  # renew "a" past its first expiry
         await asyncio.sleep(0.1)
         await store.renew("h", ["a"])
     assert await store.held("h") == 1  # "b" expired, "a" was renewed
-    assert (await store.acquire("h", ["c"], 2))[0] == 1
+    assert (await store.acquire("h", "p1", ["c"], 2))[0] == 1
 
 
 async def test_fleet_limiters_on_one_store_share_the_cap(store: HealthStore) -> None:

@@ -28,7 +28,6 @@ from ._retry._middleware import RetryMiddleware, session_middleware
 from ._retry._policy import RetryPolicy, _check_bool, _check_int, _check_number
 from ._store._base import HealthStore
 from ._store._connector import StoreConnector
-from ._store._fleet import FleetLimiter
 from ._store._open import open_store
 from ._transport._aiohttp_compat import NEEDS_CLEANUP_CLOSED, turn_off_hidden_retry
 from ._transport._connector import TrackingConnector
@@ -296,8 +295,7 @@ def resilient_session(
         }
         if owned:  # the session made the store: closing the session closes it
             assert shared is not None
-            assert isinstance(retry.limiter, FleetLimiter)
-            connector = StoreConnector(store=shared, limiter=retry.limiter, **options)
+            connector = StoreConnector(store=shared, **options)
         else:
             connector = TrackingConnector(**options)
     session_options.setdefault("timeout", tuning.timeout)

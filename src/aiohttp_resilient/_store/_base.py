@@ -8,16 +8,22 @@ expiry unless renewed, so the slots of a process that died come back by themselv
 from __future__ import annotations
 
 import abc
+import weakref
 from collections.abc import Sequence
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 __all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STORE_TIMEOUT", "Grant", "HealthStore"]
 
 #: Seconds a slot's lease lasts unless renewed (a process renews its leases every third of it).
 DEFAULT_LEASE_TTL: Final = 10.0
 #: Seconds a store call may take before the process goes on with its own state (Envoy's rate
-#: limit call waits 20 ms; redis-py's defaults take seconds, and retry ten times).
-DEFAULT_STORE_TIMEOUT: Final = 0.05
+#: limit call waits 20 ms; redis-py's defaults take seconds, and retry ten times). 50 ms fell
+#: over a few times a run on a loaded 2-core machine, whose event loops lag (benchmarks/fleet.py).
+DEFAULT_STORE_TIMEOUT: Final = 0.1
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
 
 
 class Grant(NamedTuple):
@@ -29,6 +35,9 @@ class Grant(NamedTuple):
     wait: float | None
     #: Refused because the host is paused (its ``Retry-After``), not for want of a slot.
     paused: bool
+    #: Holders (processes) refused a slot of the host within the last second, this one too
+    #: if it was: a holder keeps its slots for its own waiters only up to its fair share.
+    waiting: int
 
 
 class HealthStore(abc.ABC):
@@ -53,11 +62,13 @@ class HealthStore(abc.ABC):
         self.lease_ttl = float(lease_ttl)
         #: Seconds a call may take before the process goes on alone.
         self.timeout = DEFAULT_STORE_TIMEOUT
+        # The limiters on this store: closing it first gives back their leases.
+        self._limiters: weakref.WeakSet[_Closable] = weakref.WeakSet()
 
     @abc.abstractmethod
-    async def acquire(self, host: str, members: Sequence[str], limit: int) -> Grant:
-        """Lease slots of ``host`` to ``members`` in order while fewer than ``limit`` are held
-        and the host is not paused (:meth:`pause`)."""
+    async def acquire(self, host: str, holder: str, members: Sequence[str], limit: int) -> Grant:
+        """Lease slots of ``host`` to ``members`` (of ``holder``, a process) in order while
+        fewer than ``limit`` are held and the host is not paused (:meth:`pause`)."""
 
     @abc.abstractmethod
     async def pause(self, host: str, seconds: float) -> None:
@@ -77,8 +88,18 @@ class HealthStore(abc.ABC):
     async def held(self, host: str) -> int:
         """How many unexpired leases ``host`` has now (for stats and tests)."""
 
-    async def close(self) -> None:  # noqa: B027 - optional: a store with nothing to close
-        """Let go of connections (a store given as a URL is closed with its session)."""
+    def _attach(self, limiter: _Closable) -> None:
+        self._limiters.add(limiter)
+
+    async def close(self) -> None:
+        """Give back the leases of every limiter on this store, then let go of its connections
+        (a store given as a URL is closed with its session)."""
+        for limiter in list(self._limiters):
+            await limiter.close()
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:  # noqa: B027 - optional: nothing to close
+        """Let go of connections."""
 
     def describe(self) -> str:
         """The store as named in logs and stats, with no secret in it."""

@@ -29,7 +29,7 @@ __all__ = ["FleetLimiter"]
 
 #: Seconds a waiting host's poller first waits between store calls, and at most.
 POLL_FIRST: Final = 0.005
-POLL_MAX: Final = 0.1
+POLL_MAX: Final = 0.05
 
 
 class _Waiting:
@@ -55,10 +55,13 @@ class FleetLimiter(HostLimiter):
     """
 
     __slots__ = (
+        "__weakref__",  # the store keeps its limiters in a WeakSet
+        "_contenders",
         "_leases",
         "_renewer",
         "_seq",
         "_tasks",
+        "_to_release",
         "_token",
         "_unleased",
         "_waiting",
@@ -71,6 +74,7 @@ class FleetLimiter(HostLimiter):
         if not isinstance(store, HealthStore):
             raise ValueError(f"store must be a HealthStore, got {type(store).__name__}")
         self.store = store
+        store._attach(self)
         self.guard = StoreGuard(store, timeout=timeout)
         # Lease members are unique across the fleet: this process's token and a counter.
         self._token = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -80,6 +84,9 @@ class FleetLimiter(HostLimiter):
         self._waiting: dict[HostKey, _Waiting] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        #: Per host, the processes refused a slot lately (from the store's last answer).
+        self._contenders: dict[HostKey, int] = {}
+        self._to_release: dict[HostKey, list[str]] = {}
 
     def __repr__(self) -> str:
         state = "up" if self.guard.up else "down"
@@ -122,8 +129,21 @@ class FleetLimiter(HostLimiter):
                 if not leases:
                     del self._leases[key]
         HostLimiter.release(self, key)
-        if lease is not None:
-            self._spawn(self._give_back(key, lease))
+        if lease is None:
+            return
+        waiting = self._waiting.get(key)
+        if waiting is not None and waiting.queue and self._under_share(key):
+            self._hand(key, waiting, lease)  # straight to this process's next waiter
+        else:
+            self._give_back(key, lease)
+        if not self._leases.get(key) and not waiting:
+            self._contenders.pop(key, None)
+
+    def _under_share(self, key: HostKey) -> bool:
+        # Whether this process holds fewer of the host's slots than its fair share among the
+        # processes that were refused one lately (so that no process keeps them all).
+        contenders = max(1, self._contenders.get(key, 1))
+        return self.fleet_held(key) * contenders < self._live_limit(key)
 
     def hold_off(self, key: HostKey, seconds: float) -> None:
         # The host said Retry-After: no process of the fleet sends to it before then (at most
@@ -141,12 +161,16 @@ class FleetLimiter(HostLimiter):
         return len(self._leases.get(key, ()))
 
     async def close(self) -> None:
-        """Stop the renewals and pollers and give back every lease (the store stays open)."""
-        for task in list(self._tasks):
-            task.cancel()
-        for waiting in self._waiting.values():
+        """Stop the renewals and pollers and give back every lease (the store stays open:
+        ``store.close()`` calls this for every limiter on it)."""
+        for waiting in list(self._waiting.values()):
             if waiting.task is not None:
                 waiting.task.cancel()
+        if self._renewer is not None:
+            self._renewer.cancel()
+        pending = list(self._tasks)  # leases being given back: let them finish
+        if pending:
+            await asyncio.wait(pending, timeout=self.guard.timeout * 2)
         leases, self._leases = self._leases, {}
         for key, members in leases.items():
             await self._store_call(self.store.release, key, members)  # else they expire
@@ -162,21 +186,13 @@ class FleetLimiter(HostLimiter):
 
     async def _lease(self, key: HostKey) -> str | None:
         # A lease for one attempt, or None when the store cannot give one now (it is down).
+        # Every ask goes through the host's poller, so that the asks of one moment share one
+        # store call (32 tasks starting at once make one round trip, not 32 connections).
         if not self.guard.due():
             return None
         waiting = self._waiting.get(key)
-        if waiting is None or not waiting.queue:
-            member = self._member()
-            host, limit = format_host(key), self._live_limit(key)
-            try:
-                grant = await self.guard.run(self.store.acquire, host, [member], limit)
-            except StoreDownError:
-                return None
-            if grant.granted:
-                return member
-            waiting = self._waiting.get(key)
-            if waiting is None:
-                waiting = self._waiting[key] = _Waiting()
+        if waiting is None:
+            waiting = self._waiting[key] = _Waiting()
         future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         waiting.queue.append(future)
         if waiting.task is None:
@@ -186,7 +202,7 @@ class FleetLimiter(HostLimiter):
         except BaseException:
             lease = future.result() if future.done() and not future.cancelled() else None
             if lease is not None:
-                self._spawn(self._give_back(key, lease))  # granted, then cancelled
+                self._give_back(key, lease)  # granted, then cancelled
             elif future in waiting.queue:
                 waiting.queue.remove(future)
             raise
@@ -204,11 +220,12 @@ class FleetLimiter(HostLimiter):
                 limit = self._live_limit(key)
                 waiting.wake.clear()
                 try:
-                    granted, wait, paused = await self.guard.run(
-                        self.store.acquire, host, members, limit
+                    granted, wait, paused, contenders = await self.guard.run(
+                        self.store.acquire, host, self._token, members, limit
                     )
                 except StoreDownError:
                     return  # the waiters go under the local cap, at once (below)
+                self._contenders[key] = contenders
                 for member in members[:granted]:
                     self._hand(key, waiting, member)
                 if granted:
@@ -240,10 +257,21 @@ class FleetLimiter(HostLimiter):
             if not future.done():
                 future.set_result(member)
                 return
-        self._spawn(self._give_back(key, member))  # its waiter left meanwhile
+        self._give_back(key, member)  # its waiter left meanwhile
 
-    async def _give_back(self, key: HostKey, member: str) -> None:
-        await self._store_call(self.store.release, key, [member])  # else it expires by itself
+    def _give_back(self, key: HostKey, member: str) -> None:
+        # The leases given back in one turn of the loop go in one store call.
+        batch = self._to_release.get(key)
+        if batch is None:
+            self._to_release[key] = [member]
+            self._spawn(self._flush_releases(key))
+        else:
+            batch.append(member)
+
+    async def _flush_releases(self, key: HostKey) -> None:
+        await asyncio.sleep(0)  # let the rest of this turn's releases join
+        members = self._to_release.pop(key)
+        await self._store_call(self.store.release, key, members)  # else they expire by themselves
         waiting = self._waiting.get(key)
         if waiting is not None:
             waiting.wake.set()

@@ -32,6 +32,7 @@ class MemoryStore(HealthStore):
         self._clock = clock
         self._leases: dict[str, dict[str, float]] = {}
         self._paused: dict[str, float] = {}
+        self._waiting: dict[str, dict[str, float]] = {}
 
     def _live(self, host: str, now: float) -> dict[str, float]:
         leases = self._leases.get(host)
@@ -42,12 +43,15 @@ class MemoryStore(HealthStore):
             del leases[member]
         return leases
 
-    async def acquire(self, host: str, members: Sequence[str], limit: int) -> Grant:
+    async def acquire(self, host: str, holder: str, members: Sequence[str], limit: int) -> Grant:
         now = self._clock()
+        waiting = self._waiting.setdefault(host, {})
+        for name in [h for h, until in waiting.items() if until <= now]:
+            del waiting[name]
         until = self._paused.get(host)
         if until is not None:
             if until > now:
-                return Grant(0, until - now, True)
+                return Grant(0, until - now, True, len(waiting))
             del self._paused[host]
         leases = self._live(host, now)
         granted = 0
@@ -59,7 +63,11 @@ class MemoryStore(HealthStore):
         wait = None
         if granted < len(members) and leases:
             wait = max(0.0, min(leases.values()) - now)
-        return Grant(granted, wait, False)
+        if granted < len(members):
+            waiting[holder] = now + 1.0
+        else:
+            waiting.pop(holder, None)
+        return Grant(granted, wait, False, len(waiting))
 
     async def pause(self, host: str, seconds: float) -> None:
         until = self._clock() + seconds
@@ -73,6 +81,8 @@ class MemoryStore(HealthStore):
                 leases.pop(member, None)
             if not leases:
                 del self._leases[host]  # an idle host leaves nothing behind
+                if not self._waiting.get(host):
+                    self._waiting.pop(host, None)
 
     async def renew(self, host: str, members: Sequence[str]) -> None:
         leases = self._live(host, self._clock())

@@ -112,11 +112,13 @@ class RedisStore(HealthStore):
     def _ttl_ms(self) -> int:
         return max(1, round(self.lease_ttl * 1000))
 
-    async def acquire(self, host: str, members: Sequence[str], limit: int) -> Grant:
-        granted, wait, paused = await self._acquire(
-            keys=[self._key(host), self._key(host, "pause")], args=[limit, self._ttl_ms, *members]
+    async def acquire(self, host: str, holder: str, members: Sequence[str], limit: int) -> Grant:
+        keys = [self._key(host), self._key(host, "pause"), self._key(host, "waiting")]
+        granted, wait, paused, waiting = await self._acquire(
+            keys=keys, args=[limit, self._ttl_ms, holder, *members]
         )
-        return Grant(int(granted), None if int(wait) < 0 else int(wait) / 1000, bool(paused))
+        wait_s = None if int(wait) < 0 else int(wait) / 1000
+        return Grant(int(granted), wait_s, bool(paused), int(waiting))
 
     async def pause(self, host: str, seconds: float) -> None:
         await self._pause(keys=[self._key(host, "pause")], args=[max(1, round(seconds * 1000))])
@@ -132,6 +134,6 @@ class RedisStore(HealthStore):
     async def held(self, host: str) -> int:
         return int(await self._held(keys=[self._key(host)]))
 
-    async def close(self) -> None:
+    async def _disconnect(self) -> None:
         if self._owned:
             await self._client.aclose()

@@ -19,18 +19,19 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 """
 
-#: KEYS[1] the slots, KEYS[2] the pause; ARGV: limit, ttl_ms, members...
-#: -> {granted, wait_ms or -1, paused 0/1}.
+#: KEYS[1] the slots, KEYS[2] the pause, KEYS[3] the holders refused lately (by expiry);
+#: ARGV: limit, ttl_ms, holder, members... -> {granted, wait_ms or -1, paused 0/1, waiting}.
 ACQUIRE: Final = (
     _NOW
     + """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
-if paused > now then return {0, paused - now, 1} end
+if paused > now then return {0, paused - now, 1, redis.call('ZCARD', KEYS[3])} end
 local limit = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local held = redis.call('ZCARD', KEYS[1])
 local granted = 0
-for i = 3, #ARGV do
+for i = 4, #ARGV do
     if held >= limit then break end
     redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
     held = held + 1
@@ -38,11 +39,15 @@ for i = 3, #ARGV do
 end
 if granted > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 local wait = -1
-if granted < #ARGV - 2 then
+if granted < #ARGV - 3 then
     local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     if first[2] then wait = tonumber(first[2]) - now end
+    redis.call('ZADD', KEYS[3], now + 1000, ARGV[3])
+    redis.call('PEXPIRE', KEYS[3], 1000)
+else
+    redis.call('ZREM', KEYS[3], ARGV[3])
 end
-return {granted, wait, 0}
+return {granted, wait, 0, redis.call('ZCARD', KEYS[3])}
 """
 )
 

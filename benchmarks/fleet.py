@@ -1,0 +1,236 @@
+"""A fleet of client processes sharing one host's politeness through a Redis store, against the
+same fleet without one; and what the store costs per request.
+
+Scenarios (4 client processes, each one `resilient_session(limit_per_host=8)`, 32 tasks each):
+
+- capacity: a host that serves 8 requests at once (10 ms each) and answers 503 past that;
+  600 GETs per process. Figures: the most in service at once, 503s, wall time, failures.
+- rate: a host that admits 50 requests/s (429 + Retry-After past it), 8 tasks per process for
+  8 s. Figures: the fleet's rate after the first second, the share refused.
+- cost: one process, one task, 2000 sequential GETs to a host that answers at once, with and
+  without the store: p50 latency, and the Redis calls per request (Redis's commandstats).
+- ops: 4 processes x 32 tasks, GETs answered at once, with the store for 5 s: requests/s, and
+  the redis-server's CPU seconds per second (what one Redis can serve).
+
+    python benchmarks/fleet.py                  # every scenario
+    python benchmarks/fleet.py --scenarios cost
+
+Needs redis-server (Debian's package) and the [redis] extra. Loopback only; runs are bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import redis.asyncio
+
+from aiohttp_resilient import FleetLimiter, RedisStore, resilient_session, session_health
+from aiohttp_resilient.testing import FaultServer
+
+PROCS, WORKERS, CAP = 4, 32, 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.02)
+    proc.kill()
+    raise SystemExit("redis-server did not start")
+
+
+def redis_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def redis_calls(port: int) -> int:
+    """Script calls Redis has run (EVALSHA, EVAL) since it started."""
+    client = redis.asyncio.Redis(port=port)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return sum(
+        int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
+    )
+
+
+async def client(url: str, store_url: str, workers: int, requests: int, seconds: float) -> None:
+    timeout = float(os.environ.get("FLEET_STORE_TIMEOUT", "0.05"))
+    store = None if store_url == "-" else RedisStore(store_url, lease_ttl=10, timeout=timeout)
+    latencies: list[float] = []
+    failed = 0
+    left = requests
+    end = time.monotonic() + seconds
+    fallbacks = 0
+    async with resilient_session(limit_per_host=CAP, store=store) as session:
+
+        async def worker() -> None:
+            nonlocal left, failed
+            while left > 0 and time.monotonic() < end:
+                left -= 1
+                started = time.monotonic()
+                try:
+                    async with session.get(url) as resp:
+                        await resp.read()
+                    latencies.append(time.monotonic() - started)
+                except Exception:
+                    failed += 1
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        limiter = session_health(session).limiter  # type: ignore[union-attr]
+        fallbacks = limiter.guard.fallbacks if isinstance(limiter, FleetLimiter) else 0
+    if store is not None:
+        await store.close()
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] if latencies else 0.0
+    result = {"ok": len(latencies), "failed": failed, "p50": p50, "fallbacks": fallbacks}
+    print(json.dumps(result), flush=True)
+
+
+async def fleet(
+    url: str, store_url: str, procs: int, workers: int, requests: int, seconds: float
+) -> list[dict[str, float]]:
+    started = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--client",
+            url,
+            store_url,
+            str(workers),
+            str(requests),
+            str(seconds),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(procs)
+    ]
+    outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in started)), 120)
+    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
+
+
+async def capacity(store_url: str) -> None:
+    for label, url_of_store in (("no store", "-"), ("store", store_url)):
+        async with FaultServer(record=False, capacity=CAP, service_time=0.01) as server:
+            peak = 0
+
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, server.in_service)
+                    await asyncio.sleep(0.001)
+
+            watcher = asyncio.ensure_future(watch())
+            t0 = time.monotonic()
+            results = await fleet(str(server.url), url_of_store, PROCS, WORKERS, 600, 60)
+            wall = time.monotonic() - t0
+            watcher.cancel()
+            refused = server.shed_counts.get("capacity", 0)
+        ok = sum(int(r["ok"]) for r in results)
+        failed = sum(int(r["failed"]) for r in results)
+        fallbacks = sum(int(r["fallbacks"]) for r in results)
+        print(
+            f"capacity, {label}: {ok} ok, {failed} failed, most in service {peak}, "
+            f"{refused} answered 503, {wall:.2f} s, store fell over {fallbacks} times"
+        )
+
+
+async def rate(store_url: str) -> None:
+    for label, url_of_store in (("no store", "-"), ("store", store_url)):
+        async with FaultServer(record=False, rate_limit=50, compute_retry_after=True) as server:
+            t0 = time.monotonic()
+            results = await fleet(str(server.url), url_of_store, PROCS, 8, 10**6, 8)
+            wall = time.monotonic() - t0
+            refused = server.shed_counts.get("rate", 0)
+            answered = sum(server.action_counts.values())
+        ok = sum(int(r["ok"]) for r in results)
+        print(
+            f"rate 50/s, {label}: {ok} ok over {wall:.1f} s ({ok / wall:.1f}/s), "
+            f"{refused} of {answered} answers refused ({refused / max(answered, 1):.1%})"
+        )
+
+
+async def cost(store_url: str, redis_port: int) -> None:
+    async with FaultServer(record=False) as server:
+        for label, url_of_store in (("no store", "-"), ("store", store_url)):
+            before = await redis_calls(redis_port)
+            results = await fleet(str(server.url), url_of_store, 1, 1, 2000, 60)
+            calls = await redis_calls(redis_port) - before
+            r = results[0]
+            print(
+                f"cost, {label}: p50 {r['p50'] * 1000:.3f} ms, "
+                f"{calls / max(r['ok'], 1):.2f} Redis calls per request"
+            )
+
+
+async def ops(store_url: str, redis_pid: int) -> None:
+    async with FaultServer(record=False) as server:
+        cpu0, t0 = redis_cpu(redis_pid), time.monotonic()
+        results = await fleet(str(server.url), store_url, PROCS, WORKERS, 10**7, 5)
+        wall, cpu = time.monotonic() - t0, redis_cpu(redis_pid) - cpu0
+    ok = sum(int(r["ok"]) for r in results)
+    print(
+        f"ops: {ok / wall:.0f} requests/s through one Redis, which used {cpu / wall:.0%} "
+        f"of a core: about {ok / max(cpu, 1e-9):.0f} requests per Redis CPU-second"
+    )
+
+
+async def main(names: list[str]) -> None:
+    proc, port = start_redis()
+    store_url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for name in names:
+            if name == "capacity":
+                await capacity(store_url)
+            elif name == "rate":
+                await rate(store_url)
+            elif name == "cost":
+                await cost(store_url, port)
+            elif name == "ops":
+                await ops(store_url, proc.pid)
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--client"]:
+        url, store_url, workers, requests, seconds = sys.argv[2:7]
+        asyncio.run(client(url, store_url, int(workers), int(requests), float(seconds)))
+    else:
+        parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+        parser.add_argument("--scenarios", default="capacity,rate,cost,ops")
+        args = parser.parse_args()
+        asyncio.run(main(args.scenarios.split(",")))
