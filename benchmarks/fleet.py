@@ -69,10 +69,14 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit("redis-server did not start")
 
 
-def redis_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+async def redis_cpu(port: int) -> float:
+    """CPU seconds the redis-server has used (INFO cpu, user and system)."""
+    client = redis.asyncio.Redis(port=port)
+    try:
+        info = await client.info("cpu")
+    finally:
+        await client.aclose()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def redis_calls(port: int) -> int:
@@ -195,15 +199,23 @@ async def cost(store_url: str, redis_port: int) -> None:
             )
 
 
-async def ops(store_url: str, redis_pid: int) -> None:
+async def ops(store_url: str, redis_port: int) -> None:
     async with FaultServer(record=False) as server:
-        cpu0, t0 = redis_cpu(redis_pid), time.monotonic()
+        cpu0, calls0, t0 = (
+            await redis_cpu(redis_port),
+            await redis_calls(redis_port),
+            time.monotonic(),
+        )
         results = await fleet(str(server.url), store_url, PROCS, WORKERS, 10**7, 5)
-        wall, cpu = time.monotonic() - t0, redis_cpu(redis_pid) - cpu0
+        wall = time.monotonic() - t0
+        cpu = await redis_cpu(redis_port) - cpu0
+        calls = await redis_calls(redis_port) - calls0
     ok = sum(int(r["ok"]) for r in results)
     print(
-        f"ops: {ok / wall:.0f} requests/s through one Redis, which used {cpu / wall:.0%} "
-        f"of a core: about {ok / max(cpu, 1e-9):.0f} requests per Redis CPU-second"
+        f"ops: {ok / wall:.0f} requests/s, {calls / wall:.0f} script calls/s "
+        f"({calls / max(ok, 1):.2f} per request) through one Redis, which used {cpu / wall:.1%} "
+        f"of a core: {ok / max(cpu, 1e-9):.0f} requests and {calls / max(cpu, 1e-9):.0f} "
+        "script calls per Redis CPU-second"
     )
 
 
@@ -219,7 +231,7 @@ async def main(names: list[str]) -> None:
             elif name == "cost":
                 await cost(store_url, port)
             elif name == "ops":
-                await ops(store_url, proc.pid)
+                await ops(store_url, port)
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from _helpers import closed_port
+from _helpers import closed_port, start_cli
 from _redis import CountingServer, have_redis, redis_server
 from aiohttp_resilient import (
     HealthStore,
@@ -355,3 +355,43 @@ async def test_a_killed_holders_slots_come_back_within_the_lease_ttl(redis_port:
         await store.close()
     assert 0.5 <= waited <= 2.0 + 0.5  # by the lease TTL (2 s), not at once
     assert not done_early
+
+
+# -- fetch --store --------------------------------------------------------------------------------
+
+
+@needs_redis
+async def test_two_fetch_runs_share_per_host_through_the_store(
+    redis_port: int, tmp_path: Path
+) -> None:
+    # Two fetch processes, --per-host 2 each, one store: the host never sees more than 2.
+    store_url = f"redis://127.0.0.1:{redis_port}/0"
+    async with CountingServer(delay=0.05) as server:
+        runs = [
+            await start_cli(
+                "fetch",
+                "--out",
+                str(tmp_path / f"out{n}"),
+                "-c",
+                "8",
+                "--per-host",
+                "2",
+                "--store",
+                store_url,
+                *[f"{server.url}{n}/{i}" for i in range(30)],
+            )
+            for n in range(2)
+        ]
+        for run in runs:
+            await asyncio.wait_for(run.communicate(), 40)
+            assert run.returncode == 0
+    assert server.served == 60
+    assert server.peak <= 2
+
+
+async def test_fetch_refuses_a_store_that_is_not_redis_without_echoing_its_password() -> None:
+    proc = await start_cli("fetch", "--store", "http://u:hunter2@127.0.0.1:1/", "http://x/")
+    _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2
+    assert b"--store" in stderr
+    assert b"hunter2" not in stderr
