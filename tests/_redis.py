@@ -71,8 +71,9 @@ class CountingServer:
     def __init__(self, delay: float = 0.02) -> None:
         self.delay = delay
         self.in_flight = self.peak = self.served = 0
-        #: Answer the next this many requests 429 with ``Retry-After: 1``.
+        #: Answer the next this many requests 429 with ``Retry-After: <retry_after>``.
         self.throttle_next = 0
+        self.retry_after = 1
         #: When each request arrived (monotonic seconds).
         self.arrivals: list[float] = []
         self._runner: web.AppRunner | None = None
@@ -82,7 +83,7 @@ class CountingServer:
         self.arrivals.append(time.monotonic())
         if self.throttle_next > 0:
             self.throttle_next -= 1
-            return web.Response(status=429, headers={"Retry-After": "1"})
+            return web.Response(status=429, headers={"Retry-After": str(self.retry_after)})
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:

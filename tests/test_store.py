@@ -20,6 +20,7 @@ import pytest_asyncio
 from _helpers import closed_port, start_cli
 from _redis import CountingServer, have_redis, redis_server
 from aiohttp_resilient import (
+    AdaptiveRatePolicy,
     HealthStore,
     HostHealth,
     HostLimiter,
@@ -61,7 +62,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[HealthStore]:
 
 
 async def test_leases_stop_at_the_limit_and_come_back_on_release(store: HealthStore) -> None:
-    granted, wait, paused, waiting = await store.acquire("h", "p1", ["a", "b", "c"], 2)
+    granted, wait, paused, waiting, delays = await store.acquire("h", "p1", ["a", "b", "c"], 2)
+    assert delays == ()  # no rate asked for
     assert not paused
     assert waiting == 1  # this holder was refused one
     assert granted == 2
@@ -125,7 +127,7 @@ async def test_a_pause_holds_every_limiter_until_it_ends(store: HealthStore) -> 
     a = FleetLimiter(4, store, timeout=1.0)
     b = FleetLimiter(4, store, timeout=1.0)
     key = ("http", "example.test", 80)
-    a.hold_off(key, 0.5)
+    a.refused(key, False, 0.5)  # a 503 with Retry-After
     await asyncio.sleep(0.05)  # the pause is written by a task
     started = time.monotonic()
     await asyncio.wait_for(b.acquire(key), 2)
@@ -138,11 +140,11 @@ async def test_a_pause_holds_every_limiter_until_it_ends(store: HealthStore) -> 
 @needs_redis
 async def test_a_retry_after_seen_by_one_session_holds_the_others(redis_port: int) -> None:
     # Two sessions with their own limiters (as two processes would be) on one Redis: the 429's
-    # Retry-After: 1 that the first gets keeps the second's request off the host until it ends.
+    # Retry-After: 2 that the first gets keeps the second's request off the host until it ends.
     url = f"redis://127.0.0.1:{redis_port}/0"
     stores = [RedisStore(url, timeout=0.5), RedisStore(url, timeout=0.5)]
     async with CountingServer(delay=0) as server:
-        server.throttle_next = 1
+        server.throttle_next, server.retry_after = 1, 2
         async with (
             resilient_session(limit_per_host=4, store=stores[0]) as first,
             resilient_session(limit_per_host=4, store=stores[1]) as second,
@@ -157,7 +159,7 @@ async def test_a_retry_after_seen_by_one_session_holds_the_others(redis_port: in
         await store.close()
     first_at, *later = server.arrivals
     assert len(later) == 2  # the retry and the second session's request
-    assert min(later) - first_at >= 0.9  # nobody sent before Retry-After ended
+    assert min(later) - first_at >= 1.9  # nobody sent before Retry-After ended
 
 
 async def wait_for_arrivals(server: CountingServer, count: int) -> None:
@@ -166,6 +168,37 @@ async def wait_for_arrivals(server: CountingServer, count: int) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no request arrived")
+
+
+async def test_a_throttle_paces_every_limiter_on_the_store(store: HealthStore) -> None:
+    # The adaptive rate runs in the store: sends are counted as slots are leased, a 429 cuts
+    # the rate, and from then on the leases of every limiter come spaced on one schedule.
+    policy = AdaptiveRatePolicy(burst=0.0)
+    host = "http://example.test:80"
+    for i in range(20):  # 20 sends in a burst: what the host "accepted"
+        await store.acquire(host, "p1", [f"m{i}"], 100, policy)
+    new_rate = await store.throttle(host, policy)
+    assert new_rate is not None
+    assert new_rate > 0.5
+    assert await store.throttle(host, policy) is None  # within the cooldown
+    first = await store.acquire(host, "p1", ["x1", "x2"], 100, policy)
+    second = await store.acquire(host, "p2", ["y1"], 100, policy)
+    spacing = 1 / new_rate
+    assert first.delays[1] - first.delays[0] == pytest.approx(spacing, rel=0.1, abs=0.002)
+    assert second.delays[0] >= first.delays[1] + spacing * 0.8  # another holder, same schedule
+    assert (await store.acquire(host, "p1", ["z"], 100)).delays == ()  # no rate asked for
+
+
+async def test_with_a_store_the_adaptive_rate_runs_in_the_store() -> None:
+    # HostHealth hands its rate policy to the fleet limiter (one rate for the fleet) and paces
+    # nothing of its own; without a store it keeps it.
+    store = MemoryStore()
+    health = HostHealth(limiter=HostLimiter(2), store=store)
+    assert isinstance(health.limiter, FleetLimiter)
+    assert health.limiter.rate_policy == AdaptiveRatePolicy()
+    assert health.policy.adaptive_rate is None
+    assert HostHealth(limiter=HostLimiter(2)).policy.adaptive_rate == AdaptiveRatePolicy()
+    await store.close()
 
 
 # -- input --------------------------------------------------------------------------------------

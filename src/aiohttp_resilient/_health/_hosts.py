@@ -15,6 +15,7 @@ operation as one atomic script; only the futures that wake waiting calls live in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -113,7 +114,10 @@ class HostHealth:
                 f"limiter's limit_per_host ({limiter.limit_per_host})"
             )
         if store is not None:  # the cap becomes fleet-wide (the default path is untouched)
-            limiter = fleet_limiter(limiter, store)
+            fleet = limiter = fleet_limiter(limiter, store)
+            # The adaptive rate runs in the store, for the fleet, instead of here.
+            fleet.rate_policy = self.policy.adaptive_rate
+            self.policy = dataclasses.replace(self.policy, adaptive_rate=None)
         self.limiter = limiter
         self._on_change = on_circuit_change
         self._clock = clock
@@ -439,8 +443,8 @@ class HostHealth:
                 )
         dropped = signal is Signal.DROPPED
         throttled = signal is Signal.UNAVAILABLE or signal is Signal.THROTTLED
-        if throttled and retry_after is not None and self.limiter is not None:
-            self.limiter.hold_off(key, retry_after)  # a shared limiter pauses the fleet
+        if throttled and self.limiter is not None:
+            self.limiter.refused(key, signal is Signal.THROTTLED, retry_after)  # for a fleet
         limit = record.limit
         if (
             limit is not None

@@ -133,10 +133,10 @@ class HostLimiter:
         while host.held < host.limit and self._hand_over(host):
             host.held += 1
 
-    def hold_off(self, key: HostKey, seconds: float) -> None:
-        """``key``'s host asked for no request for ``seconds`` (``Retry-After`` on a 429 or
-        503). Nothing here (the retry that got it waits it out); a :class:`FleetLimiter`
-        pauses the host for every process sharing its store."""
+    def refused(self, key: HostKey, throttled: bool, retry_after: float | None) -> None:
+        """``key``'s host refused an attempt: 429 (``throttled``) or 503, with its
+        ``Retry-After`` seconds if any. Nothing here (the host's adaptive rate and the retry
+        that got it deal with it); a :class:`FleetLimiter` tells the fleet."""
 
     def waiting(self, key: HostKey) -> int:
         """How many attempts wait for a slot of ``key``'s host."""

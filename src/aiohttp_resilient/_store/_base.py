@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import weakref
 from collections.abc import Sequence
-from typing import Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Final, NamedTuple, Protocol
 
 __all__ = ["DEFAULT_LEASE_TTL", "DEFAULT_STORE_TIMEOUT", "Grant", "HealthStore"]
 
@@ -20,6 +20,9 @@ DEFAULT_LEASE_TTL: Final = 10.0
 #: limit call waits 20 ms; redis-py's defaults take seconds, and retry ten times). 50 ms fell
 #: over a few times a run on a loaded 2-core machine, whose event loops lag (benchmarks/fleet.py).
 DEFAULT_STORE_TIMEOUT: Final = 0.1
+
+if TYPE_CHECKING:
+    from .._health._rate import AdaptiveRatePolicy
 
 
 class _Closable(Protocol):
@@ -38,6 +41,8 @@ class Grant(NamedTuple):
     #: Holders (processes) refused a slot of the host within the last second, this one too
     #: if it was: a holder keeps its slots for its own waiters only up to its fair share.
     waiting: int
+    #: While the host's adaptive rate is on: per granted member, seconds before it may send.
+    delays: tuple[float, ...] = ()
 
 
 class HealthStore(abc.ABC):
@@ -66,9 +71,22 @@ class HealthStore(abc.ABC):
         self._limiters: weakref.WeakSet[_Closable] = weakref.WeakSet()
 
     @abc.abstractmethod
-    async def acquire(self, host: str, holder: str, members: Sequence[str], limit: int) -> Grant:
+    async def acquire(
+        self,
+        host: str,
+        holder: str,
+        members: Sequence[str],
+        limit: int,
+        rate: AdaptiveRatePolicy | None = None,
+    ) -> Grant:
         """Lease slots of ``host`` to ``members`` (of ``holder``, a process) in order while
-        fewer than ``limit`` are held and the host is not paused (:meth:`pause`)."""
+        fewer than ``limit`` are held and the host is not paused (:meth:`pause`); with
+        ``rate``, count the sends and, once the host throttled, schedule them."""
+
+    @abc.abstractmethod
+    async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
+        """``host`` answered 429: cut its fleet-wide rate. Returns the new rate (requests per
+        second), or ``None`` within the cooldown of the last cut."""
 
     @abc.abstractmethod
     async def pause(self, host: str, seconds: float) -> None:

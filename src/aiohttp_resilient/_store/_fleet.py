@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Final
 
 from .._health._limiter import HostKey, HostLimiter, format_host
+from .._health._rate import AdaptiveRatePolicy
 from .._retry._policy import DEFAULT_RETRY_AFTER_MAX
 from .._util._timing import deadline_timer
 from ._base import HealthStore
@@ -36,7 +37,9 @@ class _Waiting:
     __slots__ = ("queue", "task", "wake")
 
     def __init__(self) -> None:
-        self.queue: collections.deque[asyncio.Future[str | None]] = collections.deque()
+        self.queue: collections.deque[asyncio.Future[tuple[str, float] | None]] = (
+            collections.deque()
+        )
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -66,6 +69,7 @@ class FleetLimiter(HostLimiter):
         "_unleased",
         "_waiting",
         "guard",
+        "rate_policy",
         "store",
     )
 
@@ -87,6 +91,9 @@ class FleetLimiter(HostLimiter):
         #: Per host, the processes refused a slot lately (from the store's last answer).
         self._contenders: dict[HostKey, int] = {}
         self._to_release: dict[HostKey, list[str]] = {}
+        #: The adaptive rate, run fleet-wide in the store (``HostHealth`` moves it here from
+        #: its policy when given a store); ``None``: no rate.
+        self.rate_policy: AdaptiveRatePolicy | None = None
 
     def __repr__(self) -> str:
         state = "up" if self.guard.up else "down"
@@ -109,10 +116,17 @@ class FleetLimiter(HostLimiter):
             raise
         if lease is None:
             self._unleased[key] = self._unleased.get(key, 0) + 1
-        else:
-            self._leases.setdefault(key, []).append(lease)
-            if self._renewer is None:
-                self._renewer = self._spawn(self._renew_loop())
+            return
+        member, delay = lease
+        self._leases.setdefault(key, []).append(member)
+        if self._renewer is None:
+            self._renewer = self._spawn(self._renew_loop())
+        if delay > 0:  # the fleet's adaptive rate: this send's turn on the shared schedule
+            try:
+                await asyncio.sleep(delay)
+            except BaseException:
+                self.release(key)
+                raise
 
     def release(self, key: HostKey) -> None:
         unleased = self._unleased.get(key, 0)
@@ -145,12 +159,22 @@ class FleetLimiter(HostLimiter):
         contenders = max(1, self._contenders.get(key, 1))
         return self.fleet_held(key) * contenders < self._live_limit(key)
 
-    def hold_off(self, key: HostKey, seconds: float) -> None:
-        # The host said Retry-After: no process of the fleet sends to it before then (at most
-        # the retry policy's default retry_after_max: a bogus header does not stop a fleet).
-        pause = min(seconds, DEFAULT_RETRY_AFTER_MAX)
-        if pause > 0:
-            self._spawn(self._store_pause(format_host(key), pause))
+    def refused(self, key: HostKey, throttled: bool, retry_after: float | None) -> None:
+        # A 429 cuts the fleet's rate. A Retry-After holds every process until it ends (at
+        # most the retry policy's default retry_after_max: a bogus header does not stop a
+        # fleet), except a 429's of a second or less while the fleet's rate paces the host:
+        # a rate limiter's "Retry-After: 1" is its next token, and the rate spreads the sends.
+        host = format_host(key)
+        if throttled and self.rate_policy is not None:
+            self._spawn(self._store_throttle(host, self.rate_policy))
+            if retry_after is not None and retry_after <= 1.0:
+                return
+        if retry_after is not None and (pause := min(retry_after, DEFAULT_RETRY_AFTER_MAX)) > 0:
+            self._spawn(self._store_pause(host, pause))
+
+    async def _store_throttle(self, host: str, rate: AdaptiveRatePolicy) -> None:
+        with contextlib.suppress(StoreDownError):  # the retry waits its backoff anyway
+            await self.guard.run(self.store.throttle, host, rate)
 
     async def _store_pause(self, host: str, seconds: float) -> None:
         with contextlib.suppress(StoreDownError):  # this process's retry waits it out anyway
@@ -184,7 +208,7 @@ class FleetLimiter(HostLimiter):
         host = self._hosts.get(key)
         return self.limit_per_host if host is None else host.limit
 
-    async def _lease(self, key: HostKey) -> str | None:
+    async def _lease(self, key: HostKey) -> tuple[str, float] | None:
         # A lease for one attempt, or None when the store cannot give one now (it is down).
         # Every ask goes through the host's poller, so that the asks of one moment share one
         # store call (32 tasks starting at once make one round trip, not 32 connections).
@@ -193,7 +217,9 @@ class FleetLimiter(HostLimiter):
         waiting = self._waiting.get(key)
         if waiting is None:
             waiting = self._waiting[key] = _Waiting()
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[str, float] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
         waiting.queue.append(future)
         if waiting.task is None:
             waiting.task = asyncio.ensure_future(self._poll(key, waiting))
@@ -202,7 +228,7 @@ class FleetLimiter(HostLimiter):
         except BaseException:
             lease = future.result() if future.done() and not future.cancelled() else None
             if lease is not None:
-                self._give_back(key, lease)  # granted, then cancelled
+                self._give_back(key, lease[0])  # granted, then cancelled
             elif future in waiting.queue:
                 waiting.queue.remove(future)
             raise
@@ -220,14 +246,14 @@ class FleetLimiter(HostLimiter):
                 limit = self._live_limit(key)
                 waiting.wake.clear()
                 try:
-                    granted, wait, paused, contenders = await self.guard.run(
-                        self.store.acquire, host, self._token, members, limit
+                    granted, wait, paused, contenders, delays = await self.guard.run(
+                        self.store.acquire, host, self._token, members, limit, self.rate_policy
                     )
                 except StoreDownError:
                     return  # the waiters go under the local cap, at once (below)
                 self._contenders[key] = contenders
-                for member in members[:granted]:
-                    self._hand(key, waiting, member)
+                for i, member in enumerate(members[:granted]):
+                    self._hand(key, waiting, member, delays[i] if delays else 0.0)
                 if granted:
                     delay = POLL_FIRST
                     continue
@@ -251,11 +277,11 @@ class FleetLimiter(HostLimiter):
             if self._waiting.get(key) is waiting:
                 del self._waiting[key]
 
-    def _hand(self, key: HostKey, waiting: _Waiting, member: str) -> None:
+    def _hand(self, key: HostKey, waiting: _Waiting, member: str, delay: float = 0.0) -> None:
         while waiting.queue:
             future = waiting.queue.popleft()
             if not future.done():
-                future.set_result(member)
+                future.set_result((member, delay))
                 return
         self._give_back(key, member)  # its waiter left meanwhile
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from .._health._rate import AdaptiveRatePolicy, RateState
 from .._util._timing import Clock
 from ._base import DEFAULT_LEASE_TTL, Grant, HealthStore
 
@@ -33,6 +34,7 @@ class MemoryStore(HealthStore):
         self._leases: dict[str, dict[str, float]] = {}
         self._paused: dict[str, float] = {}
         self._waiting: dict[str, dict[str, float]] = {}
+        self._rates: dict[str, RateState] = {}
 
     def _live(self, host: str, now: float) -> dict[str, float]:
         leases = self._leases.get(host)
@@ -43,7 +45,14 @@ class MemoryStore(HealthStore):
             del leases[member]
         return leases
 
-    async def acquire(self, host: str, holder: str, members: Sequence[str], limit: int) -> Grant:
+    async def acquire(
+        self,
+        host: str,
+        holder: str,
+        members: Sequence[str],
+        limit: int,
+        rate: AdaptiveRatePolicy | None = None,
+    ) -> Grant:
         now = self._clock()
         waiting = self._waiting.setdefault(host, {})
         for name in [h for h, until in waiting.items() if until <= now]:
@@ -67,7 +76,29 @@ class MemoryStore(HealthStore):
             waiting[holder] = now + 1.0
         else:
             waiting.pop(holder, None)
-        return Grant(granted, wait, False, len(waiting))
+        return Grant(granted, wait, False, len(waiting), self._schedule(host, rate, granted, now))
+
+    def _schedule(
+        self, host: str, policy: AdaptiveRatePolicy | None, sends: int, now: float
+    ) -> tuple[float, ...]:
+        # Count the sends; once the host throttled, their delays on the shared schedule.
+        if policy is None or not sends:
+            return ()
+        rate = self._rates.get(host)
+        if rate is None:
+            rate = self._rates[host] = RateState(policy, now)
+        for _ in range(sends):
+            rate.success(now)
+        if not rate.enabled:
+            return ()
+        return tuple(rate.reserve(now)[0] for _ in range(sends))
+
+    async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
+        now = self._clock()
+        state = self._rates.get(host)
+        if state is None:
+            state = self._rates[host] = RateState(rate, now)
+        return state.rate if state.throttle(now) else None
 
     async def pause(self, host: str, seconds: float) -> None:
         until = self._clock() + seconds

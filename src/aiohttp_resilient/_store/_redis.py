@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._util._redact import redact_url
 from ._base import DEFAULT_LEASE_TTL, DEFAULT_STORE_TIMEOUT, Grant, HealthStore
-from ._scripts import ACQUIRE, HELD, PAUSE, RELEASE, RENEW
+from ._scripts import ACQUIRE, HELD, PAUSE, RELEASE, RENEW, THROTTLE
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+    from .._health._rate import AdaptiveRatePolicy
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
 
@@ -27,6 +29,21 @@ def _redis_module() -> Any:
             'RedisStore needs redis-py: pip install "aiohttp-resilient[redis]"'
         ) from None
     return redis.asyncio
+
+
+def _rate_args(rate: AdaptiveRatePolicy | None) -> list[float]:
+    # The rate policy's numbers, as the scripts take them (beta 0: no rate).
+    if rate is None:
+        return [0, 1, 1, 1, 1, 0, 0]
+    return [
+        rate.beta,
+        rate.scale,
+        rate.min_rate,
+        rate.smoothing,
+        rate.bucket,
+        rate.cooldown,
+        rate.burst,
+    ]
 
 
 class RedisStore(HealthStore):
@@ -97,6 +114,7 @@ class RedisStore(HealthStore):
         self._renew = self._client.register_script(RENEW)
         self._held = self._client.register_script(HELD)
         self._pause = self._client.register_script(PAUSE)
+        self._throttle = self._client.register_script(THROTTLE)
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._name} prefix={self.prefix!r}>"
@@ -112,13 +130,28 @@ class RedisStore(HealthStore):
     def _ttl_ms(self) -> int:
         return max(1, round(self.lease_ttl * 1000))
 
-    async def acquire(self, host: str, holder: str, members: Sequence[str], limit: int) -> Grant:
-        keys = [self._key(host), self._key(host, "pause"), self._key(host, "waiting")]
-        granted, wait, paused, waiting = await self._acquire(
-            keys=keys, args=[limit, self._ttl_ms, holder, *members]
+    def _keys(self, host: str) -> list[str]:
+        return [self._key(host, what) for what in ("slots", "pause", "waiting", "rate")]
+
+    async def acquire(
+        self,
+        host: str,
+        holder: str,
+        members: Sequence[str],
+        limit: int,
+        rate: AdaptiveRatePolicy | None = None,
+    ) -> Grant:
+        granted, wait, paused, waiting, *delays = await self._acquire(
+            keys=self._keys(host), args=[*_rate_args(rate), limit, self._ttl_ms, holder, *members]
         )
         wait_s = None if int(wait) < 0 else int(wait) / 1000
-        return Grant(int(granted), wait_s, bool(paused), int(waiting))
+        return Grant(
+            int(granted), wait_s, bool(paused), int(waiting), tuple(int(d) / 1e6 for d in delays)
+        )
+
+    async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
+        result = int(await self._throttle(keys=self._keys(host), args=_rate_args(rate)))
+        return None if result < 0 else result / 1000
 
     async def pause(self, host: str, seconds: float) -> None:
         await self._pause(keys=[self._key(host, "pause")], args=[max(1, round(seconds * 1000))])
