@@ -24,9 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 
@@ -34,61 +31,22 @@ import redis.asyncio
 
 from aiohttp_resilient import FleetLimiter, RedisStore, resilient_session, session_health
 from aiohttp_resilient.testing import FaultServer
+from aiohttp_resilient.testing._redis import redis_server
 
 PROCS, WORKERS, CAP = 4, 32, 8
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.02)
-    proc.kill()
-    raise SystemExit("redis-server did not start")
-
-
-async def redis_cpu(port: int) -> float:
-    """CPU seconds the redis-server has used (INFO cpu, user and system)."""
+async def redis_info(port: int) -> tuple[float, int]:
+    """The redis-server's CPU seconds so far (user and system), and the scripts it ran."""
     client = redis.asyncio.Redis(port=port)
     try:
-        info = await client.info("cpu")
+        cpu, stats = await client.info("cpu"), await client.info("commandstats")
     finally:
         await client.aclose()
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-async def redis_calls(port: int) -> int:
-    """Script calls Redis has run (EVALSHA, EVAL) since it started."""
-    client = redis.asyncio.Redis(port=port)
-    try:
-        stats = await client.info("commandstats")
-    finally:
-        await client.aclose()
-    return sum(
+    calls = sum(
         int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval")
     )
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls
 
 
 async def client(url: str, store_url: str, workers: int, requests: int, seconds: float) -> None:
@@ -202,9 +160,9 @@ async def rate(store_url: str) -> None:
 async def cost(store_url: str, redis_port: int) -> None:
     async with FaultServer(record=False) as server:
         for label, url_of_store in (("no store", "-"), ("store", store_url)):
-            before = await redis_calls(redis_port)
+            _, before = await redis_info(redis_port)
             results = await fleet(str(server.url), url_of_store, 1, 1, 2000, 60)
-            calls = await redis_calls(redis_port) - before
+            calls = (await redis_info(redis_port))[1] - before
             r = results[0]
             print(
                 f"cost, {label}: p50 {r['p50'] * 1000:.3f} ms, "
@@ -214,15 +172,11 @@ async def cost(store_url: str, redis_port: int) -> None:
 
 async def ops(store_url: str, redis_port: int) -> None:
     async with FaultServer(record=False) as server:
-        cpu0, calls0, t0 = (
-            await redis_cpu(redis_port),
-            await redis_calls(redis_port),
-            time.monotonic(),
-        )
+        (cpu0, calls0), t0 = await redis_info(redis_port), time.monotonic()
         results = await fleet(str(server.url), store_url, PROCS, WORKERS, 10**7, 5)
         wall = time.monotonic() - t0
-        cpu = await redis_cpu(redis_port) - cpu0
-        calls = await redis_calls(redis_port) - calls0
+        cpu1, calls1 = await redis_info(redis_port)
+        cpu, calls = cpu1 - cpu0, calls1 - calls0
     ok = sum(int(r["ok"]) for r in results)
     print(
         f"ops: {ok / wall:.0f} requests/s, {calls / wall:.0f} script calls/s "
@@ -233,9 +187,8 @@ async def ops(store_url: str, redis_port: int) -> None:
 
 
 async def main(names: list[str]) -> None:
-    proc, port = start_redis()
-    store_url = f"redis://127.0.0.1:{port}/0"
-    try:
+    with redis_server() as (port, _):
+        store_url = f"redis://127.0.0.1:{port}/0"
         for name in names:
             if name == "capacity":
                 await capacity(store_url)
@@ -245,9 +198,6 @@ async def main(names: list[str]) -> None:
                 await cost(store_url, port)
             elif name == "ops":
                 await ops(store_url, port)
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -5,63 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from aiohttp import web
 
-from _helpers import closed_port
+from aiohttp_resilient.testing._redis import REDIS_SERVER, redis_server
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+__all__ = ["CountingServer", "have_redis", "redis_server"]
 
 
 def have_redis() -> bool:
     return os.access(REDIS_SERVER, os.X_OK)
-
-
-@contextmanager
-def redis_server() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """redis-server on a free loopback port, no persistence; stopped by its PID."""
-    port = closed_port()
-    proc = subprocess.Popen(
-        [
-            REDIS_SERVER,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        import socket
-
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)  # a test may leave it stopped
-            proc.terminate()
-        proc.wait(timeout=10)
 
 
 class CountingServer:

@@ -58,6 +58,12 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[HealthStore]:
     await made.close()
 
 
+def two_limiters(store: HealthStore, cap: int) -> tuple[FleetLimiter, FleetLimiter]:
+    """Two limiters on one store, as two processes would have (the store's close closes
+    them)."""
+    return FleetLimiter(cap, store, timeout=1.0), FleetLimiter(cap, store, timeout=1.0)
+
+
 # -- the store's operations, the same on both -------------------------------------------------
 
 
@@ -86,8 +92,7 @@ async def test_leases_expire_unless_renewed(store: HealthStore) -> None:
 
 
 async def test_fleet_limiters_on_one_store_share_the_cap(store: HealthStore) -> None:
-    a = FleetLimiter(3, store, timeout=1.0)
-    b = FleetLimiter(3, store, timeout=1.0)
+    a, b = two_limiters(store, 3)
     key = ("http", "example.test", 80)
     for _ in range(3):
         await a.acquire(key)
@@ -102,14 +107,11 @@ async def test_fleet_limiters_on_one_store_share_the_cap(store: HealthStore) -> 
     for _ in range(2):
         a.release(key)
     b.release(key)
-    await a.close()
-    await b.close()
 
 
 async def test_a_slot_held_longer_than_the_ttl_keeps_its_lease(store: HealthStore) -> None:
     # A long download keeps its slot: the limiter renews the lease while it is held.
-    holder = FleetLimiter(1, store, timeout=1.0)
-    other = FleetLimiter(1, store, timeout=1.0)
+    holder, other = two_limiters(store, 1)
     key = ("http", "example.test", 80)
     await holder.acquire(key)
     await asyncio.sleep(1.0)  # over three TTLs
@@ -119,13 +121,10 @@ async def test_a_slot_held_longer_than_the_ttl_keeps_its_lease(store: HealthStor
     holder.release(key)
     await asyncio.wait_for(other.acquire(key), 1)
     other.release(key)
-    await holder.close()
-    await other.close()
 
 
 async def test_a_pause_holds_every_limiter_until_it_ends(store: HealthStore) -> None:
-    a = FleetLimiter(4, store, timeout=1.0)
-    b = FleetLimiter(4, store, timeout=1.0)
+    a, b = two_limiters(store, 4)
     key = ("http", "example.test", 80)
     a.refused(key, False, 0.5)  # a 503 with Retry-After
     await asyncio.sleep(0.05)  # the pause is written by a task
@@ -133,8 +132,6 @@ async def test_a_pause_holds_every_limiter_until_it_ends(store: HealthStore) -> 
     await asyncio.wait_for(b.acquire(key), 2)
     assert time.monotonic() - started >= 0.4
     b.release(key)
-    await a.close()
-    await b.close()
 
 
 @needs_redis
