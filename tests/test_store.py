@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -14,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import prometheus_client
 import pytest
 import pytest_asyncio
 
@@ -25,8 +27,10 @@ from aiohttp_resilient import (
     HostHealth,
     HostLimiter,
     MemoryStore,
+    PrometheusCollector,
     RedisStore,
     resilient_session,
+    stats,
 )
 from aiohttp_resilient._store._fleet import FleetLimiter
 
@@ -242,6 +246,16 @@ async def test_unreachable_redis_fails_open_fast_logs_once_and_hides_the_passwor
                 assert resp.status == 200
         assert time.monotonic() - started < 1.0
         limiter = session_limiter(session)
+        shown = stats(session).store
+        registry = prometheus_client.CollectorRegistry()
+        registry.register(PrometheusCollector(session))
+        metrics = prometheus_client.generate_latest(registry).decode()
+    assert shown is not None
+    assert not shown.up
+    assert shown.fallbacks == 1
+    assert "hunter2" not in shown.store
+    assert re.search(r'aiohttp_resilient_store_up\{store="[^"]+"\} 0\.0', metrics)
+    assert "hunter2" not in metrics
     assert limiter.guard.fallbacks == 1
     assert limiter.guard.failures >= 1
     down = [r for r in caplog.records if getattr(r, "event", None) == "store_down"]

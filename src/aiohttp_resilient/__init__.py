@@ -29,7 +29,7 @@ from ._health._limiter import HostLimiter
 from ._health._policy import CircuitEvent, CircuitHook, HealthPolicy
 from ._health._rate import AdaptiveRatePolicy
 from ._observe._histogram import LATENCY_BOUNDS, Latency
-from ._observe._snapshot import HostStats, PoolUse, Stats, stats
+from ._observe._snapshot import HostStats, PoolUse, Stats, StoreStats, stats
 from ._observe._stats import StatsRecorder
 from ._retry._classify import VERDICTS, Signal, Verdict, classify
 from ._retry._decorator import retry_on_disconnect
@@ -121,6 +121,7 @@ __all__ = [
     "Signal",
     "Stats",
     "StatsRecorder",
+    "StoreStats",
     "TrackingConnector",
     "UploadReport",
     "Verdict",
