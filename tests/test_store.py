@@ -5,6 +5,7 @@ from a SIGKILLed holder, and failing open when Redis stops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -224,6 +225,29 @@ async def test_bad_store_argument_of_the_session_hides_the_password() -> None:
     with pytest.raises(ValueError, match="store") as caught:
         resilient_session(store="redis:/u:hunter2@x")
     assert "hunter2" not in str(caught.value)
+
+
+@needs_redis
+async def test_a_session_given_a_url_owns_its_store_and_closes_it(redis_port: int) -> None:
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    async with CountingServer(delay=0.3) as server:
+        session = resilient_session(limit_per_host=2, store=url)
+        limiter = session_limiter(session)
+        host = f"http://127.0.0.1:{server.port}"
+        checker = RedisStore(url, timeout=0.5)
+        pending = asyncio.ensure_future(session.get(server.url))
+        await wait_for_arrivals(server, 1)
+        assert await checker.held(host) == 1
+        pending.cancel()  # a lease still held when the session closes
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+        await session.close()
+        assert await checker.held(host) == 0
+        assert isinstance(limiter.store, RedisStore)
+        pool = limiter.store._client.connection_pool
+        assert pool._available_connections  # it was used...
+        assert not any(c.is_connected for c in pool._available_connections)  # ...and closed
+        await checker.close()
 
 
 # -- failing open -------------------------------------------------------------------------------
