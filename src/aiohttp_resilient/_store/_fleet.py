@@ -61,6 +61,7 @@ class FleetLimiter(HostLimiter):
         "__weakref__",  # the store keeps its limiters in a WeakSet
         "_contenders",
         "_leases",
+        "_paced",
         "_renewer",
         "_seq",
         "_tasks",
@@ -90,6 +91,8 @@ class FleetLimiter(HostLimiter):
         self._renewer: asyncio.Task[None] | None = None
         #: Per host, the processes refused a slot lately (from the store's last answer).
         self._contenders: dict[HostKey, int] = {}
+        #: Hosts the fleet paces now (rate or pause): their freed leases go back to the store.
+        self._paced: set[HostKey] = set()
         self._to_release: dict[HostKey, list[str]] = {}
         #: The adaptive rate, run fleet-wide in the store (``HostHealth`` moves it here from
         #: its policy when given a store); ``None``: no rate.
@@ -146,12 +149,18 @@ class FleetLimiter(HostLimiter):
         if lease is None:
             return
         waiting = self._waiting.get(key)
-        if waiting is not None and waiting.queue and self._under_share(key):
+        if (
+            waiting is not None
+            and waiting.queue
+            and key not in self._paced
+            and self._under_share(key)
+        ):
             self._hand(key, waiting, lease)  # straight to this process's next waiter
         else:
             self._give_back(key, lease)
         if not self._leases.get(key) and not waiting:
             self._contenders.pop(key, None)
+            self._paced.discard(key)
 
     def _under_share(self, key: HostKey) -> bool:
         # Whether this process holds fewer of the host's slots than its fair share among the
@@ -165,6 +174,7 @@ class FleetLimiter(HostLimiter):
         # fleet), except a 429's of a second or less while the fleet's rate paces the host:
         # a rate limiter's "Retry-After: 1" is its next token, and the rate spreads the sends.
         host = format_host(key)
+        self._paced.add(key)  # no lease goes from hand to hand past the fleet's schedule
         if throttled and self.rate_policy is not None:
             self._spawn(self._store_throttle(host, self.rate_policy))
             if retry_after is not None and retry_after <= 1.0:
@@ -252,6 +262,10 @@ class FleetLimiter(HostLimiter):
                 except StoreDownError:
                     return  # the waiters go under the local cap, at once (below)
                 self._contenders[key] = contenders
+                if delays or paused:  # paced by the fleet: every lease through the store
+                    self._paced.add(key)
+                else:
+                    self._paced.discard(key)
                 for i, member in enumerate(members[:granted]):
                     self._hand(key, waiting, member, delays[i] if delays else 0.0)
                 if granted:
