@@ -4,8 +4,11 @@ An attempt takes a local slot (the process never asks the fleet for more than it
 lease from the store. Leases are renewed every third of their TTL while their requests run (a
 long download keeps its slot), and given back when the slot is; the leases of a killed process
 expire by themselves. One task per waiting host asks the store for all of that host's waiters at
-once, woken when this process frees a slot or after a short backoff (never a hot loop). When the
-store fails, waiters go at once under the local cap (see :class:`StoreGuard`).
+once, woken when this process frees a slot or after a short backoff (never a hot loop); a freed
+lease goes straight to the process's next waiter while it holds less than its share and the
+fleet does not pace the host. The host's adaptive rate and ``Retry-After`` pauses live in the
+store too: a lease may come with a delay before its send. When the store fails, waiters go at
+once under the local cap (see :class:`StoreGuard`).
 """
 
 from __future__ import annotations
