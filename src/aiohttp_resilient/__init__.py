@@ -30,7 +30,7 @@ from ._health._policy import CircuitEvent, CircuitHook, HealthPolicy
 from ._health._rate import AdaptiveRatePolicy
 from ._hedge._policy import HedgePolicy
 from ._observe._histogram import LATENCY_BOUNDS, Latency
-from ._observe._snapshot import HostStats, PoolUse, Stats, stats
+from ._observe._snapshot import HostStats, PoolUse, Stats, StoreStats, stats
 from ._observe._stats import StatsRecorder
 from ._retry._classify import VERDICTS, Signal, Verdict, classify
 from ._retry._decorator import retry_on_disconnect
@@ -58,6 +58,10 @@ from ._session import (
     resilient_session,
     session_health,
 )
+from ._store._base import HealthStore
+from ._store._fleet import FleetLimiter
+from ._store._memory import MemoryStore
+from ._store._redis import RedisStore
 from ._transfers._download import DownloadResult, ProgressHook, download
 from ._transfers._upload import FailedBatch, UploadReport, upload_batches
 from ._transport._connector import TrackingConnector
@@ -92,7 +96,9 @@ __all__ = [
     "DownloadError",
     "DownloadResult",
     "FailedBatch",
+    "FleetLimiter",
     "HealthPolicy",
+    "HealthStore",
     "HedgePolicy",
     "HostClaim",
     "HostHealth",
@@ -100,9 +106,11 @@ __all__ = [
     "HostStats",
     "KeepAliveEstimate",
     "Latency",
+    "MemoryStore",
     "PoolUse",
     "ProgressHook",
     "PrometheusCollector",
+    "RedisStore",
     "ResilientError",
     "ResilientResponse",
     "RetriesExhaustedError",
@@ -115,6 +123,7 @@ __all__ = [
     "Signal",
     "Stats",
     "StatsRecorder",
+    "StoreStats",
     "TrackingConnector",
     "UploadReport",
     "Verdict",

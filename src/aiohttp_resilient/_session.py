@@ -27,6 +27,9 @@ from ._hedge._policy import HedgePolicy
 from ._retry._events import RetryHook
 from ._retry._middleware import RetryMiddleware, session_middleware
 from ._retry._policy import RetryPolicy, _check_bool, _check_int, _check_number
+from ._store._base import HealthStore
+from ._store._connector import StoreConnector
+from ._store._open import open_store
 from ._transport._aiohttp_compat import NEEDS_CLEANUP_CLOSED, turn_off_hidden_retry
 from ._transport._connector import TrackingConnector
 from ._transport._response import ResilientResponse
@@ -145,6 +148,7 @@ def resilient_session(
     health: HealthPolicy | None = None,
     hedge: HedgePolicy | None = None,
     stats: bool = True,
+    store: HealthStore | str | None = None,
     **session_options: Any,
 ) -> aiohttp.ClientSession:
     """A :class:`aiohttp.ClientSession` that survives the network.
@@ -195,6 +199,10 @@ def resilient_session(
             ``None``.
         stats: Count calls, attempts, retries, give-ups and latency per host;
             ``stats(session)`` reads them.
+        store: Share the per-host cap with other processes: ``"redis://host:6379/0"`` (or
+            ``rediss://``; the session makes the client and closes it), or a
+            :class:`HealthStore` you made and close (:class:`RedisStore`, :class:`MemoryStore`).
+            If the store fails, the session goes on alone at once (README, "Many processes").
         **session_options: Any other :class:`aiohttp.ClientSession` keyword: ``timeout``,
             ``headers``, ``proxy`` (``"http://user:password@proxy:3128"``), ``trust_env``
             (``HTTP(S)_PROXY`` from the environment), ``middlewares`` (run inside the retry,
@@ -253,9 +261,17 @@ def resilient_session(
         cap = limit_per_host if limit_per_host is not None else connector.limit_per_host or None
     if health is not None and not isinstance(health, HealthPolicy):
         raise ValueError(f"health must be a HealthPolicy, got {type(health).__name__}")
+    if store is not None and cap is None:
+        raise ValueError("store= shares the per-host cap: give limit_per_host too")
+    if store is not None and connector is not None and isinstance(store, str):
+        raise ValueError(
+            "store= as a URL needs the session's own connector: with connector=, "
+            "pass a RedisStore you close yourself"
+        )
+    shared, owned = (None, False) if store is None else open_store(store)
     retry = RetryMiddleware(
         policy,
-        health=HostHealth(health, limiter=None if cap is None else HostLimiter(cap)),
+        health=HostHealth(health, limiter=None if cap is None else HostLimiter(cap), store=shared),
         on_retry=on_retry,
         on_giveup=on_giveup,
         stats=stats,
@@ -272,16 +288,21 @@ def resilient_session(
             headers = _merge_headers({}, headers)  # checked here, merged by aiohttp
     # Everything is checked: only now is a connector made (an error leaves nothing to close).
     if connector is None:
-        connector = TrackingConnector(
-            limit=tuning.limit,
-            limit_per_host=tuning.limit_per_host,
-            ttl_dns_cache=tuning.ttl_dns_cache,
-            keepalive_timeout=None if force_close else tuning.keepalive_timeout,
-            force_close=force_close,
-            ssl=ssl_context if ssl_context is not None else _tls_context(ca_bundle),
+        options: dict[str, Any] = {
+            "limit": tuning.limit,
+            "limit_per_host": tuning.limit_per_host,
+            "ttl_dns_cache": tuning.ttl_dns_cache,
+            "keepalive_timeout": None if force_close else tuning.keepalive_timeout,
+            "force_close": force_close,
+            "ssl": ssl_context if ssl_context is not None else _tls_context(ca_bundle),
             # Only where it works: elsewhere aiohttp ignores it with a DeprecationWarning.
-            enable_cleanup_closed=NEEDS_CLEANUP_CLOSED,
-        )
+            "enable_cleanup_closed": NEEDS_CLEANUP_CLOSED,
+        }
+        if owned:  # the session made the store: closing the session closes it
+            assert shared is not None
+            connector = StoreConnector(store=shared, **options)
+        else:
+            connector = TrackingConnector(**options)
     session_options.setdefault("timeout", tuning.timeout)
     session_options.setdefault("response_class", ResilientResponse)
     session = aiohttp.ClientSession(

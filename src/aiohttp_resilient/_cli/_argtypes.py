@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from yarl import URL
 
-from .._util._redact import redact_text
+from .._util._redact import redact_text, redact_url
 
-__all__ = ["http_url", "number", "url_problem"]
+__all__ = ["http_url", "number", "store_url", "url_problem"]
 
 #: The ports a URL may name.
 _PORTS = range(1, 65536)
@@ -73,3 +73,10 @@ def number(
         return value
 
     return convert
+
+
+def store_url(text: str) -> str:
+    """``--store``: a redis:// or rediss:// URL (not echoed back: it may hold a password)."""
+    if not text.startswith(("redis://", "rediss://")):
+        raise argparse.ArgumentTypeError(f"not a redis:// or rediss:// URL: {redact_url(text)}")
+    return text

@@ -15,13 +15,15 @@ operation as one atomic script; only the futures that wake waiting calls live in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .._exceptions import CircuitOpenError
 from .._retry._classify import Signal
+from .._store._open import fleet_limiter
 from .._util._log import log_fields, logger
 from .._util._timing import Clock, Sleep, deadline_timer, timer_expired
 from ._aimd import LimitState
@@ -31,6 +33,9 @@ from ._claim import HostClaim, _Record
 from ._limiter import IDLE_HOSTS_KEPT, HostKey, HostLimiter, format_host
 from ._policy import Advice, CircuitEvent, CircuitHook, HealthPolicy, WaitExpiredError
 from ._rate import RateState
+
+if TYPE_CHECKING:
+    from .._store._base import HealthStore
 
 __all__ = ["HostHealth"]
 
@@ -59,9 +64,13 @@ class HostHealth:
         clock: A monotonic clock in seconds (inject a fake one in tests).
         sleep: The wait function (inject a fake one in tests).
         seed: Seeds the breaks' jitter (tests).
+        store: A :class:`HealthStore` shared with other processes (or sessions): the
+            limiter's cap then holds across all of them (``health.limiter`` becomes a
+            :class:`FleetLimiter` with the given one's cap). ``None``: this process alone.
 
     Raises:
-        ValueError: A bad argument (named), or an adaptive ``min_limit`` above the limiter's cap.
+        ValueError: A bad argument (named), an adaptive ``min_limit`` above the limiter's cap,
+            or a ``store`` without a ``limiter``.
     """
 
     __slots__ = (
@@ -85,6 +94,7 @@ class HostHealth:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         seed: int | None = None,
+        store: HealthStore | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, HealthPolicy):
             raise ValueError(f"policy must be a HealthPolicy, got {type(policy).__name__}")
@@ -103,6 +113,11 @@ class HostHealth:
                 f"adaptive_limit.min_limit ({adaptive.min_limit}) must not exceed the "
                 f"limiter's limit_per_host ({limiter.limit_per_host})"
             )
+        if store is not None:  # the cap becomes fleet-wide (the default path is untouched)
+            fleet = limiter = fleet_limiter(limiter, store)
+            # The adaptive rate runs in the store, for the fleet, instead of here.
+            fleet.rate_policy = self.policy.adaptive_rate
+            self.policy = dataclasses.replace(self.policy, adaptive_rate=None)
         self.limiter = limiter
         self._on_change = on_circuit_change
         self._clock = clock
@@ -454,6 +469,8 @@ class HostHealth:
                 )
         dropped = signal is Signal.DROPPED
         throttled = signal is Signal.UNAVAILABLE or signal is Signal.THROTTLED
+        if throttled and self.limiter is not None:
+            self.limiter.refused(key, signal is Signal.THROTTLED, retry_after)  # for a fleet
         limit = record.limit
         if (
             limit is not None

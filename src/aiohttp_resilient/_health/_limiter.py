@@ -97,7 +97,8 @@ class HostLimiter:
 
     async def acquire(self, key: HostKey) -> None:
         """Wait for a slot for ``key``'s host."""
-        if self.try_acquire(key):
+        # This class's own try_acquire: a subclass's may need the store this slot waits before.
+        if HostLimiter.try_acquire(self, key):
             return
         host = self._hosts[key]
         if host.waiters is None:
@@ -131,6 +132,11 @@ class HostLimiter:
         host.limit = max(1, min(limit, self._limit))
         while host.held < host.limit and self._hand_over(host):
             host.held += 1
+
+    def refused(self, key: HostKey, throttled: bool, retry_after: float | None) -> None:
+        """``key``'s host refused an attempt: 429 (``throttled``) or 503, with its
+        ``Retry-After`` seconds if any. Nothing here (the host's adaptive rate and the retry
+        that got it deal with it); a :class:`FleetLimiter` tells the fleet."""
 
     def waiting(self, key: HostKey) -> int:
         """How many attempts wait for a slot of ``key``'s host."""

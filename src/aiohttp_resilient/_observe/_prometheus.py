@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from .._health._breaker import CircuitState
 from .._retry._middleware import RetryMiddleware
 from ._histogram import Latency
-from ._snapshot import HostStats, Stats, merge_hosts, stats
+from ._snapshot import HostStats, Stats, StoreStats, merge_hosts, stats
 from ._stats import OTHER_HOST, STATS_ATTR
 
 __all__ = ["HTTP_BUCKETS", "PrometheusCollector"]
@@ -103,6 +103,8 @@ class PrometheusCollector(Collector):
             rows = capped_hosts(snapshot, self._named, self.max_hosts)
         yield from self._counters(rows)
         yield from self._gauges(rows)
+        if snapshot.store is not None:
+            yield from self._store(snapshot.store)
         yield self._histogram(
             "request_duration_seconds",
             "Duration of logical calls, retries and waits included.",
@@ -113,6 +115,22 @@ class PrometheusCollector(Collector):
             "Duration of single attempts.",
             [(row.host, row.attempt_latency) for row in rows],
         )
+
+    def _store(self, store: StoreStats) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            self._name("store_up"),
+            "1 while the shared store answers; 0 while this process runs on its own state.",
+            labels=["store"],
+        )
+        up.add_metric([store.store], 1.0 if store.up else 0.0)
+        yield up
+        fallbacks = CounterMetricFamily(
+            self._name("store_fallbacks"),
+            "Times this process went on alone because the shared store failed.",
+            labels=["store"],
+        )
+        fallbacks.add_metric([store.store], store.fallbacks)
+        yield fallbacks
 
     def _name(self, name: str) -> str:
         return f"{self.namespace}_{name}"

@@ -14,13 +14,14 @@ from .._health._breaker import CircuitState
 from .._health._hosts import HostHealth
 from .._health._limiter import format_host
 from .._retry._decision import Why
+from .._store._fleet import FleetLimiter
 from ._histogram import Latency
 from ._stats import OTHER_HOST, STATS_ATTR, HostCounts, StatsRecorder
 
 if TYPE_CHECKING:
     from .._health._limiter import HostKey
 
-__all__ = ["HostStats", "PoolUse", "Stats", "stats", "take_snapshot"]
+__all__ = ["HostStats", "PoolUse", "Stats", "StoreStats", "stats", "take_snapshot"]
 
 #: The name of the overall row.
 ALL_HOSTS: Final = "all"
@@ -172,6 +173,25 @@ def merge_hosts(name: str, rows: Iterable[HostStats]) -> HostStats:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoreStats:
+    """The shared store of a session given ``store=`` (see README, "Many processes").
+
+    Attributes:
+        store: Its name, without a password (``redis://127.0.0.1:6379/0``).
+        up: Whether its last call succeeded (else the process runs on its own state).
+        failures: Calls that failed or timed out.
+        fallbacks: Times the process went on alone.
+        rejoins: Times the store came back.
+    """
+
+    store: str
+    up: bool
+    failures: int
+    fallbacks: int
+    rejoins: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
     """What :func:`stats` returns: the sum over hosts (``total``) and each host's figures,
     busiest first. ``str()`` and :meth:`summary` give a table.
@@ -185,6 +205,8 @@ class Stats:
 
     total: HostStats
     hosts: Mapping[str, HostStats]
+    #: The shared store, if the session has one.
+    store: StoreStats | None = None
 
     def summary(self) -> str:
         """A table: a row per host (busiest first) and the overall row, then each host's
@@ -212,7 +234,25 @@ def take_snapshot(
     total = merge_hosts(ALL_HOSTS, rows)
     if connector is not None:  # connections to hosts the middleware never saw count too
         total = replace(total, pool=sum(pools.values(), PoolUse()))
-    return Stats(total=total, hosts=MappingProxyType({row.host: row for row in rows}))
+    return Stats(
+        total=total,
+        hosts=MappingProxyType({row.host: row for row in rows}),
+        store=None if health is None else _store_stats(health),
+    )
+
+
+def _store_stats(health: HostHealth) -> StoreStats | None:
+    limiter = health.limiter
+    if not isinstance(limiter, FleetLimiter):
+        return None
+    guard = limiter.guard
+    return StoreStats(
+        store=limiter.store.describe(),
+        up=guard.up,
+        failures=guard.failures,
+        fallbacks=guard.fallbacks,
+        rejoins=guard.rejoins,
+    )
 
 
 def _host_row(

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .._argtypes import number
+from .._argtypes import number, store_url
 from ._crawl import DEFAULT_CONCURRENCY, STOP_GRACE, Crawl, CrawlConfig
 from ._progress import make_progress
 from ._report import Stats, render
@@ -95,6 +95,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=defaults.retries,
         metavar="N",
         help=f"retries per URL ({defaults.retries}); what is retried is the library's rule",
+    )
+    parser.add_argument(
+        "--store",
+        type=store_url,
+        metavar="URL",
+        help="share --per-host and hosts' Retry-After with every fetch given the same "
+        "redis://[:password@]host:port/db (or rediss://), on this machine or others; "
+        "needs the [redis] extra",
     )
     parser.add_argument(
         "--progress",
@@ -177,7 +185,7 @@ async def _main(
         stats.add(record)
         latest[record.url] = record
 
-    crawl = Crawl(todo, store, config, on_record)
+    crawl = Crawl(todo, store, config, on_record, shared_store=args.store)
     stop = asyncio.Event()
     _on_interrupt(stop)
     bar = {"auto": None, "bar": True, "lines": False}[args.progress]

@@ -110,8 +110,11 @@ class Crawl:
         store: Store,
         config: CrawlConfig,
         on_record: Callable[[Record], None],
+        shared_store: str | None = None,
     ) -> None:
         self.store = store
+        #: ``--store``: the Redis URL whose per-host slots and pauses this run shares.
+        self.shared_store = shared_store
         self.config = config
         self.on_record = on_record
         self.total = len(urls)
@@ -154,6 +157,7 @@ class Crawl:
             limit_per_host=config.per_host,
             policy=_CRAWLER.policy.replace(attempts=config.retries + 1),
             timeout=timeout,
+            store=self.shared_store,
         )
 
     async def run(self, stop: asyncio.Event) -> bool:

@@ -1,0 +1,352 @@
+"""FleetLimiter: a :class:`HostLimiter` whose cap holds across every process sharing a store.
+
+An attempt takes a local slot (the process never asks the fleet for more than its cap), then a
+lease from the store. Leases are renewed every third of their TTL while their requests run (a
+long download keeps its slot), and given back when the slot is; the leases of a killed process
+expire by themselves. One task per waiting host asks the store for all of that host's waiters at
+once, woken when this process frees a slot or after a short backoff (never a hot loop); a freed
+lease goes straight to the process's next waiter while it holds less than its share and the
+fleet does not pace the host. The host's adaptive rate and ``Retry-After`` pauses live in the
+store too: a lease may come with a delay before its send. When the store fails, waiters go at
+once under the local cap (see :class:`StoreGuard`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Final
+
+from .._health._limiter import HostKey, HostLimiter, format_host
+from .._health._rate import AdaptiveRatePolicy
+from .._retry._policy import DEFAULT_RETRY_AFTER_MAX
+from .._util._timing import deadline_timer
+from ._base import HealthStore
+from ._failover import StoreDownError, StoreGuard
+
+__all__ = ["FleetLimiter"]
+
+#: Seconds a waiting host's poller first waits between store calls, and at most.
+POLL_FIRST: Final = 0.005
+POLL_MAX: Final = 0.05
+
+
+class _Waiting:
+    __slots__ = ("queue", "task", "wake")
+
+    def __init__(self) -> None:
+        self.queue: collections.deque[asyncio.Future[tuple[str, float] | None]] = (
+            collections.deque()
+        )
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class FleetLimiter(HostLimiter):
+    """At most ``limit_per_host`` attempts in flight per host across every process sharing
+    ``store`` (made by ``HostHealth(store=...)``; see :class:`HealthStore`).
+
+    Args:
+        limit_per_host: The most attempts in flight to one host, in this process and fleet-wide.
+        store: The shared store.
+        timeout: Seconds a store call may take before this process goes on alone.
+
+    Raises:
+        ValueError: ``limit_per_host`` is not a positive int, or ``store`` not a HealthStore.
+    """
+
+    __slots__ = (
+        "__weakref__",  # the store keeps its limiters in a WeakSet
+        "_contenders",
+        "_leases",
+        "_paced",
+        "_renewer",
+        "_seq",
+        "_tasks",
+        "_to_release",
+        "_token",
+        "_unleased",
+        "_waiting",
+        "guard",
+        "rate_policy",
+        "store",
+    )
+
+    def __init__(self, limit_per_host: int, store: HealthStore, *, timeout: float) -> None:
+        super().__init__(limit_per_host)
+        if not isinstance(store, HealthStore):
+            raise ValueError(f"store must be a HealthStore, got {type(store).__name__}")
+        self.store = store
+        store._attach(self)
+        self.guard = StoreGuard(store, timeout=timeout)
+        # Lease members are unique across the fleet: this process's token and a counter.
+        self._token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._seq = itertools.count()
+        self._leases: dict[HostKey, list[str]] = {}
+        self._unleased: dict[HostKey, int] = {}
+        self._waiting: dict[HostKey, _Waiting] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        #: Per host, the processes refused a slot lately (from the store's last answer).
+        self._contenders: dict[HostKey, int] = {}
+        #: Hosts the fleet paces now (rate or pause): their freed leases go back to the store.
+        self._paced: set[HostKey] = set()
+        self._to_release: dict[HostKey, list[str]] = {}
+        #: The adaptive rate, run fleet-wide in the store (``HostHealth`` moves it here from
+        #: its policy when given a store); ``None``: no rate.
+        self.rate_policy: AdaptiveRatePolicy | None = None
+
+    def __repr__(self) -> str:
+        state = "up" if self.guard.up else "down"
+        return f"<FleetLimiter limit_per_host={self.limit_per_host} store={state}>"
+
+    def try_acquire(self, key: HostKey) -> bool:
+        # A lease needs a round trip: only while the store is down (and not due for a retry)
+        # does a slot come without a wait.
+        if self.guard.due() or not HostLimiter.try_acquire(self, key):
+            return False
+        self._unleased[key] = self._unleased.get(key, 0) + 1
+        return True
+
+    async def acquire(self, key: HostKey) -> None:
+        await HostLimiter.acquire(self, key)
+        try:
+            lease = await self._lease(key)
+        except BaseException:
+            HostLimiter.release(self, key)
+            raise
+        if lease is None:
+            self._unleased[key] = self._unleased.get(key, 0) + 1
+            return
+        member, delay = lease
+        self._leases.setdefault(key, []).append(member)
+        if self._renewer is None:
+            self._renewer = self._spawn(self._renew_loop())
+        if delay > 0:  # the fleet's adaptive rate: this send's turn on the shared schedule
+            try:
+                await asyncio.sleep(delay)
+            except BaseException:
+                self.release(key)
+                raise
+
+    def release(self, key: HostKey) -> None:
+        unleased = self._unleased.get(key, 0)
+        lease = None
+        if unleased:  # the unleased go first: the fleet's count stays at or under the truth
+            if unleased == 1:
+                del self._unleased[key]
+            else:
+                self._unleased[key] = unleased - 1
+        else:
+            leases = self._leases.get(key)
+            if leases:
+                lease = leases.pop()
+                if not leases:
+                    del self._leases[key]
+        HostLimiter.release(self, key)
+        if lease is None:
+            return
+        waiting = self._waiting.get(key)
+        if (
+            waiting is not None
+            and waiting.queue
+            and key not in self._paced
+            and self._under_share(key)
+        ):
+            self._hand(key, waiting, lease)  # straight to this process's next waiter
+        else:
+            self._give_back(key, lease)
+        if not self._leases.get(key) and not waiting:
+            self._contenders.pop(key, None)
+            self._paced.discard(key)
+
+    def _under_share(self, key: HostKey) -> bool:
+        # Whether this process holds fewer of the host's slots than its fair share among the
+        # processes that were refused one lately (so that no process keeps them all).
+        contenders = max(1, self._contenders.get(key, 1))
+        return self.fleet_held(key) * contenders < self._live_limit(key)
+
+    def refused(self, key: HostKey, throttled: bool, retry_after: float | None) -> None:
+        # A 429 cuts the fleet's rate. A Retry-After holds every process until it ends (at
+        # most the retry policy's default retry_after_max: a bogus header does not stop a
+        # fleet), except a 429's of a second or less while the fleet's rate paces the host:
+        # a rate limiter's "Retry-After: 1" is its next token, and the rate spreads the sends.
+        host = format_host(key)
+        self._paced.add(key)  # no lease goes from hand to hand past the fleet's schedule
+        if throttled and self.rate_policy is not None:
+            self._spawn(self._store_throttle(host, self.rate_policy))
+            if retry_after is not None and retry_after <= 1.0:
+                return
+        if retry_after is not None and (pause := min(retry_after, DEFAULT_RETRY_AFTER_MAX)) > 0:
+            self._spawn(self._store_pause(host, pause))
+
+    async def _store_throttle(self, host: str, rate: AdaptiveRatePolicy) -> None:
+        with contextlib.suppress(StoreDownError):  # the retry waits its backoff anyway
+            await self.guard.run(self.store.throttle, host, rate)
+
+    async def _store_pause(self, host: str, seconds: float) -> None:
+        with contextlib.suppress(StoreDownError):  # this process's retry waits it out anyway
+            await self.guard.run(self.store.pause, host, seconds)
+
+    def fleet_held(self, key: HostKey) -> int:
+        """How many of ``key``'s slots this process holds under a lease."""
+        return len(self._leases.get(key, ()))
+
+    async def close(self) -> None:
+        """Stop the renewals and pollers and give back every lease (the store stays open:
+        ``store.close()`` calls this for every limiter on it)."""
+        for waiting in list(self._waiting.values()):
+            if waiting.task is not None:
+                waiting.task.cancel()
+        if self._renewer is not None:
+            self._renewer.cancel()
+        pending = list(self._tasks)  # leases being given back: let them finish
+        if pending:
+            await asyncio.wait(pending, timeout=self.guard.timeout * 2)
+        leases, self._leases = self._leases, {}
+        for key, members in leases.items():
+            await self._store_call(self.store.release, key, members)  # else they expire
+
+    # -- the store ---------------------------------------------------------------------------
+
+    def _member(self) -> str:
+        return f"{self._token}-{next(self._seq)}"
+
+    def _live_limit(self, key: HostKey) -> int:
+        host = self._hosts.get(key)
+        return self.limit_per_host if host is None else host.limit
+
+    async def _lease(self, key: HostKey) -> tuple[str, float] | None:
+        # A lease for one attempt, or None when the store cannot give one now (it is down).
+        # Every ask goes through the host's poller, so that the asks of one moment share one
+        # store call (32 tasks starting at once make one round trip, not 32 connections).
+        if not self.guard.due():
+            return None
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            waiting = self._waiting[key] = _Waiting()
+        future: asyncio.Future[tuple[str, float] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        waiting.queue.append(future)
+        if waiting.task is None:
+            waiting.task = asyncio.ensure_future(self._poll(key, waiting))
+        try:
+            return await future
+        except BaseException:
+            lease = future.result() if future.done() and not future.cancelled() else None
+            if lease is not None:
+                self._give_back(key, lease[0])  # granted, then cancelled
+            elif future in waiting.queue:
+                waiting.queue.remove(future)
+            raise
+
+    async def _poll(self, key: HostKey, waiting: _Waiting) -> None:
+        # Asks for every waiter of the host at once, oldest first, until none waits.
+        host, delay = format_host(key), POLL_FIRST
+        try:
+            while True:
+                while waiting.queue and waiting.queue[0].done():
+                    waiting.queue.popleft()
+                if not waiting.queue:
+                    return
+                members = [self._member() for f in waiting.queue if not f.done()]
+                limit = self._live_limit(key)
+                waiting.wake.clear()
+                try:
+                    granted, wait, paused, contenders, delays = await self.guard.run(
+                        self.store.acquire, host, self._token, members, limit, self.rate_policy
+                    )
+                except StoreDownError:
+                    return  # the waiters go under the local cap, at once (below)
+                self._contenders[key] = contenders
+                if delays or paused:  # paced by the fleet: every lease through the store
+                    self._paced.add(key)
+                else:
+                    self._paced.discard(key)
+                for i, member in enumerate(members[:granted]):
+                    self._hand(key, waiting, member, delays[i] if delays else 0.0)
+                if granted:
+                    delay = POLL_FIRST
+                    continue
+                if paused:  # the host's Retry-After, for the whole fleet: wait it out
+                    pause = max(wait or 0.0, 0.001)
+                else:
+                    pause = delay if wait is None else min(delay, max(wait, 0.001))
+                try:
+                    async with deadline_timer(pause):
+                        await waiting.wake.wait()
+                except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
+                    pass
+                delay = min(POLL_MAX, delay * 2)
+        finally:
+            # Also on an error of the poller's own, or close(): nobody is left waiting.
+            for future in waiting.queue:
+                if not future.done():
+                    future.set_result(None)
+            waiting.queue.clear()
+            waiting.task = None
+            if self._waiting.get(key) is waiting:
+                del self._waiting[key]
+
+    def _hand(self, key: HostKey, waiting: _Waiting, member: str, delay: float = 0.0) -> None:
+        while waiting.queue:
+            future = waiting.queue.popleft()
+            if not future.done():
+                future.set_result((member, delay))
+                return
+        self._give_back(key, member)  # its waiter left meanwhile
+
+    def _give_back(self, key: HostKey, member: str) -> None:
+        # The leases given back in one turn of the loop go in one store call.
+        batch = self._to_release.get(key)
+        if batch is None:
+            self._to_release[key] = [member]
+            self._spawn(self._flush_releases(key))
+        else:
+            batch.append(member)
+
+    async def _flush_releases(self, key: HostKey) -> None:
+        await asyncio.sleep(0)  # let the rest of this turn's releases join
+        members = self._to_release.pop(key)
+        await self._store_call(self.store.release, key, members)  # else they expire by themselves
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.wake.set()
+
+    async def _renew_loop(self) -> None:
+        # Every third of the TTL while any lease is held; a renewal the store misses is retried
+        # at the next turn (a lease outlives two missed renewals).
+        period = self.store.lease_ttl / 3
+        try:
+            while self._leases:
+                await asyncio.sleep(period)
+                for key, members in list(self._leases.items()):
+                    if not await self._store_call(self.store.renew, key, list(members)):
+                        break
+        finally:
+            self._renewer = None
+
+    async def _store_call(
+        self,
+        call: Callable[[str, Sequence[str]], Awaitable[None]],
+        key: HostKey,
+        members: list[str],
+    ) -> bool:
+        # Whether the store took the call (a failed one is the guard's to count and log).
+        try:
+            await self.guard.run(call, format_host(key), members)
+        except StoreDownError:
+            return False
+        return True
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

@@ -1,0 +1,125 @@
+"""MemoryStore: the store interface kept in this process (today's state, shareable by the
+sessions of one process, and the reference the Redis store is tested against)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from .._health._rate import AdaptiveRatePolicy, RateState
+from .._util._timing import Clock
+from ._base import DEFAULT_LEASE_TTL, Grant, HealthStore
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(HealthStore):
+    """Per-host leases in this process's memory: several sessions (or ``HostHealth``
+    instances) given the same one share their hosts' slots.
+
+    Usage::
+
+        store = MemoryStore()
+        a = resilient_session(limit_per_host=8, store=store)
+        b = resilient_session(limit_per_host=8, store=store)  # 8 in flight per host in all
+
+    Args:
+        lease_ttl: See :class:`HealthStore`.
+        clock: A monotonic clock in seconds (tests inject a fake one).
+    """
+
+    def __init__(self, *, lease_ttl: float = DEFAULT_LEASE_TTL, clock: Clock = time.monotonic):
+        super().__init__(lease_ttl=lease_ttl)
+        self._clock = clock
+        self._leases: dict[str, dict[str, float]] = {}
+        self._paused: dict[str, float] = {}
+        self._waiting: dict[str, dict[str, float]] = {}
+        self._rates: dict[str, RateState] = {}
+
+    def _live(self, host: str, now: float) -> dict[str, float]:
+        leases = self._leases.get(host)
+        if leases is None:
+            leases = self._leases[host] = {}
+        expired = [m for m, until in leases.items() if until <= now]
+        for member in expired:
+            del leases[member]
+        return leases
+
+    async def acquire(
+        self,
+        host: str,
+        holder: str,
+        members: Sequence[str],
+        limit: int,
+        rate: AdaptiveRatePolicy | None = None,
+    ) -> Grant:
+        now = self._clock()
+        waiting = self._waiting.setdefault(host, {})
+        for name in [h for h, until in waiting.items() if until <= now]:
+            del waiting[name]
+        until = self._paused.get(host)
+        if until is not None:
+            if until > now:
+                return Grant(0, until - now, True, len(waiting))
+            del self._paused[host]
+        leases = self._live(host, now)
+        granted = 0
+        for member in members:
+            if len(leases) >= limit:
+                break
+            leases[member] = now + self.lease_ttl
+            granted += 1
+        wait = None
+        if granted < len(members) and leases:
+            wait = max(0.0, min(leases.values()) - now)
+        if granted < len(members):
+            waiting[holder] = now + 1.0
+        else:
+            waiting.pop(holder, None)
+        return Grant(granted, wait, False, len(waiting), self._schedule(host, rate, granted, now))
+
+    def _schedule(
+        self, host: str, policy: AdaptiveRatePolicy | None, sends: int, now: float
+    ) -> tuple[float, ...]:
+        # Count the sends; once the host throttled, their delays on the shared schedule.
+        if policy is None or not sends:
+            return ()
+        rate = self._rates.get(host)
+        if rate is None:
+            rate = self._rates[host] = RateState(policy, now)
+        for _ in range(sends):
+            rate.success(now)
+        if not rate.enabled:
+            return ()
+        return tuple(rate.reserve(now)[0] for _ in range(sends))
+
+    async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
+        now = self._clock()
+        state = self._rates.get(host)
+        if state is None:
+            state = self._rates[host] = RateState(rate, now)
+        return state.rate if state.throttle(now) else None
+
+    async def pause(self, host: str, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until > self._paused.get(host, 0.0):
+            self._paused[host] = until
+
+    async def release(self, host: str, members: Sequence[str]) -> None:
+        leases = self._leases.get(host)
+        if leases is not None:
+            for member in members:
+                leases.pop(member, None)
+            if not leases:
+                del self._leases[host]  # an idle host leaves nothing behind
+                if not self._waiting.get(host):
+                    self._waiting.pop(host, None)
+
+    async def renew(self, host: str, members: Sequence[str]) -> None:
+        leases = self._live(host, self._clock())
+        until = self._clock() + self.lease_ttl
+        for member in members:
+            leases[member] = until
+
+    async def held(self, host: str) -> int:
+        return len(self._live(host, self._clock()))

@@ -1,0 +1,162 @@
+"""The Lua scripts of the Redis store: each operation is one script, atomic on the server and
+timed by the server's ``TIME`` (milliseconds), so clients' clocks play no part. A host's keys
+share a hash tag, so a Redis Cluster keeps them on one shard.
+
+Slots: a sorted set of lease members scored by their expiry; every script first drops the
+expired ones, and every write sets the key's TTL, so an idle host leaves nothing behind.
+A pause (a host's ``Retry-After``) is a key holding when it ends, expiring then. The adaptive
+rate (``_health/_rate.py``'s numbers, fleet-wide) is a hash: the sends of the current bucket
+are counted as slots are leased, a 429 cuts the rate (:data:`THROTTLE`), and while it is on
+each lease comes with the delay before its send (a GCRA schedule shared by the fleet).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["ACQUIRE", "HELD", "PAUSE", "RELEASE", "RENEW", "THROTTLE"]
+
+_NOW: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+"""
+
+# The rate's fields and its bucket measure; ARGV[1..7]: beta, scale, min_rate, smoothing,
+# bucket, cooldown, burst (seconds, requests per second).
+_RATE: Final = """
+local now_s = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local beta, scale, min_rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local smoothing, bucket = tonumber(ARGV[4]), tonumber(ARGV[5])
+local cooldown, burst = tonumber(ARGV[6]), tonumber(ARGV[7])
+local f = redis.call('HMGET', KEYS[4], 'on', 'rate', 'wmax', 'k', 'cut', 'tat', 'bend', 'bn',
+                     'bt', 'acc')
+local on, rate = tonumber(f[1] or '0'), tonumber(f[2] or '0')
+local wmax, k, cut = tonumber(f[3] or '0'), tonumber(f[4] or '0'), tonumber(f[5] or '-1e18')
+local tat, bend = tonumber(f[6] or now_s), tonumber(f[7] or (now_s + bucket))
+local bn, bt, acc = tonumber(f[8] or '0'), tonumber(f[9] or '0'), tonumber(f[10] or '0')
+if now_s >= bend then
+    if bn > 0 then acc = smoothing * math.max(0, bn - bt) / bucket + (1 - smoothing) * acc end
+    bn, bt = 0, 0
+    bend = bend + bucket * (math.floor((now_s - bend) / bucket) + 1)
+end
+if on == 1 then rate = math.max(min_rate, scale * (now_s - cut - k) ^ 3 + wmax) end
+local function save()
+    redis.call('HSET', KEYS[4], 'on', on, 'rate', rate, 'wmax', wmax, 'k', k, 'cut', cut,
+               'tat', tat, 'bend', bend, 'bn', bn, 'bt', bt, 'acc', acc)
+    redis.call('PEXPIRE', KEYS[4], 600000)
+end
+"""
+
+#: KEYS[1] the slots, KEYS[2] the pause, KEYS[3] the holders refused lately (by expiry),
+#: KEYS[4] the rate; ARGV: the rate's 7 numbers (see _RATE; beta 0: no rate), limit, ttl_ms,
+#: holder, members... -> {granted, wait_ms or -1, paused 0/1, waiting, delay_us...}.
+ACQUIRE: Final = (
+    _NOW
+    + _RATE
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now then return {0, paused - now, 1, redis.call('ZCARD', KEYS[3])} end
+local limit = tonumber(ARGV[8])
+local ttl = tonumber(ARGV[9])
+local held = redis.call('ZCARD', KEYS[1])
+local granted = 0
+for i = 11, #ARGV do
+    if held >= limit then break end
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+    held = held + 1
+    granted = granted + 1
+end
+if granted > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+local wait = -1
+if granted < #ARGV - 10 then
+    local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    if first[2] then wait = tonumber(first[2]) - now end
+    redis.call('ZADD', KEYS[3], now + 1000, ARGV[10])
+    redis.call('PEXPIRE', KEYS[3], 1000)
+else
+    redis.call('ZREM', KEYS[3], ARGV[10])
+end
+local result = {granted, wait, 0, redis.call('ZCARD', KEYS[3])}
+if beta > 0 and granted > 0 then
+    bn = bn + granted
+    if on == 1 then
+        for i = 1, granted do
+            local at = math.max(tat, now_s)
+            result[4 + i] = math.floor(math.max(0, at - burst - now_s) * 1000000)
+            tat = at + 1 / rate
+        end
+    end
+    save()
+end
+return result
+"""
+)
+
+#: KEYS[1] the pause; ARGV: ms -> 1 if it was set (a later pause already set stays).
+PAUSE: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ms = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current >= now + ms then return 0 end
+redis.call('SET', KEYS[1], now + ms, 'PX', ms)
+return 1
+"""
+
+#: KEYS[1] the slots; ARGV: members... -> how many were held.
+RELEASE: Final = """
+return redis.call('ZREM', KEYS[1], unpack(ARGV))
+"""
+
+#: KEYS[1] the slots; ARGV: ttl_ms, members... -> how many are held now.
+RENEW: Final = (
+    _NOW
+    + """
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV do
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return redis.call('ZCARD', KEYS[1])
+"""
+)
+
+#: KEYS[1..3] unused, KEYS[4] the rate; ARGV: the rate's 7 numbers -> the rate (mHz), or -1
+#: within the cooldown of the last cut. The port of ``RateState.throttle``: the cut starts from
+#: what the fleet's sends that were not refused came to.
+THROTTLE: Final = (
+    """
+local t = redis.call('TIME')
+"""
+    + _RATE
+    + """
+bt = bt + 1
+if now_s - cut < cooldown then
+    save()
+    return -1
+end
+local elapsed = now_s - (bend - bucket)
+local accepted = math.max(acc, math.max(0, bn - bt) / math.max(elapsed, bucket / 5))
+if on == 1 then accepted = math.min(rate, math.max(accepted, wmax)) end
+wmax = math.max(accepted, min_rate)
+k = (wmax * (1 - beta) / scale) ^ (1 / 3)
+rate = math.max(min_rate, wmax * beta)
+cut = now_s
+if on == 0 then
+    on = 1
+    tat = now_s
+end
+save()
+return math.floor(rate * 1000)
+"""
+)
+
+#: KEYS[1] the slots -> how many unexpired leases it holds.
+HELD: Final = (
+    _NOW
+    + """
+return redis.call('ZCARD', KEYS[1])
+"""
+)
