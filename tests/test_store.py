@@ -25,15 +25,20 @@ from _redis import CountingServer, have_redis, redis_server
 from aiohttp_resilient import (
     AdaptiveRatePolicy,
     HealthStore,
+    HedgePolicy,
     HostHealth,
     HostLimiter,
     MemoryStore,
     PrometheusCollector,
     RedisStore,
+    RetriesExhaustedError,
+    RetryPolicy,
     resilient_session,
+    session_health,
     stats,
 )
 from aiohttp_resilient._store._fleet import FleetLimiter
+from aiohttp_resilient.testing import Fault, FaultServer
 
 pytestmark = pytest.mark.timeout(60)
 needs_redis = pytest.mark.skipif(
@@ -463,3 +468,89 @@ async def test_fetch_refuses_a_store_that_is_not_redis_without_echoing_its_passw
     assert proc.returncode == 2
     assert b"--store" in stderr
     assert b"hunter2" not in stderr
+
+
+# -- leases nobody holds, after an outage (review of issue 19) ----------------------------------
+
+
+@needs_redis
+@pytest.mark.parametrize("when", ["acquire", "release"])
+async def test_leases_lost_in_an_outage_do_not_hold_the_fleet_off_after_it(
+    when: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An acquire that timed out here still runs in Redis when it wakes, and a release sent
+    while it slept is lost: either way Redis holds leases no request holds. They are given back
+    once Redis answers, so another process gets every slot at once, not after the 10 s TTL."""
+    key = ("http", "example.test", 80)
+    host = "http://example.test:80"
+    with redis_server() as (port, proc):
+        store = RedisStore(f"redis://127.0.0.1:{port}/0")  # the default 10 s lease TTL
+        a, b = FleetLimiter(4, store, timeout=0.1), FleetLimiter(4, store, timeout=0.1)
+        try:
+            await a.acquire(key)
+            a.release(key)
+            await asyncio.sleep(0.05)
+            if when == "release":
+                await asyncio.gather(*(a.acquire(key) for _ in range(4)))
+                assert await store.held(host) == 4
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                if when == "acquire":  # they time out here, and go under the local cap
+                    await asyncio.gather(*(a.acquire(key) for _ in range(4)))
+                    assert not a.guard.up
+                a.release(key)
+                a.release(key)
+                await asyncio.sleep(0.3)  # this release times out: the store is down
+                a.release(key)
+                a.release(key)  # these are not sent (the guard waits for its retry)
+                await asyncio.sleep(0.1)
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            await asyncio.sleep(0.8)  # the guard's retry comes due, the orphans go back
+            assert await store.held(host) == 0
+            started = time.monotonic()
+            await asyncio.wait_for(asyncio.gather(*(b.acquire(key) for _ in range(4))), 5)
+            assert time.monotonic() - started < 1.0
+        finally:
+            await store.close()
+
+
+async def test_a_fleet_pause_lasts_no_longer_than_the_caller_would_wait() -> None:
+    """A 503 with "Retry-After: 30" to a call whose policy waits at most 1 s: the call gives up
+    at once, and the fleet's pause of the host is 1 s, not 30 (other calls to it go on)."""
+    async with FaultServer() as server:
+        server.script("/maint", [Fault.status(503, retry_after=30)])
+        async with resilient_session(
+            limit_per_host=2,
+            policy=RetryPolicy(attempts=2, retry_after_max=1),
+            store=MemoryStore(),
+        ) as session:
+            with pytest.raises(RetriesExhaustedError):
+                async with session.get(server.url_for("/maint")):
+                    pass
+            started = time.monotonic()
+
+            async def other() -> int:
+                async with session.get(server.url_for("/other")) as resp:
+                    return resp.status
+
+            assert await asyncio.wait_for(other(), 5) == 200
+            assert time.monotonic() - started < 1.5
+    assert server.count("/maint") == 1
+
+
+async def test_a_host_the_fleet_paces_is_strained_for_hedges() -> None:
+    """With a store the adaptive rate runs in the store: a throttled host still says "rate" to
+    a hedge, which then stands down (as it does without a store)."""
+    async with FaultServer() as server:
+        server.script("/r", [Fault.status(429, retry_after=1)] * 3 + [Fault.ok()])
+        async with resilient_session(
+            limit_per_host=4, hedge=HedgePolicy(delay=0.05), store=MemoryStore()
+        ) as session:
+            health = session_health(session)
+            key = ("http", "127.0.0.1", server.url.port)
+            assert health.strain(key, time.monotonic()) is None
+            async with session.get(server.url_for("/r")) as resp:
+                await resp.read()
+            assert health.strain(key, time.monotonic()) == "rate"
+    assert server.count("/r") == 4

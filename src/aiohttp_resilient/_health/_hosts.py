@@ -231,7 +231,9 @@ class HostHealth:
             return "breaker"
         if record.limit is not None and record.limit.limit < record.limit.ceiling:
             return "limit"
-        if record.rate is not None and record.rate.enabled:
+        if (record.rate is not None and record.rate.enabled) or (
+            self.limiter is not None and self.limiter.paced(key)  # a fleet's shared rate
+        ):
             return "rate"
         budget = record.budget
         if budget is not None and budget.spent(now) >= 0.5 * budget.allowance(now):

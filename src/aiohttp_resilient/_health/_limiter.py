@@ -138,6 +138,11 @@ class HostLimiter:
         ``Retry-After`` seconds if any. Nothing here (the host's adaptive rate and the retry
         that got it deal with it); a :class:`FleetLimiter` tells the fleet."""
 
+    def paced(self, key: HostKey) -> bool:
+        """Whether something beyond this process paces ``key``'s host (a fleet's shared rate
+        or ``Retry-After``); never, here."""
+        return False
+
     def waiting(self, key: HostKey) -> int:
         """How many attempts wait for a slot of ``key``'s host."""
         host = self._hosts.get(key)

@@ -34,6 +34,8 @@ __all__ = ["FleetLimiter"]
 #: Seconds a waiting host's poller first waits between store calls, and at most.
 POLL_FIRST: Final = 0.005
 POLL_MAX: Final = 0.05
+#: Seconds between tries to give back leases the store may hold for nobody (see ``_orphan``).
+ORPHAN_RETRY: Final = 0.25
 
 
 class _Waiting:
@@ -64,6 +66,8 @@ class FleetLimiter(HostLimiter):
         "__weakref__",  # the store keeps its limiters in a WeakSet
         "_contenders",
         "_leases",
+        "_orphaner",
+        "_orphans",
         "_paced",
         "_renewer",
         "_seq",
@@ -97,6 +101,9 @@ class FleetLimiter(HostLimiter):
         #: Hosts the fleet paces now (rate or pause): their freed leases go back to the store.
         self._paced: set[HostKey] = set()
         self._to_release: dict[HostKey, list[str]] = {}
+        #: Lease members the store may hold though no request here does (see ``_orphan``).
+        self._orphans: dict[HostKey, list[str]] = {}
+        self._orphaner: asyncio.Task[None] | None = None
         #: The adaptive rate, run fleet-wide in the store (``HostHealth`` moves it here from
         #: its policy when given a store); ``None``: no rate.
         self.rate_policy: AdaptiveRatePolicy | None = None
@@ -162,8 +169,9 @@ class FleetLimiter(HostLimiter):
         else:
             self._give_back(key, lease)
         if not self._leases.get(key) and not waiting:
+            # An idle host is forgotten, but for its pacing: it holds until the store's next
+            # answer for the host says it is over (a hedge stands down meanwhile).
             self._contenders.pop(key, None)
-            self._paced.discard(key)
 
     def _under_share(self, key: HostKey) -> bool:
         # Whether this process holds fewer of the host's slots than its fair share among the
@@ -173,8 +181,8 @@ class FleetLimiter(HostLimiter):
 
     def refused(self, key: HostKey, throttled: bool, retry_after: float | None) -> None:
         # A 429 cuts the fleet's rate. A Retry-After holds every process until it ends (at
-        # most the retry policy's default retry_after_max: a bogus header does not stop a
-        # fleet), except a 429's of a second or less while the fleet's rate paces the host:
+        # most the calling policy's retry_after_max, applied by the retry loop, and never past
+        # the default's: a bogus header does not stop a fleet), except a 429's of a second or less while the fleet's rate paces the host:
         # a rate limiter's "Retry-After: 1" is its next token, and the rate spreads the sends.
         host = format_host(key)
         self._paced.add(key)  # no lease goes from hand to hand past the fleet's schedule
@@ -193,6 +201,10 @@ class FleetLimiter(HostLimiter):
         with contextlib.suppress(StoreDownError):  # this process's retry waits it out anyway
             await self.guard.run(self.store.pause, host, seconds)
 
+    def paced(self, key: HostKey) -> bool:
+        """Whether the fleet paces ``key``'s host now (its shared rate, or a pause)."""
+        return key in self._paced
+
     def fleet_held(self, key: HostKey) -> int:
         """How many of ``key``'s slots this process holds under a lease."""
         return len(self._leases.get(key, ()))
@@ -205,10 +217,16 @@ class FleetLimiter(HostLimiter):
                 waiting.task.cancel()
         if self._renewer is not None:
             self._renewer.cancel()
+        orphans = {key: list(members) for key, members in self._orphans.items()}
+        if self._orphaner is not None:
+            self._orphaner.cancel()
         pending = list(self._tasks)  # leases being given back: let them finish
         if pending:
             await asyncio.wait(pending, timeout=self.guard.timeout * 2)
         leases, self._leases = self._leases, {}
+        for found in (orphans, self._orphans):  # and those of releases that failed meanwhile
+            for key, members in found.items():
+                leases.setdefault(key, []).extend(members)
         for key, members in leases.items():
             await self._store_call(self.store.release, key, members)  # else they expire
 
@@ -263,6 +281,8 @@ class FleetLimiter(HostLimiter):
                         self.store.acquire, host, self._token, members, limit, self.rate_policy
                     )
                 except StoreDownError:
+                    # A call that timed out here may still run there once the store wakes.
+                    self._orphan(key, members)
                     return  # the waiters go under the local cap, at once (below)
                 self._contenders[key] = contenders
                 if delays or paused:  # paced by the fleet: every lease through the store
@@ -314,7 +334,8 @@ class FleetLimiter(HostLimiter):
     async def _flush_releases(self, key: HostKey) -> None:
         await asyncio.sleep(0)  # let the rest of this turn's releases join
         members = self._to_release.pop(key)
-        await self._store_call(self.store.release, key, members)  # else they expire by themselves
+        if not await self._store_call(self.store.release, key, members):
+            self._orphan(key, members)
         waiting = self._waiting.get(key)
         if waiting is not None:
             waiting.wake.set()
@@ -327,10 +348,49 @@ class FleetLimiter(HostLimiter):
             while self._leases:
                 await asyncio.sleep(period)
                 for key, members in list(self._leases.items()):
-                    if not await self._store_call(self.store.renew, key, list(members)):
+                    sent = list(members)
+                    if not await self._store_call(self.store.renew, key, sent):
                         break
+                    # A renewal takes again leases lost in an outage: one released while it
+                    # was on its way must not come back held by nobody.
+                    held = set(self._leases.get(key, ()))
+                    if gone := [m for m in sent if m not in held]:
+                        self._orphan(key, gone)
         finally:
             self._renewer = None
+
+    def _orphan(self, key: HostKey, members: list[str]) -> None:
+        # Leases the store may hold though no request of this process does: an acquire that
+        # timed out here can still run in the store when it wakes (a SIGSTOPped Redis), and a
+        # release it missed leaves its leases. Left to their TTL they would keep other processes
+        # off the host for up to lease_ttl after the store is back, so they are given back (a
+        # release of a lease that is not there does nothing) once the store answers, and once
+        # more a moment later for an acquire still queued in it.
+        self._orphans.setdefault(key, []).extend(members)
+        if self._orphaner is None:
+            self._orphaner = self._spawn(self._release_orphans())
+
+    async def _release_orphans(self) -> None:
+        # Until every orphan went back twice, or one lease TTL (then the store dropped them).
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.store.lease_ttl
+        second: dict[HostKey, list[str]] = {}
+        try:
+            while (self._orphans or second) and loop.time() < give_up_at:
+                await asyncio.sleep(ORPHAN_RETRY)
+                again, second = second, {}
+                for key, members in again.items():
+                    if not await self._store_call(self.store.release, key, members):
+                        second[key] = members
+                for key in list(self._orphans):
+                    members = self._orphans.pop(key)
+                    if await self._store_call(self.store.release, key, members):
+                        second.setdefault(key, []).extend(members)
+                    else:
+                        self._orphans.setdefault(key, []).extend(members)
+        finally:
+            self._orphans.clear()
+            self._orphaner = None
 
     async def _store_call(
         self,
