@@ -182,8 +182,9 @@ class FleetLimiter(HostLimiter):
     def refused(self, key: HostKey, throttled: bool, retry_after: float | None) -> None:
         # A 429 cuts the fleet's rate. A Retry-After holds every process until it ends (at
         # most the calling policy's retry_after_max, applied by the retry loop, and never past
-        # the default's: a bogus header does not stop a fleet), except a 429's of a second or less while the fleet's rate paces the host:
-        # a rate limiter's "Retry-After: 1" is its next token, and the rate spreads the sends.
+        # the default's: a bogus header does not stop a fleet), except a 429's of a second or
+        # less while the fleet's rate paces the host: a rate limiter's "Retry-After: 1" is its
+        # next token, and the rate spreads the sends.
         host = format_host(key)
         self._paced.add(key)  # no lease goes from hand to hand past the fleet's schedule
         if throttled and self.rate_policy is not None:
