@@ -250,10 +250,7 @@ async def _hedge(
         raise
     refusal = hedger._answered(req, resp, claim, None, call_started, policy, True, key, None)
     if refusal is not None:
-        told = refusal.retry_after
-        if told is not None:  # no longer than the caller would wait, as in the retry loop
-            told = min(told, policy.retry_after_max)
-        claim.end(signal_of_status(refusal.status), clock(), retry_after=told)
+        claim.end(signal_of_status(refusal.status), clock(), retry_after=refusal.told(policy))
         resp.release()
         raise _HedgeRefusedError(f"the hedge got {refusal.status}")
     return resp

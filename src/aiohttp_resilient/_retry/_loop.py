@@ -44,6 +44,13 @@ class Refusal:
     status: int
     retry_after: float | None
 
+    def told(self, policy: RetryPolicy) -> float | None:
+        """The ``Retry-After`` the host's state is told of: no longer than the caller would
+        wait (a fleet sharing a store holds the host for it, and a bogus "Retry-After: 3600"
+        must not stop the others)."""
+        retry_after = self.retry_after
+        return None if retry_after is None else min(retry_after, policy.retry_after_max)
+
 
 @dataclass(frozen=True, slots=True)
 class Judged:
@@ -305,11 +312,10 @@ async def _after_refusal(
     status, retry_after = refusal.status, refusal.retry_after
     try:
         now = clock()
-        # The slot stays until it is known whether the caller gets the response. The host is
-        # told of no longer a Retry-After than the caller would wait (a fleet sharing a store
-        # holds the host for it, and a bogus "Retry-After: 3600" must not stop the others).
-        told = None if retry_after is None else min(retry_after, run.policy.retry_after_max)
-        claim.end(signal_of_status(status), now, retry_after=told, keep_slot=True)
+        # The slot stays until it is known whether the caller gets the response.
+        claim.end(
+            signal_of_status(status), now, retry_after=refusal.told(run.policy), keep_slot=True
+        )
         attempt = Attempt(
             number=number,
             status=status,
