@@ -78,7 +78,9 @@ def two_limiters(store: HealthStore, cap: int) -> tuple[FleetLimiter, FleetLimit
 
 
 async def test_leases_stop_at_the_limit_and_come_back_on_release(store: HealthStore) -> None:
-    granted, wait, paused, waiting, delays = await store.acquire("h", "p1", ["a", "b", "c"], 2)
+    grant = await store.acquire("h", "p1", ["a", "b", "c"], 2)
+    granted, wait, paused, waiting, delays, broken = grant
+    assert broken is None  # no breaker asked for
     assert delays == ()  # no rate asked for
     assert not paused
     assert waiting == 1  # this holder was refused one

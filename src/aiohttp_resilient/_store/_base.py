@@ -22,7 +22,9 @@ DEFAULT_LEASE_TTL: Final = 10.0
 DEFAULT_STORE_TIMEOUT: Final = 0.1
 
 if TYPE_CHECKING:
+    from .._health._breaker import BreakerPolicy
     from .._health._rate import AdaptiveRatePolicy
+    from ._breaker import BreakerNews, Outcome
 
 
 class _Closable(Protocol):
@@ -43,6 +45,8 @@ class Grant(NamedTuple):
     waiting: int
     #: While the host's adaptive rate is on: per granted member, seconds before it may send.
     delays: tuple[float, ...] = ()
+    #: Refused because the fleet's breaker holds the host open (asked with ``breaker=True``).
+    broken: BreakerNews | None = None
 
 
 class HealthStore(abc.ABC):
@@ -78,10 +82,33 @@ class HealthStore(abc.ABC):
         members: Sequence[str],
         limit: int,
         rate: AdaptiveRatePolicy | None = None,
+        breaker: bool = False,
     ) -> Grant:
         """Lease slots of ``host`` to ``members`` (of ``holder``, a process) in order while
         fewer than ``limit`` are held and the host is not paused (:meth:`pause`); with
-        ``rate``, count the sends and, once the host throttled, schedule them."""
+        ``rate``, count the sends and, once the host throttled, schedule them; with
+        ``breaker``, lease nothing while the fleet's breaker holds the host open."""
+
+    @abc.abstractmethod
+    async def breaker_probe(self, host: str, member: str, limit: int, poll: float) -> BreakerNews:
+        """``member`` asks to go as the fleet's one probe of ``host``: granted (the probe
+        lease and a slot lease, both for the lease TTL) once the break is over and no probe is
+        out; else the breaker's news (open: wait, at most ``poll`` s while a probe is out)."""
+
+    @abc.abstractmethod
+    async def breaker_report(
+        self,
+        host: str,
+        member: str,
+        outcome: Outcome,
+        policy: BreakerPolicy,
+        rnd: float,
+        retry_after: float | None,
+        reason: str,
+    ) -> None:
+        """Tell the fleet's breaker of ``host`` what a process saw: its own breaker opened
+        (the fleet's opens if closed), or how the probe ``member`` ended (only the probe's
+        own word moves an open breaker; ``rnd`` draws a new break's jitter)."""
 
     @abc.abstractmethod
     async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
