@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -288,3 +289,52 @@ async def test_four_processes_probe_a_dead_host_once_per_break(
         assert probes_per_break >= 2  # each process probes on its own
     assert all(0 < t < 1.0 for t in first_ok)  # every process is served within a break or two
     assert all(int(r[0]) > 0 for r in results)
+
+
+# -- failing open ---------------------------------------------------------------------------------
+
+
+@needs_redis
+async def test_redis_stopped_while_the_fleet_breaker_is_open_the_process_probes_alone() -> None:
+    """Redis stops (SIGSTOP) while the fleet's breaker holds a dead host open, and the host
+    comes back: the process probes on its own and is served within a break, and no call fails
+    after that, neither while Redis sleeps nor once it is back (the store is told of the close
+    before the process's next lease, instead of its stale "open" re-opening the breaker)."""
+    host = DeadHost()
+    with redis_server() as (port, proc):
+        store = RedisStore(f"redis://127.0.0.1:{port}/0", lease_ttl=2.0)
+        async with raw_http_server(host.answer, reset=host.reset) as (url, _):
+            name = url  # the host as the store names it: scheme://host:port
+            session = breaker_session(store)
+            await hammer(session, url, time.monotonic() + 1.0, {})
+            told = await store.acquire(name, "test", ["x"], 16, None, True)
+            assert told.broken is not None  # the fleet's breaker is open
+            outcomes: list[tuple[float, bool]] = []
+
+            async def calls(until: float) -> None:
+                while time.monotonic() < until:
+                    try:
+                        async with session.get(url) as resp:  # type: ignore[attr-defined]
+                            await resp.read()
+                        outcomes.append((time.monotonic(), True))
+                    except Exception:  # noqa: PERF203 - a loop of calls, each may fail
+                        outcomes.append((time.monotonic(), False))
+                        await asyncio.sleep(0.02)
+
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                host.down = False
+                back = time.monotonic()
+                await asyncio.gather(*(calls(back + 2.0) for _ in range(4)))
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            await asyncio.gather(*(calls(time.monotonic() + 1.5) for _ in range(4)))
+            after = await store.acquire(name, "test", ["y"], 16, None, True)
+            await session.close()  # type: ignore[attr-defined]
+        await store.close()
+    first_ok = min(t for t, ok in outcomes if ok)
+    assert first_ok - back < 1.0
+    failed_after = [t for t, ok in outcomes if not ok and t > first_ok]
+    assert failed_after == []
+    assert after.broken is None  # the fleet was told: closed
+    assert after.granted == 1

@@ -67,6 +67,7 @@ class FleetLimiter(HostLimiter):
 
     __slots__ = (
         "__weakref__",  # the store keeps its limiters in a WeakSet
+        "_closed_alone",
         "_contenders",
         "_leases",
         "_orphaner",
@@ -120,6 +121,9 @@ class FleetLimiter(HostLimiter):
         #: (an acquire waits for it, so that it never reads a state older than its own word).
         self._probes: dict[HostKey, str] = {}
         self._reports: dict[HostKey, asyncio.Task[None]] = {}
+        #: Hosts whose breaker this process closed while the store was down: the fleet is told
+        #: before this process's next lease (else the store's stale "open" would re-open it).
+        self._closed_alone: set[HostKey] = set()
 
     def __repr__(self) -> str:
         state = "up" if self.guard.up else "down"
@@ -297,8 +301,10 @@ class FleetLimiter(HostLimiter):
         if policy is None:
             return
         member = "" if outcome is Outcome.OPENED else self._probes.pop(key, "")
+        if outcome is not Outcome.PROBE_SUCCEEDED:
+            self._closed_alone.discard(key)  # a close not yet told is stale now
         task = self._spawn(
-            self._store_report(format_host(key), member, outcome, policy, rnd, retry_after, reason)
+            self._store_report(key, member, outcome, policy, rnd, retry_after, reason)
         )
         self._reports[key] = task
         task.add_done_callback(functools.partial(self._report_done, key))
@@ -307,9 +313,18 @@ class FleetLimiter(HostLimiter):
         if self._reports.get(key) is task:
             del self._reports[key]
 
-    async def _store_report(self, host: str, *args: object) -> None:
-        with contextlib.suppress(StoreDownError):
-            await self.guard.run(self.store.breaker_report, host, *args)
+    async def _store_report(
+        self, key: HostKey, member: str, outcome: Outcome, *args: object
+    ) -> None:
+        try:
+            await self.guard.run(
+                self.store.breaker_report, format_host(key), member, outcome, *args
+            )
+        except StoreDownError:
+            if outcome is Outcome.PROBE_SUCCEEDED:
+                self._closed_alone.add(key)
+            return
+        self._closed_alone.discard(key)
 
     # -- the store ---------------------------------------------------------------------------
 
@@ -358,6 +373,9 @@ class FleetLimiter(HostLimiter):
                 members = [self._member() for f in waiting.queue if not f.done()]
                 limit = self._live_limit(key)
                 waiting.wake.clear()
+                if key in self._closed_alone:  # the store is back: tell it first
+                    self._closed_alone.discard(key)
+                    self.report_breaker(key, Outcome.PROBE_SUCCEEDED, 0.0, None, "")
                 if (report := self._reports.get(key)) is not None:
                     await asyncio.wait((report,))  # this process's word on the breaker first
                 try:
