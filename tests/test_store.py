@@ -24,6 +24,7 @@ from _helpers import closed_port, start_cli
 from _redis import CountingServer, have_redis, redis_server
 from aiohttp_resilient import (
     AdaptiveRatePolicy,
+    HealthPolicy,
     HealthStore,
     HedgePolicy,
     HostHealth,
@@ -223,7 +224,7 @@ def test_bad_input_names_the_field() -> None:
     with pytest.raises(ValueError, match="timeout"):
         RedisStore("redis://127.0.0.1:1/0", timeout=0)
     with pytest.raises(ValueError, match="store"):
-        HostHealth(store=MemoryStore())  # no limiter: nothing to share
+        HostHealth(HealthPolicy(budget=None), store=MemoryStore())  # no limiter nor budget
     with pytest.raises(ValueError, match="store"):
         HostHealth(limiter=HostLimiter(2), store="redis://x")  # type: ignore[arg-type]
 

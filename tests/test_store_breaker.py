@@ -328,7 +328,8 @@ async def test_redis_stopped_while_the_fleet_breaker_is_open_the_process_probes_
                 await asyncio.gather(*(calls(back + 2.0) for _ in range(4)))
             finally:
                 os.kill(proc.pid, signal.SIGCONT)
-            await asyncio.gather(*(calls(time.monotonic() + 1.5) for _ in range(4)))
+            # Past the store guard's longest retry (2 s): the process rejoins the fleet.
+            await asyncio.gather(*(calls(time.monotonic() + 2.5) for _ in range(4)))
             after = await store.acquire(name, "test", ["y"], 16, None, True)
             await session.close()  # type: ignore[attr-defined]
         await store.close()

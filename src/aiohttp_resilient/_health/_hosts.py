@@ -15,7 +15,6 @@ operation as one atomic script; only the futures that wake waiting calls live in
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
@@ -26,7 +25,7 @@ from .._exceptions import CircuitOpenError
 from .._retry._classify import Signal
 from .._store._breaker import BreakerNews, FleetOpenError, Outcome, Verdict
 from .._store._fleet import FleetLimiter
-from .._store._open import fleet_limiter
+from .._store._open import fleet_health
 from .._util._log import log_fields, logger
 from .._util._timing import Clock, Sleep, deadline_timer, timer_expired
 from ._aimd import LimitState
@@ -39,6 +38,7 @@ from ._rate import RateState
 
 if TYPE_CHECKING:
     from .._store._base import HealthStore
+    from .._store._budget import FleetBudgets
 
 __all__ = ["HostHealth"]
 
@@ -69,15 +69,17 @@ class HostHealth:
         seed: Seeds the breaks' jitter (tests).
         store: A :class:`HealthStore` shared with other processes (or sessions): the
             limiter's cap then holds across all of them (``health.limiter`` becomes a
-            :class:`FleetLimiter` with the given one's cap). ``None``: this process alone.
+            :class:`FleetLimiter` with the given one's cap), and so do the adaptive rate, the
+            breaker (both with a limiter) and the retry budget. ``None``: this process alone.
 
     Raises:
         ValueError: A bad argument (named), an adaptive ``min_limit`` above the limiter's cap,
-            or a ``store`` without a ``limiter``.
+            or a ``store`` with nothing to share (no ``limiter`` and no budget).
     """
 
     __slots__ = (
         "_clock",
+        "_fleet_budgets",
         "_hook_tasks",
         "_hosts",
         "_on_change",
@@ -116,12 +118,11 @@ class HostHealth:
                 f"adaptive_limit.min_limit ({adaptive.min_limit}) must not exceed the "
                 f"limiter's limit_per_host ({limiter.limit_per_host})"
             )
-        if store is not None:  # the cap becomes fleet-wide (the default path is untouched)
-            fleet = limiter = fleet_limiter(limiter, store)
-            # The adaptive rate runs in the store, for the fleet, instead of here.
-            fleet.rate_policy = self.policy.adaptive_rate
-            fleet.breaker_policy = self.policy.breaker  # and the breaker is the fleet's too
-            self.policy = dataclasses.replace(self.policy, adaptive_rate=None)
+        #: The retry budgets shared through a store (``None``: this process's own).
+        self._fleet_budgets: FleetBudgets | None = None
+        if store is not None:  # cap, rate, breaker and budget fleet-wide (the default path is
+            # untouched)
+            limiter, self.policy, self._fleet_budgets = fleet_health(store, limiter, self.policy)
         self.limiter = limiter
         self._on_change = on_circuit_change
         self._clock = clock
@@ -671,6 +672,8 @@ class HostHealth:
         if len(self._hosts) >= self._sweep_at:
             self._sweep(now)
         record = self._hosts[key] = _Record(self, now)
+        if self._fleet_budgets is not None and self.policy.budget is not None:
+            record.budget = self._fleet_budgets.budget(key, self.policy.budget, now)
         return record
 
     def _sweep(self, now: float) -> None:

@@ -111,6 +111,14 @@ class HealthStore(abc.ABC):
         own word moves an open breaker; ``rnd`` draws a new break's jitter)."""
 
     @abc.abstractmethod
+    async def budget_sync(
+        self, host: str, width: float, requests: int, spent: int, refunds: Sequence[int]
+    ) -> tuple[int, int]:
+        """Add a process's retry-budget counts of ``host`` to the fleet's, in slots ``width``
+        seconds wide (the current one; each refund in the slot that many before it), and return
+        the fleet's (requests, net retries charged) over the last ``SLOTS`` slots."""
+
+    @abc.abstractmethod
     async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
         """``host`` answered 429: cut its fleet-wide rate. Returns the new rate (requests per
         second), or ``None`` within the cooldown of the last cut."""

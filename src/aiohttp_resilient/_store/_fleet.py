@@ -491,6 +491,8 @@ class FleetLimiter(HostLimiter):
         try:
             while (self._orphans or second) and loop.time() < give_up_at:
                 await asyncio.sleep(ORPHAN_RETRY)
+                if not self.guard.up:  # a call queued in a stopped store runs when it wakes:
+                    give_up_at = loop.time() + self.store.lease_ttl  # its TTL starts then
                 again, second = second, {}
                 for key, members in again.items():
                     if not await self._store_call(self.store.release, key, members):

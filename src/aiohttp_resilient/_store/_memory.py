@@ -3,6 +3,7 @@ sessions of one process, and the reference the Redis store is tested against).""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from .._health._rate import AdaptiveRatePolicy, RateState
 from .._util._timing import Clock
 from ._base import DEFAULT_LEASE_TTL, Grant, HealthStore
 from ._breaker import BreakerNews, MemoryBreakers, Outcome, Verdict
+from ._budget import budget_totals
 
 __all__ = ["MemoryStore"]
 
@@ -38,6 +40,7 @@ class MemoryStore(HealthStore):
         self._waiting: dict[str, dict[str, float]] = {}
         self._rates: dict[str, RateState] = {}
         self._breakers = MemoryBreakers()
+        self._budgets: dict[str, dict[int, list[int]]] = {}
 
     def _live(self, host: str, now: float) -> dict[str, float]:
         leases = self._leases.get(host)
@@ -125,6 +128,12 @@ class MemoryStore(HealthStore):
         self._breakers.report(
             host, member, outcome, self._clock(), policy, rnd, retry_after, reason
         )
+
+    async def budget_sync(
+        self, host: str, width: float, requests: int, spent: int, refunds: Sequence[int]
+    ) -> tuple[int, int]:
+        current = math.floor(self._clock() / width)
+        return budget_totals(self._budgets.setdefault(host, {}), current, requests, spent, refunds)
 
     async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
         now = self._clock()

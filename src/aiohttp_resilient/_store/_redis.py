@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from .._health._budget import SLOTS
 from .._util._redact import redact_url
 from ._base import DEFAULT_LEASE_TTL, DEFAULT_STORE_TIMEOUT, Grant, HealthStore
 from ._breaker import BreakerNews, Outcome, Verdict
@@ -13,6 +14,7 @@ from ._scripts import (
     ACQUIRE,
     BREAKER_PROBE,
     BREAKER_REPORT,
+    BUDGET_SYNC,
     HELD,
     PAUSE,
     RELEASE,
@@ -134,6 +136,7 @@ class RedisStore(HealthStore):
         self._throttle = self._client.register_script(THROTTLE)
         self._breaker_probe = self._client.register_script(BREAKER_PROBE)
         self._breaker_report = self._client.register_script(BREAKER_REPORT)
+        self._budget_sync = self._client.register_script(BUDGET_SYNC)
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._name} prefix={self.prefix!r}>"
@@ -207,6 +210,15 @@ class RedisStore(HealthStore):
                 reason,
             ],
         )
+
+    async def budget_sync(
+        self, host: str, width: float, requests: int, spent: int, refunds: Sequence[int]
+    ) -> tuple[int, int]:
+        total_requests, total_spent = await self._budget_sync(
+            keys=[self._key(host, "budget")],
+            args=[max(1, round(width * 1000)), SLOTS, requests, spent, *refunds],
+        )
+        return int(total_requests), int(total_spent)
 
     async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
         result = int(await self._throttle(keys=self._keys(host), args=_rate_args(rate)))

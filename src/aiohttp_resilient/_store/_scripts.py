@@ -18,6 +18,7 @@ __all__ = [
     "ACQUIRE",
     "BREAKER_PROBE",
     "BREAKER_REPORT",
+    "BUDGET_SYNC",
     "HELD",
     "PAUSE",
     "RELEASE",
@@ -138,6 +139,39 @@ redis.call('HDEL', KEYS[1], 'pm', 'pu')
 return 1
 """
 # -- end of the breaker fleet-wide ----------------------------------------------------------
+
+# -- the retry budget fleet-wide (issue 19) -------------------------------------------------
+#: KEYS[1] the budget: a hash of slot counters, 'r<slot>' requests and 's<slot>' net retries
+#: charged, a slot being TIME / width. ARGV: width_ms, slots, requests, spent, then one refund
+#: per charge given back, each the age (in slots) of the slot it was charged in. Adds them, drops
+#: the slots out of the window -> {requests, spent} over the window.
+BUDGET_SYNC: Final = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local width, slots = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cur = math.floor(now / width)
+local req, sp = tonumber(ARGV[3]), tonumber(ARGV[4])
+if req ~= 0 then redis.call('HINCRBY', KEYS[1], 'r' .. cur, req) end
+if sp ~= 0 then redis.call('HINCRBY', KEYS[1], 's' .. cur, sp) end
+for i = 5, #ARGV do
+    redis.call('HINCRBY', KEYS[1], 's' .. (cur - tonumber(ARGV[i])), -1)
+end
+local all = redis.call('HGETALL', KEYS[1])
+local requests, spent = 0, 0
+for i = 1, #all, 2 do
+    local field = all[i]
+    if tonumber(string.sub(field, 2)) <= cur - slots then
+        redis.call('HDEL', KEYS[1], field)
+    elseif string.sub(field, 1, 1) == 'r' then
+        requests = requests + tonumber(all[i + 1])
+    else
+        spent = spent + tonumber(all[i + 1])
+    end
+end
+redis.call('PEXPIRE', KEYS[1], width * slots)
+return {requests, spent}
+"""
+# -- end of the retry budget fleet-wide -----------------------------------------------------
 
 #: KEYS[1] the slots, KEYS[2] the pause, KEYS[3] the holders refused lately (by expiry),
 #: KEYS[4] the rate; ARGV: the rate's 7 numbers (see _RATE; beta 0: no rate), limit, ttl_ms,

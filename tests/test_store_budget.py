@@ -1,0 +1,147 @@
+"""The retry budget fleet-wide (issue 19): requests and retry charges counted in time slots in
+the shared store, the same on the in-memory store and a real redis-server; real client
+processes against a host that fails every attempt, counted on its side: the fleet gets one
+budget's retries, not one per process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from _helpers import raw_http_server
+from _redis import have_redis, redis_server
+from aiohttp_resilient import (
+    BudgetPolicy,
+    HealthPolicy,
+    HealthStore,
+    HostHealth,
+    MemoryStore,
+    RedisStore,
+)
+from aiohttp_resilient._health._budget import Tier
+from aiohttp_resilient._health._policy import Advice
+from aiohttp_resilient._store._budget import SharedBudget
+
+pytestmark = pytest.mark.timeout(60)
+needs_redis = pytest.mark.skipif(
+    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
+)
+CLIENT = Path(__file__).with_name("_budget_client.py")
+HOST = "http://example.test:80"
+
+
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    if not have_redis():
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    with redis_server() as (port, _):
+        yield port
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[HealthStore]:
+    made: HealthStore
+    if request.param == "memory":
+        made = MemoryStore()
+    else:
+        port = request.getfixturevalue("redis_port")
+        prefix = f"t-{secrets.token_hex(4)}:"
+        made = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, timeout=1)
+    yield made
+    await made.close()
+
+
+async def test_budget_counts_add_up_across_processes_and_leave_the_window(
+    store: HealthStore,
+) -> None:
+    assert await store.budget_sync(HOST, 0.1, 5, 2, []) == (5, 2)
+    assert await store.budget_sync(HOST, 0.1, 3, 1, []) == (8, 3)  # another process
+    assert await store.budget_sync(HOST, 0.1, 0, 0, [0]) == (8, 2)  # a refund
+    assert await store.budget_sync("http://other:80", 0.1, 1, 0, []) == (1, 0)
+    await asyncio.sleep(1.1)  # ten slots of 0.1 s: the window is over
+    assert await store.budget_sync(HOST, 0.1, 0, 0, []) == (0, 0)
+
+
+async def test_two_host_healths_on_one_store_share_one_budget(store: HealthStore) -> None:
+    """Two HostHealths (as two processes) with no cap: each alone would allow 10 retries; on
+    one store they allow 10 between them, once their counts have met in the store."""
+    policy = HealthPolicy(budget=BudgetPolicy(ratio=0.0, min_per_second=1.0, ttl=10.0))
+    a, b = HostHealth(policy, store=store), HostHealth(policy, store=store)
+    key = ("http", "example.test", 80)
+    for health in (a, b):
+        claim = health.try_claim(key, time.monotonic(), True)
+        assert claim is not None
+        assert isinstance(claim._record.budget, SharedBudget)
+        claim.abandon(time.monotonic())
+    granted = 0
+    for _ in range(20):
+        for health in (a, b):
+            advice, _ = health.advise(key, time.monotonic(), may_go_at_once=True)
+            granted += advice is not Advice.REFUSED
+            await asyncio.sleep(0.005)  # the charge is sent at once: let it land
+    # Each decides on the fleet's counts of its last exchange: as the budget runs out, the
+    # other may take one more (at most one per other process), never one process's 10 each.
+    assert 10 <= granted <= 11
+    budget = a._hosts[key].budget
+    assert budget is not None
+    assert budget.withdraw(time.monotonic()) is Tier.REFUSED
+
+
+class FailingHost:
+    """Resets every request, counting them."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def reset(self, head: str) -> bool:
+        self.attempts += 1
+        return True
+
+    async def answer(self, head: str, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        raise AssertionError("never answered")
+
+
+@needs_redis
+@pytest.mark.parametrize("shared", [True, False], ids=["store", "no-store"])
+async def test_four_processes_share_one_retry_budget(redis_port: int, shared: bool) -> None:
+    """4 processes x 60 calls to a host that resets every attempt, each call up to 4 attempts,
+    a budget of 20 retries per 10 s plus 5% of the requests: the host's count of attempts shows
+    the fleet spent about one budget (20 + 0.05 x 240 = 32 retries), not one per process
+    (4 x (20 + 3) = 92)."""
+    host = FailingHost()
+    store_url = f"redis://127.0.0.1:{redis_port}/0" if shared else "-"
+    if shared:  # a fresh budget: other tests' clients used this Redis
+        cleaner = RedisStore(store_url)
+        await cleaner._client.flushdb()
+        await cleaner.close()
+    env = {**os.environ, "PYTHONPATH": str(CLIENT.parent.parent)}
+    async with raw_http_server(host.answer, reset=host.reset) as (url, _):
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(CLIENT),
+                url,
+                store_url,
+                "60",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,  # a warning per call that gives up
+                env=env,
+            )
+            for _ in range(4)
+        ]
+        outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 50)
+    results = [out.decode().split("\n")[1].split() for out, _ in outputs]
+    assert [r[1] for r in results] == ["60"] * 4  # every call failed, as the host does
+    retries = host.attempts - 240
+    if shared:
+        assert 28 <= retries <= 40  # one budget for the fleet (deposits land in batches)
+    else:
+        assert retries >= 80  # each process spends its own
