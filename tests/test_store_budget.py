@@ -142,7 +142,7 @@ async def test_four_processes_share_one_retry_budget(redis_port: int, shared: bo
         ]
         outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 50)
     results = [out.decode().split("\n")[1].split() for out, _ in outputs]
-    assert [r[1] for r in results] == ["60"] * 4  # every call failed, as the host does
+    assert [r[1] for r in results] == ["60"] * 4, results  # every call failed, as the host does
     retries = host.attempts - 240
     if shared:
         assert 28 <= retries <= 40  # one budget for the fleet (deposits land in batches)

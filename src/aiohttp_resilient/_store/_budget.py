@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["FLUSH_EVERY", "FRESH_FOR", "FleetBudgets", "SharedBudget"]
 
 #: Seconds between batches of a busy host's deposits.
-FLUSH_EVERY: Final = 0.1
+FLUSH_EVERY: Final = 0.5
 #: Fleet totals older than this (seconds) are not used: the process goes on its own counts.
-FRESH_FOR: Final = 1.0
+FRESH_FOR: Final = 2.0
 
 
 class SharedBudget(BudgetState):
