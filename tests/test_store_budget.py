@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -192,3 +193,43 @@ def test_retry_on_disconnect_store_is_checked() -> None:
         retry_on_disconnect(store="redis://x")  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="store"):
         retry_on_disconnect(health=HostHealth(), store=MemoryStore())
+
+
+@needs_redis
+async def test_redis_stopped_each_process_decides_on_its_own_budget_then_rejoins() -> None:
+    """The fleet spent its budget; Redis stops (SIGSTOP): within a batch's exchange the process
+    decides on its own counts (its retries go), with no wait; Redis back, it decides on the
+    fleet's again (refused)."""
+    policy = HealthPolicy(budget=BudgetPolicy(ratio=0.0, min_per_second=0.5))
+    key = ("http", "example.test", 80)
+    with redis_server() as (port, proc):
+        stores = [RedisStore(f"redis://127.0.0.1:{port}/0") for _ in range(2)]
+        a, b = (HostHealth(policy, store=s) for s in stores)
+        try:
+            for health in (a, b):
+                claim = health.try_claim(key, time.monotonic(), True)
+                assert claim is not None
+                claim.abandon(time.monotonic())
+            for _ in range(5):  # a spends the fleet's 5
+                assert a.advise(key, time.monotonic(), may_go_at_once=True)[0] is not Advice.REFUSED
+                await asyncio.sleep(0.01)
+            b.try_claim(key, time.monotonic(), True).abandon(time.monotonic())  # type: ignore[union-attr]
+            await asyncio.sleep(0.7)  # b's batch: it learns the fleet's counts
+            assert b.advise(key, time.monotonic(), may_go_at_once=True)[0] is Advice.REFUSED
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                b.try_claim(key, time.monotonic(), True).abandon(time.monotonic())  # type: ignore[union-attr]
+                await asyncio.sleep(0.8)  # its batch times out: the store is down for b
+                started = time.monotonic()
+                alone = b.advise(key, time.monotonic(), may_go_at_once=True)[0]
+                assert time.monotonic() - started < 0.01
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            assert alone is not Advice.REFUSED  # its own counts: nothing spent
+            await asyncio.sleep(2.5)  # the guard's retry comes due, b exchanges again
+            b.try_claim(key, time.monotonic(), True).abandon(time.monotonic())  # type: ignore[union-attr]
+            await asyncio.sleep(0.7)
+            assert b.advise(key, time.monotonic(), may_go_at_once=True)[0] is Advice.REFUSED
+        finally:
+            for s in stores:
+                await s.close()
