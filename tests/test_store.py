@@ -9,19 +9,16 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import prometheus_client
 import pytest
-import pytest_asyncio
 
 from _helpers import closed_port, start_cli
-from _redis import CountingServer, have_redis, redis_server
+from _redis import CountingServer, needs_redis, redis_server
 from aiohttp_resilient import (
     AdaptiveRatePolicy,
     HealthPolicy,
@@ -42,31 +39,7 @@ from aiohttp_resilient._store._fleet import FleetLimiter
 from aiohttp_resilient.testing import Fault, FaultServer
 
 pytestmark = pytest.mark.timeout(60)
-needs_redis = pytest.mark.skipif(
-    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
-)
 CLIENT = Path(__file__).with_name("_fleet_client.py")
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    if not have_redis():
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    with redis_server() as (port, _):
-        yield port
-
-
-@pytest_asyncio.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[HealthStore]:
-    made: HealthStore
-    if request.param == "memory":
-        made = MemoryStore(lease_ttl=0.3)
-    else:
-        port = request.getfixturevalue("redis_port")
-        prefix = f"t-{secrets.token_hex(4)}:"
-        made = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, lease_ttl=0.3, timeout=1)
-    yield made
-    await made.close()
 
 
 def two_limiters(store: HealthStore, cap: int) -> tuple[FleetLimiter, FleetLimiter]:

@@ -8,18 +8,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from _helpers import raw_http_server
-from _redis import have_redis, redis_server
+from _redis import needs_redis, redis_server
 from aiohttp_resilient import (
     BreakerPolicy,
     CircuitOpenError,
@@ -33,34 +30,10 @@ from aiohttp_resilient import (
 from aiohttp_resilient._store._breaker import Outcome, Verdict
 
 pytestmark = pytest.mark.timeout(60)
-needs_redis = pytest.mark.skipif(
-    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
-)
 CLIENT = Path(__file__).with_name("_breaker_client.py")
 HOST = "http://example.test:80"
 #: A break of 0.3 s that does not grow, and calls that never wait for the probe.
 BREAKER = BreakerPolicy(break_duration=0.3, break_multiplier=1.0, break_jitter=0.1, patience=0)
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    if not have_redis():
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    with redis_server() as (port, _):
-        yield port
-
-
-@pytest_asyncio.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[HealthStore]:
-    made: HealthStore
-    if request.param == "memory":
-        made = MemoryStore(lease_ttl=0.3)
-    else:
-        port = request.getfixturevalue("redis_port")
-        prefix = f"t-{secrets.token_hex(4)}:"
-        made = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, lease_ttl=0.3, timeout=1)
-    yield made
-    await made.close()
 
 
 # -- the store's breaker, the same on both ------------------------------------------------------
