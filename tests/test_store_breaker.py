@@ -27,7 +27,7 @@ from aiohttp_resilient import (
     RetryPolicy,
     resilient_session,
 )
-from aiohttp_resilient._store._breaker import Outcome, Verdict
+from aiohttp_resilient._store._breaker import Outcome, Report, Verdict
 
 pytestmark = pytest.mark.timeout(60)
 CLIENT = Path(__file__).with_name("_breaker_client.py")
@@ -43,7 +43,7 @@ async def test_the_fleet_breaker_opens_probes_once_and_closes(store: HealthStore
     policy = BreakerPolicy(break_duration=0.2, break_multiplier=2.0, break_jitter=0, patience=None)
     assert (await store.acquire(HOST, "p1", ["a"], 8, None, True)).granted == 1
     await store.release(HOST, ["a"])
-    await store.breaker_report(HOST, "", Outcome.OPENED, policy, 0.5, None, "5 failures")
+    await store.breaker_report(HOST, Report("", Outcome.OPENED, 0.5, None, "5 failures"), policy)
     refused = await store.acquire(HOST, "p1", ["b"], 8, None, True)
     assert refused.granted == 0
     assert refused.broken is not None
@@ -60,28 +60,28 @@ async def test_the_fleet_breaker_opens_probes_once_and_closes(store: HealthStore
     assert 0 < out.wait <= 0.2
     assert out.down_for >= 0.25
     # Only the probe's own word moves the breaker: another's failure report does nothing.
-    await store.breaker_report(HOST, "m2", Outcome.PROBE_FAILED, policy, 0.5, None, "x")
+    await store.breaker_report(HOST, Report("m2", Outcome.PROBE_FAILED, 0.5, None, "x"), policy)
     assert (await store.breaker_probe(HOST, "m3", 8, 0.2)).verdict is Verdict.OPEN
     await store.release(HOST, ["m1"])
-    await store.breaker_report(HOST, "m1", Outcome.PROBE_FAILED, policy, 0.5, None, "probe")
+    await store.breaker_report(HOST, Report("m1", Outcome.PROBE_FAILED, 0.5, None, "probe"), policy)
     again = (await store.acquire(HOST, "p1", ["d"], 8, None, True)).broken
     assert again is not None
     assert 0.3 < again.wait <= 0.4  # the second break is longer (multiplier 2)
     assert again.reason == "probe"
     await asyncio.sleep(0.45)
     assert (await store.breaker_probe(HOST, "m4", 8, 0.2)).verdict is Verdict.PROBE
-    await store.breaker_report(HOST, "m4", Outcome.PROBE_ABANDONED, policy, 0.5, None, "")
+    await store.breaker_report(HOST, Report("m4", Outcome.PROBE_ABANDONED, 0.5, None, ""), policy)
     await store.release(HOST, ["m4"])
     assert (await store.breaker_probe(HOST, "m5", 8, 0.2)).verdict is Verdict.PROBE  # at once
     await store.release(HOST, ["m5"])
-    await store.breaker_report(HOST, "m5", Outcome.PROBE_SUCCEEDED, policy, 0.5, None, "")
+    await store.breaker_report(HOST, Report("m5", Outcome.PROBE_SUCCEEDED, 0.5, None, ""), policy)
     assert (await store.acquire(HOST, "p1", ["e"], 8, None, True)).granted == 1
     assert (await store.breaker_probe(HOST, "m6", 8, 0.2)).verdict is Verdict.CLOSED
 
 
 async def test_a_dead_probers_lease_runs_out_and_another_probes(store: HealthStore) -> None:
     policy = BreakerPolicy(break_duration=0.1, break_jitter=0)
-    await store.breaker_report(HOST, "", Outcome.OPENED, policy, 0.0, None, "down")
+    await store.breaker_report(HOST, Report("", Outcome.OPENED, 0.0, None, "down"), policy)
     await asyncio.sleep(0.15)
     assert (await store.breaker_probe(HOST, "m1", 8, 0.1)).verdict is Verdict.PROBE
     assert (await store.breaker_probe(HOST, "m2", 8, 0.1)).verdict is Verdict.OPEN
@@ -92,7 +92,7 @@ async def test_a_dead_probers_lease_runs_out_and_another_probes(store: HealthSto
 async def test_the_probe_waits_for_a_free_slot(store: HealthStore) -> None:
     policy = BreakerPolicy(break_duration=0.1, break_jitter=0)
     await store.acquire(HOST, "p1", ["a", "b"], 2)  # hung calls from before the break
-    await store.breaker_report(HOST, "", Outcome.OPENED, policy, 0.0, None, "down")
+    await store.breaker_report(HOST, Report("", Outcome.OPENED, 0.0, None, "down"), policy)
     await asyncio.sleep(0.15)
     out = await store.breaker_probe(HOST, "m1", 2, 0.1)
     assert out.verdict is Verdict.OPEN

@@ -24,7 +24,7 @@ DEFAULT_STORE_TIMEOUT: Final = 0.1
 if TYPE_CHECKING:
     from .._health._breaker import BreakerPolicy
     from .._health._rate import AdaptiveRatePolicy
-    from ._breaker import BreakerNews, Outcome
+    from ._breaker import BreakerNews, Report
 
 
 class _Closable(Protocol):
@@ -96,19 +96,10 @@ class HealthStore(abc.ABC):
         out; else the breaker's news (open: wait, at most ``poll`` s while a probe is out)."""
 
     @abc.abstractmethod
-    async def breaker_report(
-        self,
-        host: str,
-        member: str,
-        outcome: Outcome,
-        policy: BreakerPolicy,
-        rnd: float,
-        retry_after: float | None,
-        reason: str,
-    ) -> None:
+    async def breaker_report(self, host: str, report: Report, policy: BreakerPolicy) -> None:
         """Tell the fleet's breaker of ``host`` what a process saw: its own breaker opened
-        (the fleet's opens if closed), or how the probe ``member`` ended (only the probe's
-        own word moves an open breaker; ``rnd`` draws a new break's jitter)."""
+        (the fleet's opens if closed), or how its probe ended (only the probe's own word moves
+        an open breaker); a new break follows ``policy``'s rules."""
 
     @abc.abstractmethod
     async def budget_sync(

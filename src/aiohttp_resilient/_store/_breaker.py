@@ -21,7 +21,7 @@ from typing import Final, NamedTuple
 
 from .._health._breaker import BreakerPolicy, next_break
 
-__all__ = ["BreakerNews", "FleetOpenError", "MemoryBreakers", "Outcome", "Verdict"]
+__all__ = ["BreakerNews", "FleetOpenError", "MemoryBreakers", "Outcome", "Report", "Verdict"]
 
 
 #: Seconds an open breaker nobody probes stays in the store after its break (the Redis key's
@@ -44,6 +44,20 @@ class Outcome(enum.IntEnum):
     PROBE_FAILED = 1
     PROBE_SUCCEEDED = 2
     PROBE_ABANDONED = 3  # the probe ended with no news (cancelled): the next may go at once
+
+
+class Report(NamedTuple):
+    """A process's word on a host's breaker, for the store."""
+
+    #: The probe's lease member ("" for an opening).
+    member: str
+    outcome: Outcome
+    #: Draws the jitter of a new break, in [0, 1).
+    rnd: float
+    #: The host's Retry-After with the failure: no probe before it ends.
+    retry_after: float | None
+    #: Why it opened, in words.
+    reason: str
 
 
 class BreakerNews(NamedTuple):
@@ -110,18 +124,9 @@ class MemoryBreakers:
         b.prober, b.probe_until = member, now + ttl
         return BreakerNews(Verdict.PROBE, 0.0, down_for, b.reason)
 
-    def report(
-        self,
-        host: str,
-        member: str,
-        outcome: Outcome,
-        now: float,
-        policy: BreakerPolicy,
-        rnd: float,
-        retry_after: float | None,
-        reason: str,
-    ) -> None:
+    def report(self, host: str, report: Report, policy: BreakerPolicy, now: float) -> None:
         """A process's news of ``host`` (see :class:`Outcome`)."""
+        member, outcome, rnd, retry_after, reason = report
         b = self._breakers.get(host)
         if outcome is Outcome.PROBE_SUCCEEDED:
             self._breakers.pop(host, None)  # the host is back, for all

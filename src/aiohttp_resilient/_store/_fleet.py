@@ -29,7 +29,7 @@ from .._health._rate import AdaptiveRatePolicy
 from .._retry._policy import DEFAULT_RETRY_AFTER_MAX
 from .._util._timing import deadline_timer
 from ._base import HealthStore
-from ._breaker import BreakerNews, FleetOpenError, Outcome, Verdict
+from ._breaker import BreakerNews, FleetOpenError, Outcome, Report, Verdict
 from ._failover import StoreDownError, StoreGuard
 
 __all__ = ["FleetLimiter"]
@@ -304,7 +304,7 @@ class FleetLimiter(HostLimiter):
         if outcome is not Outcome.PROBE_SUCCEEDED:
             self._closed_alone.discard(key)  # a close not yet told is stale now
         task = self._spawn(
-            self._store_report(key, member, outcome, policy, rnd, retry_after, reason)
+            self._store_report(key, Report(member, outcome, rnd, retry_after, reason), policy)
         )
         self._reports[key] = task
         task.add_done_callback(functools.partial(self._report_done, key))
@@ -313,15 +313,11 @@ class FleetLimiter(HostLimiter):
         if self._reports.get(key) is task:
             del self._reports[key]
 
-    async def _store_report(
-        self, key: HostKey, member: str, outcome: Outcome, *args: object
-    ) -> None:
+    async def _store_report(self, key: HostKey, report: Report, policy: BreakerPolicy) -> None:
         try:
-            await self.guard.run(
-                self.store.breaker_report, format_host(key), member, outcome, *args
-            )
+            await self.guard.run(self.store.breaker_report, format_host(key), report, policy)
         except StoreDownError:
-            if outcome is Outcome.PROBE_SUCCEEDED:
+            if report.outcome is Outcome.PROBE_SUCCEEDED:
                 self._closed_alone.add(key)
             return
         self._closed_alone.discard(key)

@@ -11,7 +11,7 @@ from .._health._breaker import BreakerPolicy
 from .._health._rate import AdaptiveRatePolicy, RateState
 from .._util._timing import Clock
 from ._base import DEFAULT_LEASE_TTL, Grant, HealthStore
-from ._breaker import BreakerNews, MemoryBreakers, Outcome, Verdict
+from ._breaker import BreakerNews, MemoryBreakers, Report, Verdict
 from ._budget import budget_totals
 
 __all__ = ["MemoryStore"]
@@ -115,19 +115,8 @@ class MemoryStore(HealthStore):
             leases[member] = now + self.lease_ttl
         return news
 
-    async def breaker_report(
-        self,
-        host: str,
-        member: str,
-        outcome: Outcome,
-        policy: BreakerPolicy,
-        rnd: float,
-        retry_after: float | None,
-        reason: str,
-    ) -> None:
-        self._breakers.report(
-            host, member, outcome, self._clock(), policy, rnd, retry_after, reason
-        )
+    async def breaker_report(self, host: str, report: Report, policy: BreakerPolicy) -> None:
+        self._breakers.report(host, report, policy, self._clock())
 
     async def budget_sync(
         self, host: str, width: float, requests: int, spent: int, refunds: Sequence[int]

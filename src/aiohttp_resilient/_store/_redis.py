@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .._health._budget import SLOTS
 from .._util._redact import redact_url
 from ._base import DEFAULT_LEASE_TTL, DEFAULT_STORE_TIMEOUT, Grant, HealthStore
-from ._breaker import BreakerNews, Outcome, Verdict
+from ._breaker import BreakerNews, Report, Verdict
 from ._scripts import (
     ACQUIRE,
     BREAKER_PROBE,
@@ -185,16 +185,8 @@ class RedisStore(HealthStore):
         )
         return _news(Verdict(int(verdict)), wait, down, why)
 
-    async def breaker_report(
-        self,
-        host: str,
-        member: str,
-        outcome: Outcome,
-        policy: BreakerPolicy,
-        rnd: float,
-        retry_after: float | None,
-        reason: str,
-    ) -> None:
+    async def breaker_report(self, host: str, report: Report, policy: BreakerPolicy) -> None:
+        member, outcome, rnd, retry_after, reason = report
         await self._breaker_report(
             keys=[self._key(host, "breaker")],
             args=[
