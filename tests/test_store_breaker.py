@@ -89,6 +89,17 @@ async def test_a_dead_probers_lease_runs_out_and_another_probes(store: HealthSto
     assert (await store.breaker_probe(HOST, "m2", 8, 0.1)).verdict is Verdict.PROBE
 
 
+async def test_a_long_probe_keeps_its_lease_while_its_slot_is_renewed(store: HealthStore) -> None:
+    policy = BreakerPolicy(break_duration=0.1, break_jitter=0)
+    await store.breaker_report(HOST, Report("", Outcome.OPENED, 0.0, None, "down"), policy)
+    await asyncio.sleep(0.15)
+    assert (await store.breaker_probe(HOST, "m1", 8, 0.1)).verdict is Verdict.PROBE
+    for _ in range(4):  # past the lease TTL (0.3 s), its slot renewed as a FleetLimiter does
+        await asyncio.sleep(0.1)
+        await store.renew(HOST, ["m1"])
+    assert (await store.breaker_probe(HOST, "m2", 8, 0.1)).verdict is Verdict.OPEN
+
+
 async def test_the_probe_waits_for_a_free_slot(store: HealthStore) -> None:
     policy = BreakerPolicy(break_duration=0.1, break_jitter=0)
     await store.acquire(HOST, "p1", ["a", "b"], 2)  # hung calls from before the break

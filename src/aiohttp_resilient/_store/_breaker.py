@@ -16,6 +16,7 @@ are Lua in ``_scripts.py``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -123,6 +124,13 @@ class MemoryBreakers:
             return BreakerNews(Verdict.OPEN, min(b.probe_until - now, poll), down_for, b.reason)
         b.prober, b.probe_until = member, now + ttl
         return BreakerNews(Verdict.PROBE, 0.0, down_for, b.reason)
+
+    def renew(self, host: str, members: Sequence[str], until: float) -> None:
+        """A probe whose slot is renewed keeps its probe lease too (a long probe stays the
+        only one)."""
+        b = self._breakers.get(host)
+        if b is not None and b.prober is not None and b.prober in members:
+            b.probe_until = until
 
     def report(self, host: str, report: Report, policy: BreakerPolicy, now: float) -> None:
         """A process's news of ``host`` (see :class:`Outcome`)."""

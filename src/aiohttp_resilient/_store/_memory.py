@@ -151,6 +151,7 @@ class MemoryStore(HealthStore):
         until = self._clock() + self.lease_ttl
         for member in members:
             leases[member] = until
+        self._breakers.renew(host, members, until)
 
     async def held(self, host: str) -> int:
         return len(self._live(host, self._clock()))

@@ -225,7 +225,8 @@ class RedisStore(HealthStore):
 
     async def renew(self, host: str, members: Sequence[str]) -> None:
         if members:
-            await self._renew(keys=[self._key(host)], args=[self._ttl_ms, *members])
+            keys = [self._key(host), self._key(host, "breaker")]
+            await self._renew(keys=keys, args=[self._ttl_ms, *members])
 
     async def held(self, host: str) -> int:
         return int(await self._held(keys=[self._key(host)]))

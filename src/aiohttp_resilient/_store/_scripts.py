@@ -236,7 +236,7 @@ RELEASE: Final = """
 return redis.call('ZREM', KEYS[1], unpack(ARGV))
 """
 
-#: KEYS[1] the slots; ARGV: ttl_ms, members... -> how many are held now.
+#: KEYS[1] the slots, KEYS[2] the breaker; ARGV: ttl_ms, members... -> how many are held now.
 RENEW: Final = (
     _NOW
     + """
@@ -245,6 +245,14 @@ for i = 2, #ARGV do
     redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
+-- [breaker] KEYS[2], the breaker: a probe whose slot is renewed keeps its probe lease too
+local prober = KEYS[2] and redis.call('HGET', KEYS[2], 'pm')
+if prober then
+    for i = 2, #ARGV do
+        if ARGV[i] == prober then redis.call('HSET', KEYS[2], 'pu', now + ttl) end
+    end
+end
+-- [/breaker]
 return redis.call('ZCARD', KEYS[1])
 """
 )
