@@ -79,21 +79,23 @@ async def test_the_fleet_breaker_opens_probes_once_and_closes(store: HealthStore
     assert (await store.breaker_probe(HOST, "m6", 8, 0.2)).verdict is Verdict.CLOSED
 
 
-async def test_a_dead_probers_lease_runs_out_and_another_probes(store: HealthStore) -> None:
+async def open_and_probe(store: HealthStore, member: str) -> None:
+    """The fleet's breaker opens for a break of 0.1 s; once it is over, ``member`` probes."""
     policy = BreakerPolicy(break_duration=0.1, break_jitter=0)
     await store.breaker_report(HOST, Report("", Outcome.OPENED, 0.0, None, "down"), policy)
     await asyncio.sleep(0.15)
-    assert (await store.breaker_probe(HOST, "m1", 8, 0.1)).verdict is Verdict.PROBE
+    assert (await store.breaker_probe(HOST, member, 8, 0.1)).verdict is Verdict.PROBE
+
+
+async def test_a_dead_probers_lease_runs_out_and_another_probes(store: HealthStore) -> None:
+    await open_and_probe(store, "m1")
     assert (await store.breaker_probe(HOST, "m2", 8, 0.1)).verdict is Verdict.OPEN
     await asyncio.sleep(0.35)  # the lease TTL (0.3 s): m1's process died with its probe
     assert (await store.breaker_probe(HOST, "m2", 8, 0.1)).verdict is Verdict.PROBE
 
 
 async def test_a_long_probe_keeps_its_lease_while_its_slot_is_renewed(store: HealthStore) -> None:
-    policy = BreakerPolicy(break_duration=0.1, break_jitter=0)
-    await store.breaker_report(HOST, Report("", Outcome.OPENED, 0.0, None, "down"), policy)
-    await asyncio.sleep(0.15)
-    assert (await store.breaker_probe(HOST, "m1", 8, 0.1)).verdict is Verdict.PROBE
+    await open_and_probe(store, "m1")
     for _ in range(4):  # past the lease TTL (0.3 s), its slot renewed as a FleetLimiter does
         await asyncio.sleep(0.1)
         await store.renew(HOST, ["m1"])
