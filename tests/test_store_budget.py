@@ -207,3 +207,23 @@ async def test_redis_stopped_each_process_decides_on_its_own_budget_then_rejoins
         finally:
             for s in stores:
                 await s.close()
+
+
+async def test_the_fast_paths_settled_requests_count_for_the_fleet() -> None:
+    """HostHealth.settle deposits a calm host's calls in one count: the fleet gets them all."""
+    store = MemoryStore()
+    health = HostHealth(
+        HealthPolicy(budget=BudgetPolicy(ratio=0.5, min_per_second=0.1)), store=store
+    )
+    key = ("http", "example.test", 80)
+    entered = health.try_enter(key, time.monotonic())
+    assert entered is not None
+    record, _ = entered
+    record.asked += 3  # three more calls went the fast path
+    health.settle(key, record, time.monotonic())
+    budget = record.budget
+    assert isinstance(budget, SharedBudget)
+    assert budget.pending_requests == 4
+    await asyncio.sleep(0.6)  # the batch goes
+    assert await store.budget_sync("http://example.test:80", 1.0, 0, 0, []) == (4, 0)
+    await store.close()

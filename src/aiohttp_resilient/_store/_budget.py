@@ -68,9 +68,9 @@ class SharedBudget(BudgetState):
     def _fresh(self) -> bool:
         return self._fleet.guard.up and self._fleet.clock() - self.synced_at < FRESH_FOR
 
-    def deposit(self, now: float) -> None:
-        super().deposit(now)
-        self.pending_requests += 1
+    def deposit(self, now: float, count: int = 1) -> None:
+        super().deposit(now, count)
+        self.pending_requests += count
         self._fleet.dirty(self, at_once=False)
 
     def allowance(self, now: float) -> float:
