@@ -1,5 +1,6 @@
-"""A real redis-server (Debian's package) on a free loopback port, for the shared-store tests,
-and an HTTP server that counts the requests in flight on its side."""
+"""A real redis-server (Debian's package) on a free loopback port, for the shared-store tests
+(their fixtures ``redis_port`` and ``store`` are in ``conftest.py``), and an HTTP server that
+counts the requests in flight on its side."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ import asyncio
 import os
 import time
 
+import pytest
 from aiohttp import web
 
 from aiohttp_resilient.testing._redis import REDIS_SERVER, redis_server
 
-__all__ = ["CountingServer", "have_redis", "redis_server"]
+__all__ = ["CountingServer", "have_redis", "needs_redis", "redis_server"]
 
 
 def have_redis() -> bool:
     return os.access(REDIS_SERVER, os.X_OK)
+
+
+needs_redis = pytest.mark.skipif(
+    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
+)
 
 
 class CountingServer:

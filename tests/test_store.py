@@ -9,21 +9,19 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import prometheus_client
 import pytest
-import pytest_asyncio
 
 from _helpers import closed_port, start_cli
-from _redis import CountingServer, have_redis, redis_server
+from _redis import CountingServer, needs_redis, redis_server
 from aiohttp_resilient import (
     AdaptiveRatePolicy,
+    HealthPolicy,
     HealthStore,
     HedgePolicy,
     HostHealth,
@@ -41,31 +39,7 @@ from aiohttp_resilient._store._fleet import FleetLimiter
 from aiohttp_resilient.testing import Fault, FaultServer
 
 pytestmark = pytest.mark.timeout(60)
-needs_redis = pytest.mark.skipif(
-    not have_redis(), reason="redis-server is not installed (Debian package redis-server)"
-)
 CLIENT = Path(__file__).with_name("_fleet_client.py")
-
-
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    if not have_redis():
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    with redis_server() as (port, _):
-        yield port
-
-
-@pytest_asyncio.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[HealthStore]:
-    made: HealthStore
-    if request.param == "memory":
-        made = MemoryStore(lease_ttl=0.3)
-    else:
-        port = request.getfixturevalue("redis_port")
-        prefix = f"t-{secrets.token_hex(4)}:"
-        made = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, lease_ttl=0.3, timeout=1)
-    yield made
-    await made.close()
 
 
 def two_limiters(store: HealthStore, cap: int) -> tuple[FleetLimiter, FleetLimiter]:
@@ -78,7 +52,9 @@ def two_limiters(store: HealthStore, cap: int) -> tuple[FleetLimiter, FleetLimit
 
 
 async def test_leases_stop_at_the_limit_and_come_back_on_release(store: HealthStore) -> None:
-    granted, wait, paused, waiting, delays = await store.acquire("h", "p1", ["a", "b", "c"], 2)
+    grant = await store.acquire("h", "p1", ["a", "b", "c"], 2)
+    granted, wait, paused, waiting, delays, broken = grant
+    assert broken is None  # no breaker asked for
     assert delays == ()  # no rate asked for
     assert not paused
     assert waiting == 1  # this holder was refused one
@@ -221,7 +197,7 @@ def test_bad_input_names_the_field() -> None:
     with pytest.raises(ValueError, match="timeout"):
         RedisStore("redis://127.0.0.1:1/0", timeout=0)
     with pytest.raises(ValueError, match="store"):
-        HostHealth(store=MemoryStore())  # no limiter: nothing to share
+        HostHealth(HealthPolicy(budget=None), store=MemoryStore())  # no limiter nor budget
     with pytest.raises(ValueError, match="store"):
         HostHealth(limiter=HostLimiter(2), store="redis://x")  # type: ignore[arg-type]
 

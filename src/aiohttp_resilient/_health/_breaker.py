@@ -10,7 +10,7 @@ from typing import Final
 from .._retry._policy import _check_int, _check_number
 from ._window import rotate
 
-__all__ = ["Admission", "BreakerPolicy", "BreakerState", "CircuitState"]
+__all__ = ["Admission", "BreakerPolicy", "BreakerState", "CircuitState", "next_break"]
 
 #: The failure-ratio window is kept as this many buckets (Polly's rolling window: 10).
 BUCKETS: Final = 10
@@ -96,6 +96,30 @@ class BreakerPolicy:
         _check_number("break_jitter", self.break_jitter, minimum=0.0)
         if self.patience is not None:
             _check_number("patience", self.patience, minimum=0.0)
+
+
+def next_break(
+    policy: BreakerPolicy,
+    openings: int,
+    outage: float,
+    rnd: float,
+    retry_after: float | None,
+) -> tuple[float, int]:
+    """The break of an opening (seconds) and the openings counted after it, for a breaker
+    opened ``openings`` times in a row, its outage ``outage`` seconds old; ``rnd`` in [0, 1)
+    draws the jitter. (A shared store's breaker runs the same rule.)"""
+    base = policy.break_duration * policy.break_multiplier**openings
+    if base >= policy.max_break:
+        base = policy.max_break  # and the openings stop counting: no float overflow
+    elif policy.patience is None or outage >= policy.patience:
+        openings += 1
+    # else: while calls wait out a young outage, the probes keep the first break's pace
+    # (one request each): the one that finds a restarted host back comes soon after it.
+    pause = base * (1.0 + policy.break_jitter * rnd)
+    if retry_after is not None and retry_after > pause:
+        # Never probe before the host said it would be back, within max_break.
+        pause = min(retry_after, max(policy.max_break, pause))
+    return pause, openings
 
 
 class CircuitState(enum.Enum):
@@ -232,21 +256,28 @@ class BreakerState:
         # from a host that is also serving (overload) fills a bucket in milliseconds.
         return sum(1 for n in self._calls if n) >= BUCKETS // 2
 
+    def told_open(self, now: float, wait: float, down_for: float, reason: str) -> CircuitState:
+        """A shared store says the fleet's breaker for this host is open, down for
+        ``down_for`` seconds, its next probe due in ``wait``: hold calls as if this breaker had
+        opened then. Returns the state it was in."""
+        old = self.state
+        self.state = CircuitState.OPEN
+        self.open_until = now + wait
+        self.opened_at = now - down_for
+        self.reason = reason
+        return old
+
+    def told_closed(self, now: float) -> None:
+        """A shared store says the fleet's breaker for this host is closed (a probe
+        somewhere found it back)."""
+        self._close(now)
+
     def _open(self, now: float, retry_after: float | None, reason: str) -> CircuitState:
-        policy = self._policy
         if self.state is CircuitState.CLOSED:
             self.opened_at = now
-        base = policy.break_duration * policy.break_multiplier**self.openings
-        if base >= policy.max_break:
-            base = policy.max_break  # and the openings stop counting: no float overflow
-        elif policy.patience is None or now - self.opened_at >= policy.patience:
-            self.openings += 1
-        # else: while calls wait out a young outage, the probes keep the first break's pace
-        # (one request each): the one that finds a restarted host back comes soon after it.
-        pause = base * (1.0 + policy.break_jitter * self._rng.random())
-        if retry_after is not None and retry_after > pause:
-            # Never probe before the host said it would be back, within max_break.
-            pause = min(retry_after, max(policy.max_break, pause))
+        pause, self.openings = next_break(
+            self._policy, self.openings, now - self.opened_at, self._rng.random(), retry_after
+        )
         self.state = CircuitState.OPEN
         self.open_until = now + pause
         self.reason = reason

@@ -15,15 +15,17 @@ operation as one atomic script; only the futures that wake waiting calls live in
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 from .._exceptions import CircuitOpenError
 from .._retry._classify import Signal
-from .._store._open import fleet_limiter
+from .._store._breaker import BreakerNews, FleetOpenError, Outcome, Verdict
+from .._store._fleet import FleetLimiter
+from .._store._open import fleet_health
 from .._util._log import log_fields, logger
 from .._util._timing import Clock, Sleep, deadline_timer, timer_expired
 from ._aimd import LimitState
@@ -36,6 +38,7 @@ from ._rate import RateState
 
 if TYPE_CHECKING:
     from .._store._base import HealthStore
+    from .._store._budget import FleetBudgets
 
 __all__ = ["HostHealth"]
 
@@ -69,15 +72,17 @@ class HostHealth:
         seed: Seeds the breaks' jitter (tests).
         store: A :class:`HealthStore` shared with other processes (or sessions): the
             limiter's cap then holds across all of them (``health.limiter`` becomes a
-            :class:`FleetLimiter` with the given one's cap). ``None``: this process alone.
+            :class:`FleetLimiter` with the given one's cap), and so do the adaptive rate, the
+            breaker (both with a limiter) and the retry budget. ``None``: this process alone.
 
     Raises:
         ValueError: A bad argument (named), an adaptive ``min_limit`` above the limiter's cap,
-            or a ``store`` without a ``limiter``.
+            or a ``store`` with nothing to share (no ``limiter`` and no budget).
     """
 
     __slots__ = (
         "_clock",
+        "_fleet_budgets",
         "_hook_tasks",
         "_hosts",
         "_on_change",
@@ -116,11 +121,11 @@ class HostHealth:
                 f"adaptive_limit.min_limit ({adaptive.min_limit}) must not exceed the "
                 f"limiter's limit_per_host ({limiter.limit_per_host})"
             )
-        if store is not None:  # the cap becomes fleet-wide (the default path is untouched)
-            fleet = limiter = fleet_limiter(limiter, store)
-            # The adaptive rate runs in the store, for the fleet, instead of here.
-            fleet.rate_policy = self.policy.adaptive_rate
-            self.policy = dataclasses.replace(self.policy, adaptive_rate=None)
+        #: The retry budgets shared through a store (``None``: this process's own).
+        self._fleet_budgets: FleetBudgets | None = None
+        if store is not None:  # cap, rate, breaker and budget fleet-wide (the default path is
+            # untouched)
+            limiter, self.policy, self._fleet_budgets = fleet_health(store, limiter, self.policy)
         self.limiter = limiter
         self._on_change = on_circuit_change
         self._clock = clock
@@ -380,17 +385,23 @@ class HostHealth:
         record.touched = now
         if first and record.budget is not None:
             record.budget.deposit(now)
-        probe = await self._admit(key, record, wait_until, last_error)
-        try:
-            if record.rate is not None and record.rate.enabled:
-                await self._wait_for_rate(record.rate, wait_until)
-            limiter = self.limiter
-            if limiter is not None and not limiter.try_acquire(key):
-                await self._wait_for_slot(limiter, key, wait_until)
-        except BaseException:
-            if probe:
-                self._probe_abandoned(key, record, clock())
-            raise
+        while True:
+            probe = await self._admit(key, record, wait_until, last_error)
+            try:
+                if record.rate is not None and record.rate.enabled:
+                    await self._wait_for_rate(record.rate, wait_until)
+                limiter = self.limiter
+                if probe and isinstance(limiter, FleetLimiter):  # the fleet's one probe
+                    await self._wait_for_slot(limiter.acquire_probe, key, wait_until)
+                elif limiter is not None and not limiter.try_acquire(key):
+                    await self._wait_for_slot(limiter.acquire, key, wait_until)
+                break
+            except FleetOpenError as told:  # a store's word on the host's breaker: admit again
+                self._fleet_told(key, record, told.news, probe)
+            except BaseException:
+                if probe:
+                    self._probe_abandoned(key, record, clock())
+                raise
         return HostClaim(self, record, key, clock(), probe, self.limiter is not None, charged_at)
 
     async def _admit(
@@ -469,10 +480,13 @@ class HostHealth:
             raise
 
     async def _wait_for_slot(
-        self, limiter: HostLimiter, key: HostKey, wait_until: float | None
+        self,
+        acquire: Callable[[HostKey], Awaitable[None]],
+        key: HostKey,
+        wait_until: float | None,
     ) -> None:
         if wait_until is None:
-            await limiter.acquire(key)
+            await acquire(key)
             return
         remaining = wait_until - self._clock()
         if remaining <= 0:
@@ -482,7 +496,7 @@ class HostHealth:
         timer = deadline_timer(remaining)
         try:
             async with timer:
-                await limiter.acquire(key)
+                await acquire(key)
         except asyncio.TimeoutError as exc:  # not the builtin TimeoutError on Python 3.10
             if not timer_expired(timer):
                 raise
@@ -599,10 +613,47 @@ class HostHealth:
         assert breaker is not None
         old = breaker.state
         new = breaker.record(now, failed, probe=probe, retry_after=retry_after, refused=refused)
+        if new is not None and isinstance(self.limiter, FleetLimiter):  # tell the fleet
+            self._fleet_report(key, breaker, new, probe, retry_after)
         if new is not None and new is not old:
             retry_in = breaker.open_until - now if new is CircuitState.OPEN else None
             self._notify(key, record, old, new, retry_in)
         elif new is CircuitState.OPEN:  # a failed probe: the break starts again
+            self._wake(record)
+
+    # -- the breaker fleet-wide (a store): see _store/_breaker.py -------------------------------
+
+    def _fleet_report(
+        self,
+        key: HostKey,
+        breaker: BreakerState,
+        new: CircuitState,
+        probe: bool,
+        retry_after: float | None,
+    ) -> None:
+        assert isinstance(self.limiter, FleetLimiter)
+        if new is CircuitState.CLOSED:
+            outcome = Outcome.PROBE_SUCCEEDED
+        else:
+            outcome = Outcome.PROBE_FAILED if probe else Outcome.OPENED
+        self.limiter.report_breaker(key, outcome, self._rng.random(), retry_after, breaker.reason)
+
+    def _fleet_told(self, key: HostKey, record: _Record, news: BreakerNews, probe: bool) -> None:
+        # The store holds the host's breaker open (or, to a call that came to probe, closed):
+        # this process's breaker says the same, and the call is admitted again.
+        breaker = record.breaker
+        assert breaker is not None  # the store is asked of breakers only with one
+        now = self._clock()
+        if news.verdict is Verdict.CLOSED:
+            if breaker.state is not CircuitState.CLOSED:
+                old = breaker.state
+                breaker.told_closed(now)
+                self._notify(key, record, old, CircuitState.CLOSED, None)
+            return
+        was = breaker.told_open(now, news.wait, news.down_for, news.reason)
+        if was is CircuitState.CLOSED:
+            self._notify(key, record, was, CircuitState.OPEN, news.wait)
+        else:  # a probe the fleet refused: the calls waiting for it wait for the fleet's
             self._wake(record)
 
     def _limit_changed(self, key: HostKey, limit: LimitState) -> None:
@@ -624,6 +675,8 @@ class HostHealth:
         breaker = record.breaker
         if breaker is not None and breaker.state is CircuitState.HALF_OPEN:
             breaker.probe_abandoned(now)
+            if isinstance(self.limiter, FleetLimiter):
+                self.limiter.report_breaker(key, Outcome.PROBE_ABANDONED, 0.0, None, "")
             self._notify(key, record, CircuitState.HALF_OPEN, CircuitState.OPEN, 0.0)
 
     def _notify(
@@ -703,6 +756,8 @@ class HostHealth:
         if len(self._hosts) >= self._sweep_at:
             self._sweep(now)
         record = self._hosts[key] = _Record(self, now)
+        if self._fleet_budgets is not None and self.policy.budget is not None:
+            record.budget = self._fleet_budgets.budget(key, self.policy.budget, now)
         return record
 
     def _sweep(self, now: float) -> None:

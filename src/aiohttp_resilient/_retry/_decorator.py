@@ -14,6 +14,7 @@ from .._health._hosts import HostHealth
 from .._health._limiter import HostKey
 from .._health._policy import HealthPolicy
 from .._observe._stats import STATS_ATTR, StatsRecorder
+from .._store._base import HealthStore
 from .._util._timing import Clock, Sleep
 from ._classify import HANDLED_ATTR, Signal, Verdict, classify, signal_of_error
 from ._events import Attempt, RetryHook, check_hooks
@@ -49,6 +50,7 @@ def retry_on_disconnect(
     on_retry: RetryHook | None = None,
     on_giveup: RetryHook | None = None,
     health: HostHealth | HealthPolicy | None = None,
+    store: HealthStore | None = None,
     stats: StatsRecorder | bool = True,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
@@ -67,6 +69,7 @@ def retry_on_disconnect(
     on_retry: RetryHook | None = None,
     on_giveup: RetryHook | None = None,
     health: HostHealth | HealthPolicy | None = None,
+    store: HealthStore | None = None,
     stats: StatsRecorder | bool = True,
     sleep: Sleep = asyncio.sleep,
     clock: Clock = time.monotonic,
@@ -108,6 +111,11 @@ def retry_on_disconnect(
             default: one function may call many hosts, and one dead host must not stop its
             calls to the others; pass ``HealthPolicy(...)`` with a breaker for a function
             that calls one host.
+        store: A :class:`HealthStore` shared with other processes, as on
+            ``HostHealth(store=...)``: the retry budget of the decorated function (its
+            "host") is then the fleet's (a breaker in ``health``'s policy stays this
+            process's: its news rides on per-host slots, which a decorated function has not).
+            Not with a ``HostHealth`` (give the store to it).
         stats: Count calls, attempts, retries, give-ups and latency (read them with
             ``stats(decorated_function)``): ``True`` (a new :class:`StatsRecorder` per decorated
             function), a recorder to share, or ``False`` for none.
@@ -142,6 +150,10 @@ def retry_on_disconnect(
         raise ValueError(
             f"health must be a HostHealth or HealthPolicy, got {type(health).__name__}"
         )
+    if store is not None and (shared is not None or not isinstance(store, HealthStore)):
+        raise ValueError(
+            "store must be a HealthStore, and not with a HostHealth (give the store to it)"
+        )
     if not isinstance(stats, (bool, StatsRecorder)):
         raise ValueError(f"stats must be a bool or a StatsRecorder, got {type(stats).__name__}")
 
@@ -155,6 +167,7 @@ def retry_on_disconnect(
             health if isinstance(health, HealthPolicy) else DECORATOR_HEALTH,
             clock=clock,
             sleep=sleep,
+            store=store,
         )
 
         key: HostKey = ("call", name, None)

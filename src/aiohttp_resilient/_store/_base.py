@@ -22,7 +22,9 @@ DEFAULT_LEASE_TTL: Final = 10.0
 DEFAULT_STORE_TIMEOUT: Final = 0.1
 
 if TYPE_CHECKING:
+    from .._health._breaker import BreakerPolicy
     from .._health._rate import AdaptiveRatePolicy
+    from ._breaker import BreakerNews, Report
 
 
 class _Closable(Protocol):
@@ -43,6 +45,8 @@ class Grant(NamedTuple):
     waiting: int
     #: While the host's adaptive rate is on: per granted member, seconds before it may send.
     delays: tuple[float, ...] = ()
+    #: Refused because the fleet's breaker holds the host open (asked with ``breaker=True``).
+    broken: BreakerNews | None = None
 
 
 class HealthStore(abc.ABC):
@@ -78,10 +82,32 @@ class HealthStore(abc.ABC):
         members: Sequence[str],
         limit: int,
         rate: AdaptiveRatePolicy | None = None,
+        breaker: bool = False,
     ) -> Grant:
         """Lease slots of ``host`` to ``members`` (of ``holder``, a process) in order while
         fewer than ``limit`` are held and the host is not paused (:meth:`pause`); with
-        ``rate``, count the sends and, once the host throttled, schedule them."""
+        ``rate``, count the sends and, once the host throttled, schedule them; with
+        ``breaker``, lease nothing while the fleet's breaker holds the host open."""
+
+    @abc.abstractmethod
+    async def breaker_probe(self, host: str, member: str, limit: int, poll: float) -> BreakerNews:
+        """``member`` asks to go as the fleet's one probe of ``host``: granted (the probe
+        lease and a slot lease, both for the lease TTL) once the break is over and no probe is
+        out; else the breaker's news (open: wait, at most ``poll`` s while a probe is out)."""
+
+    @abc.abstractmethod
+    async def breaker_report(self, host: str, report: Report, policy: BreakerPolicy) -> None:
+        """Tell the fleet's breaker of ``host`` what a process saw: its own breaker opened
+        (the fleet's opens if closed), or how its probe ended (only the probe's own word moves
+        an open breaker); a new break follows ``policy``'s rules."""
+
+    @abc.abstractmethod
+    async def budget_sync(
+        self, host: str, width: float, requests: int, spent: int, refunds: Sequence[int]
+    ) -> tuple[int, int]:
+        """Add a process's retry-budget counts of ``host`` to the fleet's, in slots ``width``
+        seconds wide (the current one; each refund in the slot that many before it), and return
+        the fleet's (requests, net retries charged) over the last ``SLOTS`` slots."""
 
     @abc.abstractmethod
     async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:

@@ -16,17 +16,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Final
 
+from .._health._breaker import BreakerPolicy
 from .._health._limiter import HostKey, HostLimiter, format_host
 from .._health._rate import AdaptiveRatePolicy
 from .._retry._policy import DEFAULT_RETRY_AFTER_MAX
 from .._util._timing import deadline_timer
 from ._base import HealthStore
+from ._breaker import BreakerNews, FleetOpenError, Outcome, Report, Verdict
 from ._failover import StoreDownError, StoreGuard
 
 __all__ = ["FleetLimiter"]
@@ -64,18 +67,22 @@ class FleetLimiter(HostLimiter):
 
     __slots__ = (
         "__weakref__",  # the store keeps its limiters in a WeakSet
+        "_closed_alone",
         "_contenders",
         "_leases",
         "_orphaner",
         "_orphans",
         "_paced",
+        "_probes",
         "_renewer",
+        "_reports",
         "_seq",
         "_tasks",
         "_to_release",
         "_token",
         "_unleased",
         "_waiting",
+        "breaker_policy",
         "guard",
         "rate_policy",
         "store",
@@ -107,6 +114,16 @@ class FleetLimiter(HostLimiter):
         #: The adaptive rate, run fleet-wide in the store (``HostHealth`` moves it here from
         #: its policy when given a store); ``None``: no rate.
         self.rate_policy: AdaptiveRatePolicy | None = None
+        #: The breaker, run fleet-wide through the store (``HostHealth`` sets it when given a
+        #: store); ``None``: the store is not asked of breakers.
+        self.breaker_policy: BreakerPolicy | None = None
+        #: Per host, the lease member of this process's probe, and its last breaker report
+        #: (an acquire waits for it, so that it never reads a state older than its own word).
+        self._probes: dict[HostKey, str] = {}
+        self._reports: dict[HostKey, asyncio.Task[None]] = {}
+        #: Hosts whose breaker this process closed while the store was down: the fleet is told
+        #: before this process's next lease (else the store's stale "open" would re-open it).
+        self._closed_alone: set[HostKey] = set()
 
     def __repr__(self) -> str:
         state = "up" if self.guard.up else "down"
@@ -233,6 +250,80 @@ class FleetLimiter(HostLimiter):
         for key, members in leases.items():
             await self._store_call(self.store.release, key, members)  # else they expire
 
+    # -- the breaker fleet-wide ------------------------------------------------------------
+
+    async def acquire_probe(self, key: HostKey) -> None:
+        """A slot for the call that comes to probe ``key``'s host when its breaker's break is
+        over: granted with the fleet's one probe lease (the store down: a probe of this
+        process alone).
+
+        Raises:
+            FleetOpenError: The fleet's breaker is still open (a probe is out elsewhere, or the
+                break is longer there), or closed: the call goes back to its breaker.
+        """
+        await HostLimiter.acquire(self, key)
+        try:
+            news = await self._probe(key)
+        except BaseException:
+            HostLimiter.release(self, key)
+            raise
+        if news is None:  # the store is down: this process probes on its own
+            self._unleased[key] = self._unleased.get(key, 0) + 1
+            return
+        if news.verdict is not Verdict.PROBE:
+            HostLimiter.release(self, key)
+            self._probes.pop(key, None)
+            raise FleetOpenError(news)
+        self._leases.setdefault(key, []).append(self._probes[key])
+        if self._renewer is None:
+            self._renewer = self._spawn(self._renew_loop())
+
+    async def _probe(self, key: HostKey) -> BreakerNews | None:
+        if not self.guard.due() or self.breaker_policy is None:
+            return None
+        member = self._probes[key] = self._member()  # named before it is asked: see abandon
+        try:
+            return await self.guard.run(
+                self.store.breaker_probe,
+                format_host(key),
+                member,
+                self._live_limit(key),
+                self.breaker_policy.break_duration,
+            )
+        except StoreDownError:
+            self._orphan(key, [member])  # the store may have granted it as it timed out
+            return None
+
+    def report_breaker(
+        self, key: HostKey, outcome: Outcome, rnd: float, retry_after: float | None, reason: str
+    ) -> None:
+        """Tell the fleet what this process's breaker of ``key`` saw (sent by a task; a store
+        that is down misses it, and each process goes on with its own breaker)."""
+        policy = self.breaker_policy
+        if policy is None:
+            return
+        member = "" if outcome is Outcome.OPENED else self._probes.pop(key, "")
+        if outcome is not Outcome.PROBE_SUCCEEDED:
+            self._closed_alone.discard(key)  # a close not yet told is stale now
+        task = self._spawn(
+            self._store_report(key, Report(member, outcome, rnd, retry_after, reason), policy)
+        )
+        self._reports[key] = task
+        task.add_done_callback(functools.partial(self._report_done, key))
+
+    def _report_done(self, key: HostKey, task: asyncio.Task[None]) -> None:
+        if self._reports.get(key) is task:
+            del self._reports[key]
+
+    async def _store_report(self, key: HostKey, report: Report, policy: BreakerPolicy) -> None:
+        try:
+            await self.guard.run(self.store.breaker_report, format_host(key), report, policy)
+        except StoreDownError:
+            if report.outcome is Outcome.PROBE_SUCCEEDED:
+                self._closed_alone.add(key)
+            return
+        self._closed_alone.discard(key)
+
     # -- the store ---------------------------------------------------------------------------
 
     def _member(self) -> str:
@@ -260,7 +351,8 @@ class FleetLimiter(HostLimiter):
         try:
             return await future
         except BaseException:
-            lease = future.result() if future.done() and not future.cancelled() else None
+            granted = future.done() and not future.cancelled() and future.exception() is None
+            lease = future.result() if granted else None
             if lease is not None:
                 self._give_back(key, lease[0])  # granted, then cancelled
             elif future in waiting.queue:
@@ -279,14 +371,30 @@ class FleetLimiter(HostLimiter):
                 members = [self._member() for f in waiting.queue if not f.done()]
                 limit = self._live_limit(key)
                 waiting.wake.clear()
+                if key in self._closed_alone:  # the store is back: tell it first
+                    self._closed_alone.discard(key)
+                    self.report_breaker(key, Outcome.PROBE_SUCCEEDED, 0.0, None, "")
+                if (report := self._reports.get(key)) is not None:
+                    await asyncio.wait((report,))  # this process's word on the breaker first
                 try:
-                    granted, wait, paused, contenders, delays = await self.guard.run(
-                        self.store.acquire, host, self._token, members, limit, self.rate_policy
+                    granted, wait, paused, contenders, delays, broken = await self.guard.run(
+                        self.store.acquire,
+                        host,
+                        self._token,
+                        members,
+                        limit,
+                        self.rate_policy,
+                        self.breaker_policy is not None,
                     )
                 except StoreDownError:
                     # A call that timed out here may still run there once the store wakes.
                     self._orphan(key, members)
                     return  # the waiters go under the local cap, at once (below)
+                if broken is not None:  # the fleet's breaker holds the host: every waiter
+                    for future in waiting.queue:  # goes back to its breaker (HostHealth)
+                        if not future.done():
+                            future.set_exception(FleetOpenError(broken))
+                    return
                 self._contenders[key] = contenders
                 if delays or paused:  # paced by the fleet: every lease through the store
                     self._paced.add(key)
@@ -381,6 +489,8 @@ class FleetLimiter(HostLimiter):
         try:
             while (self._orphans or second) and loop.time() < give_up_at:
                 await asyncio.sleep(ORPHAN_RETRY)
+                if not self.guard.up:  # a call queued in a stopped store runs when it wakes:
+                    give_up_at = loop.time() + self.store.lease_ttl  # its TTL starts then
                 again, second = second, {}
                 for key, members in again.items():
                     if not await self._store_call(self.store.release, key, members):

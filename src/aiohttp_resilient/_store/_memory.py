@@ -3,12 +3,16 @@ sessions of one process, and the reference the Redis store is tested against).""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 
+from .._health._breaker import BreakerPolicy
 from .._health._rate import AdaptiveRatePolicy, RateState
 from .._util._timing import Clock
 from ._base import DEFAULT_LEASE_TTL, Grant, HealthStore
+from ._breaker import BreakerNews, MemoryBreakers, Report, Verdict
+from ._budget import budget_totals
 
 __all__ = ["MemoryStore"]
 
@@ -35,6 +39,8 @@ class MemoryStore(HealthStore):
         self._paused: dict[str, float] = {}
         self._waiting: dict[str, dict[str, float]] = {}
         self._rates: dict[str, RateState] = {}
+        self._breakers = MemoryBreakers()
+        self._budgets: dict[str, dict[int, list[int]]] = {}
 
     def _live(self, host: str, now: float) -> dict[str, float]:
         leases = self._leases.get(host)
@@ -52,8 +58,11 @@ class MemoryStore(HealthStore):
         members: Sequence[str],
         limit: int,
         rate: AdaptiveRatePolicy | None = None,
+        breaker: bool = False,
     ) -> Grant:
         now = self._clock()
+        if breaker and (news := self._breakers.news(host, now)) is not None:
+            return Grant(0, news.wait, False, 0, broken=news)
         waiting = self._waiting.setdefault(host, {})
         for name in [h for h, until in waiting.items() if until <= now]:
             del waiting[name]
@@ -93,6 +102,28 @@ class MemoryStore(HealthStore):
             return ()
         return tuple(rate.reserve(now)[0] for _ in range(sends))
 
+    async def breaker_probe(self, host: str, member: str, limit: int, poll: float) -> BreakerNews:
+        now = self._clock()
+        news = self._breakers.news(host, now)
+        if news is None:
+            return BreakerNews(Verdict.CLOSED)
+        leases = self._live(host, now)
+        if news.wait <= 0 and len(leases) >= limit:  # the break is over, but no slot is free
+            return news._replace(wait=min(min(leases.values()) - now, poll))
+        news = self._breakers.probe(host, member, now, self.lease_ttl, poll)
+        if news.verdict is Verdict.PROBE:
+            leases[member] = now + self.lease_ttl
+        return news
+
+    async def breaker_report(self, host: str, report: Report, policy: BreakerPolicy) -> None:
+        self._breakers.report(host, report, policy, self._clock())
+
+    async def budget_sync(
+        self, host: str, width: float, requests: int, spent: int, refunds: Sequence[int]
+    ) -> tuple[int, int]:
+        current = math.floor(self._clock() / width)
+        return budget_totals(self._budgets.setdefault(host, {}), current, requests, spent, refunds)
+
     async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
         now = self._clock()
         state = self._rates.get(host)
@@ -120,6 +151,7 @@ class MemoryStore(HealthStore):
         until = self._clock() + self.lease_ttl
         for member in members:
             leases[member] = until
+        self._breakers.renew(host, members, until)
 
     async def held(self, host: str) -> int:
         return len(self._live(host, self._clock()))

@@ -6,13 +6,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from .._health._budget import SLOTS
 from .._util._redact import redact_url
 from ._base import DEFAULT_LEASE_TTL, DEFAULT_STORE_TIMEOUT, Grant, HealthStore
-from ._scripts import ACQUIRE, HELD, PAUSE, RELEASE, RENEW, THROTTLE
+from ._breaker import BreakerNews, Report, Verdict
+from ._scripts import (
+    ACQUIRE,
+    BREAKER_PROBE,
+    BREAKER_REPORT,
+    BUDGET_SYNC,
+    HELD,
+    PAUSE,
+    RELEASE,
+    RENEW,
+    THROTTLE,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from .._health._breaker import BreakerPolicy
     from .._health._rate import AdaptiveRatePolicy
 
 __all__ = ["DEFAULT_PREFIX", "RedisStore"]
@@ -44,6 +57,12 @@ def _rate_args(rate: AdaptiveRatePolicy | None) -> list[float]:
         rate.cooldown,
         rate.burst,
     ]
+
+
+def _news(verdict: Verdict, wait: object, down: object, why: object) -> BreakerNews:
+    # A breaker answer of the scripts (milliseconds, the reason as bytes).
+    reason = why.decode() if isinstance(why, bytes) else str(why or "")
+    return BreakerNews(verdict, int(wait) / 1000, int(down) / 1000, reason)  # type: ignore[call-overload]
 
 
 class RedisStore(HealthStore):
@@ -115,6 +134,9 @@ class RedisStore(HealthStore):
         self._held = self._client.register_script(HELD)
         self._pause = self._client.register_script(PAUSE)
         self._throttle = self._client.register_script(THROTTLE)
+        self._breaker_probe = self._client.register_script(BREAKER_PROBE)
+        self._breaker_report = self._client.register_script(BREAKER_REPORT)
+        self._budget_sync = self._client.register_script(BUDGET_SYNC)
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._name} prefix={self.prefix!r}>"
@@ -140,14 +162,55 @@ class RedisStore(HealthStore):
         members: Sequence[str],
         limit: int,
         rate: AdaptiveRatePolicy | None = None,
+        breaker: bool = False,
     ) -> Grant:
+        keys = self._keys(host)
+        if breaker:
+            keys.append(self._key(host, "breaker"))
         granted, wait, paused, waiting, *delays = await self._acquire(
-            keys=self._keys(host), args=[*_rate_args(rate), limit, self._ttl_ms, holder, *members]
+            keys=keys, args=[*_rate_args(rate), limit, self._ttl_ms, holder, *members]
         )
         wait_s = None if int(wait) < 0 else int(wait) / 1000
+        if delays and not int(granted):  # the fleet's breaker holds the host open
+            down, why = delays
+            return Grant(0, wait_s, False, 0, broken=_news(Verdict.OPEN, wait, down, why))
         return Grant(
             int(granted), wait_s, bool(paused), int(waiting), tuple(int(d) / 1e6 for d in delays)
         )
+
+    async def breaker_probe(self, host: str, member: str, limit: int, poll: float) -> BreakerNews:
+        verdict, wait, down, why = await self._breaker_probe(
+            keys=[self._key(host), self._key(host, "breaker")],
+            args=[limit, self._ttl_ms, member, max(1, round(poll * 1000))],
+        )
+        return _news(Verdict(int(verdict)), wait, down, why)
+
+    async def breaker_report(self, host: str, report: Report, policy: BreakerPolicy) -> None:
+        member, outcome, rnd, retry_after, reason = report
+        await self._breaker_report(
+            keys=[self._key(host, "breaker")],
+            args=[
+                member,
+                int(outcome),
+                policy.break_duration,
+                policy.break_multiplier,
+                policy.max_break,
+                policy.break_jitter,
+                -1 if policy.patience is None else policy.patience,
+                rnd,
+                -1 if retry_after is None else retry_after,
+                reason,
+            ],
+        )
+
+    async def budget_sync(
+        self, host: str, width: float, requests: int, spent: int, refunds: Sequence[int]
+    ) -> tuple[int, int]:
+        total_requests, total_spent = await self._budget_sync(
+            keys=[self._key(host, "budget")],
+            args=[max(1, round(width * 1000)), SLOTS, requests, spent, *refunds],
+        )
+        return int(total_requests), int(total_spent)
 
     async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
         result = int(await self._throttle(keys=self._keys(host), args=_rate_args(rate)))
@@ -162,7 +225,8 @@ class RedisStore(HealthStore):
 
     async def renew(self, host: str, members: Sequence[str]) -> None:
         if members:
-            await self._renew(keys=[self._key(host)], args=[self._ttl_ms, *members])
+            keys = [self._key(host), self._key(host, "breaker")]
+            await self._renew(keys=keys, args=[self._ttl_ms, *members])
 
     async def held(self, host: str) -> int:
         return int(await self._held(keys=[self._key(host)]))
