@@ -288,8 +288,8 @@ class FleetLimiter(HostLimiter):
                 self._contenders[key] = contenders
                 if delays or paused:  # paced by the fleet: every lease through the store
                     self._paced.add(key)
-                else:
-                    self._paced.discard(key)
+                elif granted:  # granted off any schedule: the host is not paced (a refusal
+                    self._paced.discard(key)  # says nothing: its answer has no delays)
                 for i, member in enumerate(members[:granted]):
                     self._hand(key, waiting, member, delays[i] if delays else 0.0)
                 if granted:
