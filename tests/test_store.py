@@ -232,6 +232,28 @@ async def test_bad_store_argument_of_the_session_hides_the_password() -> None:
     assert "hunter2" not in str(caught.value)
 
 
+async def test_a_bad_keyword_of_the_session_makes_no_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The session's keywords and headers are checked before the store a URL names is made: a
+    # typo does not make a Redis client for nothing (the stores made are counted).
+    made: list[RedisStore] = []
+
+    class Counted(RedisStore):
+        def __init__(self, url: str) -> None:
+            super().__init__(url)
+            made.append(self)
+
+    monkeypatch.setattr("aiohttp_resilient._store._open.RedisStore", Counted)
+    with pytest.raises(TypeError, match="bogus"):
+        resilient_session(limit_per_host=2, store="redis://127.0.0.1:1/0", bogus=1)
+    with pytest.raises(ValueError, match="headers"):
+        resilient_session(limit_per_host=2, store="redis://127.0.0.1:1/0", headers=5)
+    assert made == []
+    async with resilient_session(limit_per_host=2, store="redis://127.0.0.1:1/0"):
+        assert len(made) == 1  # the count works
+
+
 @needs_redis
 async def test_a_session_given_a_url_owns_its_store_and_closes_it(redis_port: int) -> None:
     url = f"redis://127.0.0.1:{redis_port}/0"
@@ -602,3 +624,44 @@ async def test_sessions_sharing_a_store_hold_a_rate_limit_with_few_refusals(
     # Measured: 3-5 of 150-157 refused (2-3%); with a lease handed past the schedule, 9-14 of
     # 145-153 (6-9%).
     assert refused <= answers * 0.05, seen
+
+
+async def test_the_memory_store_forgets_idle_hosts() -> None:
+    # As a host's keys expire in Redis: a host throttled, paused or refused a slot, then left
+    # idle, leaves nothing in the memory store after its rate's idle time (600 s).
+    now = [1000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    policy = AdaptiveRatePolicy()
+    await store.acquire("a", "p1", ["a1"], 4, policy)
+    await store.throttle("a", policy)
+    await store.pause("b", 5)
+    await store.acquire("c", "p1", ["c1", "c2"], 1)  # one refused: "c" has a waiting holder
+    await store.release("a", ["a1"])
+    now[0] += 10
+    await store.acquire("d", "p1", ["d1"], 4, policy)
+    assert {"a", "c"} <= set(store._rates) | set(store._waiting) | set(store._leases)
+    now[0] += 700
+    await store.acquire("z", "p1", ["z1"], 4, policy)
+    per_host = (store._leases, store._paused, store._waiting, store._rates, store._rate_used)
+    assert [sorted(found) for found in per_host] == [["z"], [], ["z"], ["z"], ["z"]]
+    await store.close()
+
+
+async def test_a_limiter_forgets_a_paced_host_once_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A host the fleet paced stays marked after its last request here only for PACED_IDLE:
+    # a crawler's many hosts throttled once do not pile up in the limiter.
+    monkeypatch.setattr("aiohttp_resilient._store._fleet.PACED_IDLE", 0.05)
+    store = MemoryStore()
+    limiter = FleetLimiter(2, store, timeout=1.0)
+    limiter.rate_policy = AdaptiveRatePolicy()
+    throttled, other = ("http", "a.test", 80), ("http", "b.test", 80)
+    await limiter.acquire(throttled)
+    limiter.refused(throttled, True, None)  # a 429: the fleet's rate is cut, the host paced
+    limiter.release(throttled)
+    assert limiter.paced(throttled)
+    await asyncio.sleep(0.1)
+    await limiter.acquire(other)  # another host going idle sweeps the idle ones
+    limiter.release(other)
+    assert not limiter.paced(throttled)
+    assert limiter._paced_idle == {}
+    await store.close()

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Final
 
 from .._health._rate import AdaptiveRatePolicy, RateState
 from .._util._timing import Clock
 from ._base import DEFAULT_LEASE_TTL, Grant, HealthStore
 
 __all__ = ["MemoryStore"]
+
+#: Seconds a host's adaptive rate is kept after its last send or throttle (the Redis store's
+#: rate key lives as long), and between two sweeps of idle hosts.
+RATE_IDLE: Final = 600.0
+SWEEP_EVERY: Final = 60.0
 
 
 class MemoryStore(HealthStore):
@@ -35,6 +41,9 @@ class MemoryStore(HealthStore):
         self._paused: dict[str, float] = {}
         self._waiting: dict[str, dict[str, float]] = {}
         self._rates: dict[str, RateState] = {}
+        #: When each host's rate was last used; idle hosts are swept from every dict.
+        self._rate_used: dict[str, float] = {}
+        self._next_sweep = clock() + SWEEP_EVERY
 
     def _live(self, host: str, now: float) -> dict[str, float]:
         leases = self._leases.get(host)
@@ -54,6 +63,8 @@ class MemoryStore(HealthStore):
         rate: AdaptiveRatePolicy | None = None,
     ) -> Grant:
         now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
         waiting = self._waiting.setdefault(host, {})
         for name in [h for h, until in waiting.items() if until <= now]:
             del waiting[name]
@@ -87,6 +98,7 @@ class MemoryStore(HealthStore):
         rate = self._rates.get(host)
         if rate is None:
             rate = self._rates[host] = RateState(policy, now)
+        self._rate_used[host] = now
         for _ in range(sends):
             rate.success(now)
         if not rate.enabled:
@@ -98,7 +110,23 @@ class MemoryStore(HealthStore):
         state = self._rates.get(host)
         if state is None:
             state = self._rates[host] = RateState(rate, now)
+        self._rate_used[host] = now
         return state.rate if state.throttle(now) else None
+
+    def _sweep(self, now: float) -> None:
+        # Hosts idle for long leave nothing behind, as their keys expire in Redis: expired
+        # leases, pauses and refusals, and rates unused for RATE_IDLE.
+        self._next_sweep = now + SWEEP_EVERY
+        for host in list(self._leases):
+            if not self._live(host, now):
+                del self._leases[host]
+        for host in [h for h, until in self._paused.items() if until <= now]:
+            del self._paused[host]
+        for host, waiting in list(self._waiting.items()):
+            if all(until <= now for until in waiting.values()):
+                del self._waiting[host]
+        for host in [h for h, used in self._rate_used.items() if now - used >= RATE_IDLE]:
+            del self._rates[host], self._rate_used[host]
 
     async def pause(self, host: str, seconds: float) -> None:
         until = self._clock() + seconds
