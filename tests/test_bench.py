@@ -587,3 +587,31 @@ def test_fleet_scenario_reports_the_fleet_wide_cap(tmp_path: Path) -> None:
     assert "### fleet" in summary
     assert "| store | 100.0% |" in summary
     assert "fleet: most in service at once <= 8" in proc.stdout
+
+
+def test_fleet_targets_from_runs() -> None:
+    """The fleet's targets hold only when every run with the store kept the host at 8 at once
+    and every request succeeded."""
+    from aiohttp_resilient._cli._bench._fleet import fleet_markdown, fleet_targets
+
+    def run(store: bool, peak: int, ok: int) -> dict[str, Any]:
+        return {
+            "store": store,
+            "requests": 600,
+            "ok": ok,
+            "failed": 600 - ok,
+            "peak": peak,
+            "refused_503": 0 if store else 280,
+            "wall_seconds": 6.0,
+            "goodput": ok / 6.0,
+            "fallbacks": 0,
+            "round": 0,
+        }
+
+    held = {"description": "d", "requests_per_process": 150, "runs": [run(False, 8, 600)]}
+    held["runs"].append(run(True, 8, 600))
+    assert [t["verdict"] for t in fleet_targets(held)] == ["held", "held"]
+    over = {**held, "runs": [run(False, 8, 600), run(True, 9, 599)]}
+    assert [t["verdict"] for t in fleet_targets(over)] == ["NOT held", "NOT held"]
+    assert fleet_targets({**held, "runs": [run(False, 8, 600)]}) == []
+    assert "| store | 99.8% | 9 | 0 |" in "\n".join(fleet_markdown(over))
