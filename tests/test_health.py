@@ -506,3 +506,87 @@ async def test_returned_retryable_answer_keeps_its_slot(fault_server: FaultServe
         await resp.read()
         resp.release()
         assert limiter.in_flight(key_of(fault_server)) == 0
+
+
+# The fast path: answers counted on the host's record, told to the mechanisms together ---------
+
+
+async def test_answers_of_the_fast_path_earn_retry_budget(fault_server: FaultServer) -> None:
+    """Calls answered at once are counted in the budget: 50 of them earn 10 retries
+    (``ratio=0.2``) for the host's next outage, counted on the server."""
+    fault_server.set_default("/ok", Fault.ok())
+    fault_server.set_default("/down", Fault.rst())
+    budget = BudgetPolicy(ratio=0.2, min_per_second=0.1, ttl=10.0)  # 1 retry without traffic
+    health = HealthPolicy(budget=budget, breaker=None, adaptive_limit=None)
+    async with retry_session(fast_policy(attempts=50), health=health, tracking=False) as session:
+        for _ in range(50):
+            async with session.get(fault_server.url_for("/ok")) as resp:
+                assert resp.status == 200
+        with pytest.raises(RetryBudgetExhaustedError):
+            await session.get(fault_server.url_for("/down"))
+    # 1 + 0.2 x 51 calls = 11.2 retries allowed: the first attempt and 11 retries.
+    assert fault_server.count("/down") == 12
+
+
+async def test_answers_of_the_fast_path_reset_the_breakers_count(
+    fault_server: FaultServer,
+) -> None:
+    """Failures apart from each other by answers are not failures in a row: two resets then
+    an answer, nine times over, never open a breaker of three in a row."""
+    fault_server.script("/f", [Fault.rst(), Fault.rst(), Fault.ok()] * 9)
+    breaker = BreakerPolicy(consecutive_failures=3, min_failure_span=0.0, failure_ratio=None)
+    health = HostHealth(HealthPolicy(breaker=breaker, budget=None, adaptive_limit=None))
+    async with retry_session(fast_policy(attempts=1), health=health, tracking=False) as session:
+        for n in range(27):
+            if n % 3 == 2:
+                async with session.get(fault_server.url_for("/f")) as resp:
+                    assert resp.status == 200
+            else:
+                with pytest.raises(aiohttp.ClientError):
+                    await session.get(fault_server.url_for("/f"))
+    assert fault_server.count("/f") == 27
+    assert health.circuit_openings(key_of(fault_server)) == 0
+
+
+async def test_answers_of_the_fast_path_fill_the_limits_windows(
+    fault_server: FaultServer,
+) -> None:
+    """One reset in five is a random fault, not congestion, when the answers between count in
+    the adaptive limit's windows: the limit stays at the cap over 20 windows."""
+    fault_server.script("/r", [Fault.ok(), Fault.ok(), Fault.ok(), Fault.ok(), Fault.rst()] * 40)
+    limiter = HostLimiter(limit_per_host=4)
+    adaptive = AdaptiveLimitPolicy(window_samples=10)
+    health = HostHealth(HealthPolicy(breaker=None, adaptive_limit=adaptive), limiter=limiter)
+    async with retry_session(fast_policy(attempts=1), health=health, tracking=False) as session:
+        for n in range(200):
+            if n % 5 == 4:
+                with pytest.raises(aiohttp.ClientError):
+                    await session.get(fault_server.url_for("/r"))
+            else:
+                async with session.get(fault_server.url_for("/r")) as resp:
+                    assert resp.status == 200
+    assert fault_server.count("/r") == 200
+    assert health.live_limit(key_of(fault_server)) == 4
+
+
+async def test_drops_of_a_burst_sent_before_a_cut_do_not_cut_again(
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Eight attempts in flight dropped together cut the limit once: the drops that come
+    after the cut were sent under the old limit and say nothing of the new one."""
+    fault_server.set_default("/h", Fault.hang(0.2))
+    limiter = HostLimiter(limit_per_host=8)
+    adaptive = AdaptiveLimitPolicy(window_samples=4)
+    health = HostHealth(
+        HealthPolicy(breaker=None, budget=None, adaptive_limit=adaptive), limiter=limiter
+    )
+    caplog.set_level(logging.INFO, logger="aiohttp_resilient")
+    async with retry_session(fast_policy(attempts=1), health=health, tracking=False) as session:
+        results = await asyncio.gather(
+            *(session.get(fault_server.url_for("/h")) for _ in range(8)), return_exceptions=True
+        )
+    assert all(isinstance(r, RetriesExhaustedError) for r in results), results
+    assert fault_server.count("/h") == 8
+    cuts = [r for r in caplog.records if getattr(r, "event", None) == "adaptive_limit"]
+    assert len(cuts) == 1  # the first four drops cut it; the other four are not counted
+    assert health.live_limit(key_of(fault_server)) == cuts[0].limit  # type: ignore[attr-defined]

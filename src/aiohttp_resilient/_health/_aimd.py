@@ -204,6 +204,17 @@ class LimitState:
             return False
         return self._close_window(limit)
 
+    def answered(self, count: int) -> bool:
+        """Count ``count`` answers below 400 sent at the ceiling (the fast path's, counted
+        together: there, their number alone matters); returns whether the limit changed."""
+        self._samples += count
+        policy = self._policy
+        limit = self.limit
+        full = policy.window_samples if policy.window_samples > limit else limit
+        if self._samples < full:
+            return False
+        return self._close_window(limit)
+
     def _close_window(self, limit: int) -> bool:
         refused = self._drops + self._throttles
         used = self._max_in_flight

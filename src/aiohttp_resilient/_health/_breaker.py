@@ -164,11 +164,11 @@ class BreakerState:
             return Admission.PROBE
         return Admission.WAIT
 
-    def succeeded(self, now: float) -> None:
-        """:meth:`record` of a success that was not the probe (the hot path)."""
+    def succeeded(self, now: float, count: int = 1) -> None:
+        """:meth:`record` of ``count`` successes that were not the probe, the last at ``now``."""
         if now >= self._bucket_end:
             self._advance(now)
-        self._calls[self._bucket] += 1
+        self._calls[self._bucket] += count
         self.consecutive = 0
         self.last_success = now
 

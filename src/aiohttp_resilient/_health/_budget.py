@@ -92,11 +92,11 @@ class BudgetState:
             (self._requests, self._spent), self._slot, self._slot_end, self._policy.ttl / SLOTS, now
         )
 
-    def deposit(self, now: float) -> None:
-        """A new logical request to the host."""
+    def deposit(self, now: float, count: int = 1) -> None:
+        """``count`` new logical requests to the host."""
         if now >= self._slot_end:
             self._advance(now)
-        self._requests[self._slot] += 1.0
+        self._requests[self._slot] += count
 
     def allowance(self, now: float) -> float:
         """Retries the window allows in all."""

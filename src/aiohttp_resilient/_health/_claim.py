@@ -64,7 +64,21 @@ class Host(Protocol):
 class _Record:
     """One host's state."""
 
-    __slots__ = ("breaker", "budget", "changed", "fastest", "limit", "rate", "touched", "trips")
+    __slots__ = (
+        "asked",
+        "breaker",
+        "budget",
+        "changed",
+        "fastest",
+        "limit",
+        "limit_changed_at",
+        "ok",
+        "ok_at",
+        "rate",
+        "settle_at",
+        "touched",
+        "trips",
+    )
 
     def __init__(self, health: Host, now: float) -> None:
         policy = health.policy
@@ -87,6 +101,13 @@ class _Record:
         self.touched = now
         #: Times the breaker went from closed to open (for stats).
         self.trips = 0
+        # The fast path's counts, not yet told to the mechanisms (HostHealth.settle): calls
+        # that went at once, answers below 400 and when the last came, and when to tell them.
+        self.asked = self.ok = 0
+        self.ok_at = self.settle_at = now
+        #: When the adaptive limit last changed (an attempt sent before then was sent under
+        #: the old limit: its sample is not counted).
+        self.limit_changed_at = now
 
 
 class HostClaim:

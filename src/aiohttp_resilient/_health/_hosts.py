@@ -42,6 +42,9 @@ __all__ = ["HostHealth"]
 #: A host not claimed for this many seconds is forgotten at the next sweep (its breaker, limit
 #: and rate start afresh): a crawler's dead and throttling hosts do not pile up.
 FORGET_AFTER: Final = 600.0
+#: Seconds the fast path's counts may wait before the mechanisms are told them (their time
+#: slots are a second or more wide).
+SETTLE_EVERY: Final = 0.1
 
 
 class HostHealth:
@@ -167,7 +170,9 @@ class HostHealth:
         record = self._hosts.get(key)
         if record is None or record.rate is None or not record.rate.enabled:
             return None
-        return record.rate.current(self._clock())
+        now = self._clock()
+        self.settle(key, record, now)
+        return record.rate.current(now)
 
     def budget_left(self, key: HostKey) -> float | None:
         """Retries ``key``'s budget still allows now, or ``None`` without a budget."""
@@ -186,6 +191,7 @@ class HostHealth:
         if record is None or record.budget is None:
             return 0.0, 0.0
         now = self._clock()
+        self.settle(key, record, now)
         return record.budget.allowance(now), record.budget.spent(now)
 
     # -- scheduling (read-only) ------------------------------------------------------------------
@@ -227,6 +233,7 @@ class HostHealth:
         record = self._hosts.get(key)
         if record is None:
             return None
+        self.settle(key, record, now)
         if record.breaker is not None and record.breaker.state is not CircuitState.CLOSED:
             return "breaker"
         if record.limit is not None and record.limit.limit < record.limit.ceiling:
@@ -246,6 +253,7 @@ class HostHealth:
         record = self._hosts.get(key)
         if record is None or record.budget is None:
             return True
+        self.settle(key, record, now)
         return record.budget.withdraw(now) is not Tier.REFUSED
 
     def _live_limit(self, key: HostKey, limiter: HostLimiter) -> int:
@@ -275,6 +283,78 @@ class HostHealth:
         if first and record.budget is not None:
             record.budget.deposit(now)
         return HostClaim(self, record, key, now, False, limiter is not None, charged_at)
+
+    # -- the fast path --------------------------------------------------------------------------
+    # A call's first attempt to a calm host (breaker closed, rate not shaped, limit at its
+    # ceiling) with a free slot goes without a HostClaim: it is counted on the host's record,
+    # and its success is two numbers more there. The mechanisms are told those counts together
+    # (settle) at most SETTLE_EVERY seconds later, and before anything reads or changes them.
+    # A failure gets its claim after the fact (claim_after).
+
+    def try_enter(self, key: HostKey, now: float) -> tuple[_Record, int] | None:
+        """Take a slot of calm ``key`` for a call's first attempt (the hot path): its record
+        and the attempts in flight to it now (for :meth:`claim_after`); ``None``: the call
+        goes through :meth:`try_claim` or :meth:`claim` instead."""
+        record = self._hosts.get(key)
+        if record is None:
+            record = self._new_record(key, now)
+        breaker = record.breaker
+        if breaker is not None and breaker.state is not CircuitState.CLOSED:
+            return None
+        rate = record.rate
+        if rate is not None and rate.enabled:
+            return None
+        limit = record.limit
+        if limit is not None and limit.limit < limit.ceiling:
+            return None
+        limiter = self.limiter
+        in_flight = 0 if limiter is None else limiter.try_acquire(key)
+        if not in_flight and limiter is not None:
+            return None
+        record.touched = now
+        record.asked += 1
+        return record, in_flight
+
+    def answered(self, key: HostKey, record: _Record, started: float, now: float) -> None:
+        """An attempt of :meth:`try_enter` got an answer below 400 (its slot is the caller's
+        to give back)."""
+        if now >= record.settle_at:
+            self.settle(key, record, now)
+        record.ok += 1
+        record.ok_at = now
+        elapsed = now - started
+        if elapsed < record.fastest:
+            record.fastest = elapsed
+
+    def claim_after(self, key: HostKey, entered: tuple[_Record, int], started: float) -> HostClaim:
+        """The claim of an attempt of :meth:`try_enter` that did not end in an answer below
+        400, made now to book its outcome as any claim's."""
+        record, in_flight = entered
+        claim = HostClaim(self, record, key, started, False, self.limiter is not None, None)
+        claim.in_flight = in_flight  # as it went (the adaptive limit cuts from what was in use)
+        if record.limit_changed_at > started:
+            claim.epoch = -1  # sent under the limit before: its sample says nothing of this one
+        return claim
+
+    def settle(self, key: HostKey, record: _Record, now: float) -> None:
+        """Tell ``key``'s mechanisms the fast path's counts: the calls to the budget, the
+        answers to the breaker, the adaptive limit and the rate."""
+        record.settle_at = now + SETTLE_EVERY
+        asked, ok = record.asked, record.ok
+        if asked:
+            record.asked = 0
+            if record.budget is not None:
+                record.budget.deposit(now, asked)
+        if ok:
+            record.ok = 0
+            at = record.ok_at
+            if record.breaker is not None:
+                record.breaker.succeeded(at, ok)
+            if record.rate is not None:
+                record.rate.success(at, ok)
+            limit = record.limit
+            if limit is not None and self.limiter is not None and limit.answered(ok):
+                self._limit_changed(key, limit)
 
     async def claim(
         self,
@@ -427,6 +507,7 @@ class HostHealth:
         record = self._hosts.get(key)
         if record is None or record.budget is None:
             return (Advice.NOW if may_go_at_once else Advice.BACKOFF), None
+        self.settle(key, record, now)
         tier = record.budget.withdraw(now)
         if tier is Tier.REFUSED:
             shaped = congestion and record.limit is not None
@@ -449,6 +530,7 @@ class HostHealth:
         # Every outcome but SERVED (HostClaim.served).
         record = claim._record
         key = claim.key
+        self.settle(key, record, now)
         if record.breaker is not None:
             if signal is Signal.ANSWERED or signal is Signal.THROTTLED:
                 # The host answered: up. A 429 is the rate's to handle, not a failure; as the
@@ -525,6 +607,8 @@ class HostHealth:
 
     def _limit_changed(self, key: HostKey, limit: LimitState) -> None:
         assert self.limiter is not None
+        if (record := self._hosts.get(key)) is not None:
+            record.limit_changed_at = self._clock()
         self.limiter.set_limit(key, limit.limit)
         if logger.isEnabledFor(logging.INFO):
             logger.info(

@@ -83,8 +83,9 @@ class HostLimiter:
         """The most attempts in flight to one host."""
         return self._limit
 
-    def try_acquire(self, key: HostKey) -> bool:
-        """Take a slot for ``key``'s host if one is free and nobody queues for it; never waits."""
+    def try_acquire(self, key: HostKey) -> int:
+        """Take a slot for ``key``'s host if one is free and nobody queues for it; never waits.
+        Returns how many of its slots are held now, this one included (0: none was free)."""
         host = self._hosts.get(key)
         if host is None:
             if len(self._hosts) >= self._sweep_at:
@@ -92,8 +93,8 @@ class HostLimiter:
             host = self._hosts[key] = _Host(self._limit)
         if host.held < host.limit and not host.waiters:
             host.held += 1
-            return True
-        return False
+            return host.held
+        return 0
 
     async def acquire(self, key: HostKey) -> None:
         """Wait for a slot for ``key``'s host."""

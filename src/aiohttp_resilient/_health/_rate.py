@@ -138,12 +138,12 @@ class RateState:
         # about a rate.
         return max(self._accepted, self._bucket_ok / max(elapsed, policy.bucket / 5))
 
-    def success(self, now: float) -> None:
-        """An answer that was not a throttle (the hot path: two counts)."""
+    def success(self, now: float, count: int = 1) -> None:
+        """``count`` answers that were not a throttle, the last at ``now``."""
         if now >= self._bucket_end:
             self._measure(now)
-        self._bucket_count += 1
-        self._bucket_ok += 1
+        self._bucket_count += count
+        self._bucket_ok += count
 
     def throttle(self, now: float) -> bool:
         """The host throttled; returns whether the rate was cut."""

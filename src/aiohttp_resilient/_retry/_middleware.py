@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
 from .._exceptions import BodyNotReplayableError, RetriesExhaustedError
-from .._health._claim import HostClaim
+from .._health._claim import HostClaim, _Record
 from .._health._hosts import HostHealth
 from .._health._limiter import HostKey, HostLimiter
 from .._health._policy import HealthPolicy
@@ -279,8 +279,9 @@ class RetryMiddleware:
         started = self._clock()
         if not policy._plain:  # a deadline, or idempotency judged by the policy's own rule
             return await self._judged_loop(req, handler, policy, key, idempotent, idle, started)
-        claim = self._health.try_claim(key, started, True)
-        if claim is None:  # the host makes the call wait: the loop sends every attempt
+        health = self._health
+        entered = health.try_enter(key, started)
+        if entered is None:  # the host is not calm or full: the loop sends every attempt
             return await self._loop(req, handler, policy, key, idempotent, idle, started)
         if idle is not None:  # idle.watch(req), inlined: it runs per request
             idle.watched[req] = req.response
@@ -291,14 +292,20 @@ class RetryMiddleware:
             if _may_be_cut(resp, policy, idempotent):
                 await _buffer_body(resp, policy.max_buffer_size)
         except Exception as exc:
+            claim = health.claim_after(key, entered, started)
             return await self._loop(
                 req, handler, policy, key, idempotent, idle, started, claim=claim, error=exc
             )
-        except BaseException:  # cancelled: free the claim, never retry or swallow
+        except BaseException:  # cancelled: free the slot, never retry or swallow
             if idle is not None:
                 idle.unwatch(req)
-            claim.abandon(self._clock())
+            if health.limiter is not None:
+                health.limiter.release(key)
             raise
+        if resp.status < 400:  # the hot path: two counts on the host's record, no claim
+            self._served_first(req, resp, entered[0], key, started, idle)
+            return resp
+        claim = health.claim_after(key, entered, started)
         refusal = self._answered(req, resp, claim, None, started, policy, idempotent, key, idle)
         if refusal is None:
             return resp
@@ -364,6 +371,37 @@ class RetryMiddleware:
             result=result,
             refusal=refusal,
         )
+
+    def _served_first(
+        self,
+        req: ClientRequest,
+        resp: ClientResponse,
+        record: _Record,
+        key: HostKey,
+        started: float,
+        idle: IdleWatchdog | None,
+    ) -> None:
+        """Book a first attempt's answer below 400, handed back to the caller."""
+        if (hint := resp.headers.get(hdrs.KEEP_ALIVE)) is not None:
+            _note_keep_alive(req, hint)
+        now = self._clock()
+        health = self._health
+        health.answered(key, record, started, now)
+        limiter = health.limiter
+        if limiter is not None:
+            # The slot stays taken while the caller streams the body: it is freed with the
+            # connection (None: the body arrived whole, it is back already).
+            connection = resp.connection
+            if connection is None:
+                limiter.release(key)
+            else:
+                connection.add_callback(functools.partial(limiter.release, key))
+        stats = self._stats
+        if stats is not None:
+            elapsed = now - started
+            stats.served(key, elapsed, elapsed, None, resp.status)
+        if idle is not None and resp.content.is_eof():
+            idle.watched.pop(req, None)  # else the watchdog follows the caller's read
 
     def _answered(
         self,

@@ -120,13 +120,15 @@ class FleetLimiter(HostLimiter):
         state = "up" if self.guard.up else "down"
         return f"<FleetLimiter limit_per_host={self.limit_per_host} store={state}>"
 
-    def try_acquire(self, key: HostKey) -> bool:
+    def try_acquire(self, key: HostKey) -> int:
         # A lease needs a round trip: only while the store is down (and not due for a retry)
         # does a slot come without a wait.
-        if self.guard.due() or not HostLimiter.try_acquire(self, key):
-            return False
-        self._unleased[key] = self._unleased.get(key, 0) + 1
-        return True
+        if self.guard.due():
+            return 0
+        held = HostLimiter.try_acquire(self, key)
+        if held:
+            self._unleased[key] = self._unleased.get(key, 0) + 1
+        return held
 
     async def acquire(self, key: HostKey) -> None:
         await HostLimiter.acquire(self, key)
