@@ -17,24 +17,23 @@ Scenarios (4 client processes, each one `resilient_session(limit_per_host=8)`, 3
     python benchmarks/fleet.py --scenarios cost
 
 Needs redis-server (Debian's package) and the [redis] extra. Loopback only; runs are bounded.
+The client processes and the capacity scenario are the package's (``aiohttp-resilient bench
+--scenarios fleet`` runs the latter with its targets).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import sys
 import time
+from typing import Any
 
 import redis.asyncio
 
-from aiohttp_resilient import FleetLimiter, RedisStore, resilient_session, session_health
+from aiohttp_resilient._cli._bench._fleet import PROCS, capacity_run, spawn_fleet
 from aiohttp_resilient.testing import FaultServer
 from aiohttp_resilient.testing._redis import redis_server
-
-PROCS, WORKERS, CAP = 4, 32, 8
 
 
 async def redis_info(port: int) -> tuple[float, int]:
@@ -50,88 +49,25 @@ async def redis_info(port: int) -> tuple[float, int]:
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls
 
 
-async def client(url: str, store_url: str, workers: int, requests: int, seconds: float) -> None:
-    timeout = float(os.environ.get("FLEET_STORE_TIMEOUT", "0.05"))
-    store = None if store_url == "-" else RedisStore(store_url, lease_ttl=10, timeout=timeout)
-    latencies: list[float] = []
-    failed = 0
-    left = requests
-    end = time.monotonic() + seconds
-    fallbacks = 0
-    async with resilient_session(limit_per_host=CAP, store=store) as session:
-
-        async def worker() -> None:
-            nonlocal left, failed
-            while left > 0 and time.monotonic() < end:
-                left -= 1
-                started = time.monotonic()
-                try:
-                    async with session.get(url) as resp:
-                        await resp.read()
-                    latencies.append(time.monotonic() - started)
-                except Exception:
-                    failed += 1
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        limiter = session_health(session).limiter  # type: ignore[union-attr]
-        fallbacks = limiter.guard.fallbacks if isinstance(limiter, FleetLimiter) else 0
-    if store is not None:
-        await store.close()
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2] if latencies else 0.0
-    result = {"ok": len(latencies), "failed": failed, "p50": p50, "fallbacks": fallbacks}
-    print(json.dumps(result), flush=True)
-
-
 async def fleet(
-    url: str, store_url: str, procs: int, workers: int, requests: int, seconds: float
-) -> list[dict[str, float]]:
-    started = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--client",
-            url,
-            store_url,
-            str(workers),
-            str(requests),
-            str(seconds),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for _ in range(procs)
-    ]
-    outs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in started)), 120)
-    return [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outs]
+    url: str, store_url: str | None, procs: int, workers: int, requests: int, seconds: float
+) -> list[dict[str, Any]]:
+    timeout = float(os.environ.get("FLEET_STORE_TIMEOUT", "0.1"))
+    return await spawn_fleet(url, store_url, procs, workers, requests, seconds, timeout=timeout)
 
 
 async def capacity(store_url: str) -> None:
-    for label, url_of_store in (("no store", "-"), ("store", store_url)):
-        async with FaultServer(record=False, capacity=CAP, service_time=0.01) as server:
-            peak = 0
-
-            async def watch() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, server.in_service)
-                    await asyncio.sleep(0.001)
-
-            watcher = asyncio.ensure_future(watch())
-            t0 = time.monotonic()
-            results = await fleet(str(server.url), url_of_store, PROCS, WORKERS, 600, 60)
-            wall = time.monotonic() - t0
-            watcher.cancel()
-            refused = server.shed_counts.get("capacity", 0)
-        ok = sum(int(r["ok"]) for r in results)
-        failed = sum(int(r["failed"]) for r in results)
-        fallbacks = sum(int(r["fallbacks"]) for r in results)
+    for label, url_of_store in (("no store", None), ("store", store_url)):
+        r = await capacity_run(url_of_store, 600)
         print(
-            f"capacity, {label}: {ok} ok, {failed} failed, most in service {peak}, "
-            f"{refused} answered 503, {wall:.2f} s, store fell over {fallbacks} times"
+            f"capacity, {label}: {r['ok']} ok, {r['failed']} failed, most in service "
+            f"{r['peak']}, {r['refused_503']} answered 503, {r['wall_seconds']:.2f} s, store "
+            f"fell over {r['fallbacks']} times"
         )
 
 
 async def rate(store_url: str) -> None:
-    for label, url_of_store in (("no store", "-"), ("store", store_url)):
+    for label, url_of_store in (("no store", None), ("store", store_url)):
         async with FaultServer(record=False, rate_limit=50, compute_retry_after=True) as server:
             samples: list[tuple[float, int, int]] = []
 
@@ -160,7 +96,7 @@ async def rate(store_url: str) -> None:
 
 async def cost(store_url: str, redis_port: int) -> None:
     async with FaultServer(record=False) as server:
-        for label, url_of_store in (("no store", "-"), ("store", store_url)):
+        for label, url_of_store in (("no store", None), ("store", store_url)):
             _, before = await redis_info(redis_port)
             results = await fleet(str(server.url), url_of_store, 1, 1, 2000, 60)
             calls = (await redis_info(redis_port))[1] - before
@@ -204,11 +140,7 @@ async def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--client"]:
-        url, store_url, workers, requests, seconds = sys.argv[2:7]
-        asyncio.run(client(url, store_url, int(workers), int(requests), float(seconds)))
-    else:
-        parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-        parser.add_argument("--scenarios", default="capacity,rate,cost,ops")
-        args = parser.parse_args()
-        asyncio.run(main(args.scenarios.split(",")))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenarios", default="capacity,rate,cost,ops")
+    args = parser.parse_args()
+    asyncio.run(main(args.scenarios.split(",")))

@@ -541,3 +541,77 @@ def test_tail_targets_from_summaries() -> None:
     assert [t["verdict"] for t in targets] == ["held", "held", "NOT held"]  # more requests
     assert targets[0]["measured"] == "20.0 vs 1000.0 ms (0.020 x)"
     assert "1.0200 vs 1.0100 requests per call" in targets[2]["measured"]
+
+
+def test_fleet_runs_only_when_named() -> None:
+    """The fleet scenario (client processes and a Redis of its own) is not a runner cell: the
+    default run leaves it out, and naming it makes no cell of the runner."""
+    full = _config(build_parser().parse_args(["bench"]))
+    assert all(c.scenario.kind != "fleet" for c in full.cells)
+    assert _config(build_parser().parse_args(["bench", "--scenarios", "fleet"])).cells == ()
+
+
+def test_fleet_without_redis_server_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiohttp_resilient._cli._bench import _fleet
+
+    monkeypatch.setattr(_fleet, "REDIS_SERVER", "/nonexistent/redis-server")
+    said: list[str] = []
+    assert _fleet.run_fleet(quick=True, runs=1, log=said.append) is None
+    assert said == ["fleet skipped: redis-server is not installed (Debian package redis-server)"]
+
+
+@pytest.mark.skipif(
+    not os.access(shutil.which("redis-server") or "/usr/bin/redis-server", os.X_OK),
+    reason="redis-server is not installed (Debian package redis-server)",
+)
+def test_fleet_scenario_reports_the_fleet_wide_cap(tmp_path: Path) -> None:
+    """bench --quick --scenarios fleet: 4 processes without and with a store against a host of
+    capacity 8; the store's run keeps the host at 8 at once with no 503 and every request ok,
+    and the tables and targets say so."""
+    proc = _bench(tmp_path, "--scenarios", "fleet", "--no-plot", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    runs = result["fleet"]["runs"]
+    assert [r["store"] for r in runs] == [False, True]
+    with_store = runs[1]
+    assert with_store["peak"] <= 8
+    assert with_store["refused_503"] == 0
+    assert with_store["ok"] == with_store["requests"] == 4 * 150
+    assert runs[0]["refused_503"] > 0  # alone, the processes overrun the host
+    verdicts = {t["target"]: t["verdict"] for t in result["targets"]}
+    assert verdicts == {
+        "fleet: most in service at once <= 8 with the store": "held",
+        "fleet: 100% success with the store": "held",
+    }
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "### fleet" in summary
+    assert "| store | 100.0% |" in summary
+    assert "fleet: most in service at once <= 8" in proc.stdout
+
+
+def test_fleet_targets_from_runs() -> None:
+    """The fleet's targets hold only when every run with the store kept the host at 8 at once
+    and every request succeeded."""
+    from aiohttp_resilient._cli._bench._fleet import fleet_markdown, fleet_targets
+
+    def run(store: bool, peak: int, ok: int) -> dict[str, Any]:
+        return {
+            "store": store,
+            "requests": 600,
+            "ok": ok,
+            "failed": 600 - ok,
+            "peak": peak,
+            "refused_503": 0 if store else 280,
+            "wall_seconds": 6.0,
+            "goodput": ok / 6.0,
+            "fallbacks": 0,
+            "round": 0,
+        }
+
+    held = {"description": "d", "requests_per_process": 150, "runs": [run(False, 8, 600)]}
+    held["runs"].append(run(True, 8, 600))
+    assert [t["verdict"] for t in fleet_targets(held)] == ["held", "held"]
+    over = {**held, "runs": [run(False, 8, 600), run(True, 9, 599)]}
+    assert [t["verdict"] for t in fleet_targets(over)] == ["NOT held", "NOT held"]
+    assert fleet_targets({**held, "runs": [run(False, 8, 600)]}) == []
+    assert "| store | 99.8% | 9 | 0 |" in "\n".join(fleet_markdown(over))

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import importlib.metadata
+import inspect
 import os
 import platform
 import ssl as ssl_module
@@ -268,6 +269,16 @@ def resilient_session(
             "store= as a URL needs the session's own connector: with connector=, "
             "pass a RedisStore you close yourself"
         )
+    headers = session_options.pop("headers", None)
+    if "request_class" in session_options:
+        # Theirs: our User-Agent goes in the session's headers instead (a merge per request).
+        headers = _merge_headers({hdrs.USER_AGENT: default_user_agent()}, headers)
+    else:
+        session_options["request_class"] = _request_class()
+        if headers is not None:
+            headers = _merge_headers({}, headers)  # checked here, merged by aiohttp
+    if store is not None:  # checked before a store (and its client) is made for nothing
+        _check_session_keywords(session_options)
     shared, owned = (None, False) if store is None else open_store(store)
     retry = RetryMiddleware(
         policy,
@@ -278,14 +289,6 @@ def resilient_session(
         idle_timeout=tuning.idle_timeout or None,
         hedge=hedge,
     )
-    headers = session_options.pop("headers", None)
-    if "request_class" in session_options:
-        # Theirs: our User-Agent goes in the session's headers instead (a merge per request).
-        headers = _merge_headers({hdrs.USER_AGENT: default_user_agent()}, headers)
-    else:
-        session_options["request_class"] = _request_class()
-        if headers is not None:
-            headers = _merge_headers({}, headers)  # checked here, merged by aiohttp
     # Everything is checked: only now is a connector made (an error leaves nothing to close).
     if connector is None:
         options: dict[str, Any] = {
@@ -314,6 +317,19 @@ def resilient_session(
     # aiohttp re-runs the chain once on its own after a disconnect; the middleware owns retries.
     turn_off_hidden_retry(session)
     return session
+
+
+def _check_session_keywords(options: Mapping[str, Any]) -> None:
+    """Raise the ``TypeError`` aiohttp would for a keyword ``ClientSession`` does not take."""
+    try:
+        _session_signature().bind_partial(**options)
+    except TypeError as exc:
+        raise TypeError(f"aiohttp.ClientSession: {exc}") from None
+
+
+@functools.cache
+def _session_signature() -> inspect.Signature:
+    return inspect.signature(aiohttp.ClientSession)
 
 
 def session_health(session: aiohttp.ClientSession) -> HostHealth | None:

@@ -102,6 +102,11 @@ class MemoryBreakers:
     def __init__(self) -> None:
         self._breakers: dict[str, _Breaker] = {}
 
+    def sweep(self, now: float) -> None:
+        """Forget the breakers whose last break ended more than ``IDLE_KEPT`` ago."""
+        for host in [h for h, b in self._breakers.items() if now - b.until > IDLE_KEPT]:
+            del self._breakers[host]
+
     def news(self, host: str, now: float) -> BreakerNews | None:
         """The open breaker's news for an acquire, or ``None`` while closed."""
         b = self._breakers.get(host)

@@ -39,6 +39,9 @@ POLL_FIRST: Final = 0.005
 POLL_MAX: Final = 0.05
 #: Seconds between tries to give back leases the store may hold for nobody (see ``_orphan``).
 ORPHAN_RETRY: Final = 0.25
+#: Seconds a host the fleet paced stays marked so after it went idle here (the store's next
+#: answer for it says again), and between two sweeps of such hosts.
+PACED_IDLE: Final = 60.0
 
 
 class _Waiting:
@@ -70,9 +73,11 @@ class FleetLimiter(HostLimiter):
         "_closed_alone",
         "_contenders",
         "_leases",
+        "_next_forget",
         "_orphaner",
         "_orphans",
         "_paced",
+        "_paced_idle",
         "_probes",
         "_renewer",
         "_reports",
@@ -107,6 +112,9 @@ class FleetLimiter(HostLimiter):
         self._contenders: dict[HostKey, int] = {}
         #: Hosts the fleet paces now (rate or pause): their freed leases go back to the store.
         self._paced: set[HostKey] = set()
+        #: Of those, the idle ones, by when they went idle (loop time); and the next sweep.
+        self._paced_idle: dict[HostKey, float] = {}
+        self._next_forget = 0.0
         self._to_release: dict[HostKey, list[str]] = {}
         #: Lease members the store may hold though no request here does (see ``_orphan``).
         self._orphans: dict[HostKey, list[str]] = {}
@@ -189,8 +197,24 @@ class FleetLimiter(HostLimiter):
             self._give_back(key, lease)
         if not self._leases.get(key) and not waiting:
             # An idle host is forgotten, but for its pacing: it holds until the store's next
-            # answer for the host says it is over (a hedge stands down meanwhile).
+            # answer for the host says it is over (a hedge stands down meanwhile), or for
+            # PACED_IDLE: a crawler's hosts throttled once do not pile up.
             self._contenders.pop(key, None)
+            if key in self._paced or self._paced_idle:
+                self._forget_paced(key)
+
+    def _forget_paced(self, idle: HostKey) -> None:
+        now = asyncio.get_running_loop().time()
+        if idle in self._paced:
+            self._paced_idle[idle] = now
+        if now < self._next_forget:
+            return
+        self._next_forget = now + PACED_IDLE
+        for key, since in list(self._paced_idle.items()):
+            if now - since >= PACED_IDLE or key not in self._paced:
+                del self._paced_idle[key]
+                if key not in self._leases and key not in self._waiting:
+                    self._paced.discard(key)
 
     def _under_share(self, key: HostKey) -> bool:
         # Whether this process holds fewer of the host's slots than its fair share among the
@@ -396,10 +420,11 @@ class FleetLimiter(HostLimiter):
                             future.set_exception(FleetOpenError(broken))
                     return
                 self._contenders[key] = contenders
+                self._paced_idle.pop(key, None)
                 if delays or paused:  # paced by the fleet: every lease through the store
                     self._paced.add(key)
-                else:
-                    self._paced.discard(key)
+                elif granted:  # granted off any schedule: the host is not paced (a refusal
+                    self._paced.discard(key)  # says nothing: its answer has no delays)
                 for i, member in enumerate(members[:granted]):
                     self._hand(key, waiting, member, delays[i] if delays else 0.0)
                 if granted:

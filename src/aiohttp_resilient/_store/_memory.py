@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from typing import Final
 
 from .._health._breaker import BreakerPolicy
 from .._health._rate import AdaptiveRatePolicy, RateState
@@ -15,6 +16,11 @@ from ._breaker import BreakerNews, MemoryBreakers, Report, Verdict
 from ._budget import budget_totals
 
 __all__ = ["MemoryStore"]
+
+#: Seconds a host's adaptive rate is kept after its last send or throttle (the Redis store's
+#: rate key lives as long), and between two sweeps of idle hosts.
+RATE_IDLE: Final = 600.0
+SWEEP_EVERY: Final = 60.0
 
 
 class MemoryStore(HealthStore):
@@ -41,6 +47,10 @@ class MemoryStore(HealthStore):
         self._rates: dict[str, RateState] = {}
         self._breakers = MemoryBreakers()
         self._budgets: dict[str, dict[int, list[int]]] = {}
+        self._budget_used: dict[str, float] = {}
+        #: When each host's rate was last used; idle hosts are swept from every dict.
+        self._rate_used: dict[str, float] = {}
+        self._next_sweep = clock() + SWEEP_EVERY
 
     def _live(self, host: str, now: float) -> dict[str, float]:
         leases = self._leases.get(host)
@@ -61,6 +71,8 @@ class MemoryStore(HealthStore):
         breaker: bool = False,
     ) -> Grant:
         now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
         if breaker and (news := self._breakers.news(host, now)) is not None:
             return Grant(0, news.wait, False, 0, broken=news)
         waiting = self._waiting.setdefault(host, {})
@@ -96,6 +108,7 @@ class MemoryStore(HealthStore):
         rate = self._rates.get(host)
         if rate is None:
             rate = self._rates[host] = RateState(policy, now)
+        self._rate_used[host] = now
         for _ in range(sends):
             rate.success(now)
         if not rate.enabled:
@@ -121,7 +134,9 @@ class MemoryStore(HealthStore):
     async def budget_sync(
         self, host: str, width: float, requests: int, spent: int, refunds: Sequence[int]
     ) -> tuple[int, int]:
-        current = math.floor(self._clock() / width)
+        now = self._clock()
+        current = math.floor(now / width)
+        self._budget_used[host] = now
         return budget_totals(self._budgets.setdefault(host, {}), current, requests, spent, refunds)
 
     async def throttle(self, host: str, rate: AdaptiveRatePolicy) -> float | None:
@@ -129,7 +144,27 @@ class MemoryStore(HealthStore):
         state = self._rates.get(host)
         if state is None:
             state = self._rates[host] = RateState(rate, now)
+        self._rate_used[host] = now
         return state.rate if state.throttle(now) else None
+
+    def _sweep(self, now: float) -> None:
+        # Hosts idle for long leave nothing behind, as their keys expire in Redis: expired
+        # leases, pauses and refusals, rates and budgets unused for RATE_IDLE, and breakers
+        # closed or long over.
+        self._next_sweep = now + SWEEP_EVERY
+        for host in list(self._leases):
+            if not self._live(host, now):
+                del self._leases[host]
+        for host in [h for h, until in self._paused.items() if until <= now]:
+            del self._paused[host]
+        for host, waiting in list(self._waiting.items()):
+            if all(until <= now for until in waiting.values()):
+                del self._waiting[host]
+        for host in [h for h, used in self._rate_used.items() if now - used >= RATE_IDLE]:
+            del self._rates[host], self._rate_used[host]
+        for host in [h for h, used in self._budget_used.items() if now - used >= RATE_IDLE]:
+            del self._budgets[host], self._budget_used[host]
+        self._breakers.sweep(now)
 
     async def pause(self, host: str, seconds: float) -> None:
         until = self._clock() + seconds

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _cost
+from . import _cost, _fleet
 from ._clients import CLIENTS, OPT_IN_CLIENTS, TAIL_CLIENTS
 from ._report import (
     FULL_RUN_ONLY,
@@ -174,6 +174,8 @@ def _config(args: argparse.Namespace) -> BenchConfig:
         sweep = [16] if quick else [16, 64, 256]
         pairs = []
         for name in args.scenarios:
+            if table[name].kind == "fleet":
+                continue  # its own processes and Redis: run by _fleet, beside the runner's cells
             own = table[name].concurrency
             chosen = args.concurrency or ([own] if own is not None else sweep)
             pairs.extend((name, c) for c in chosen)
@@ -252,14 +254,26 @@ def run(args: argparse.Namespace) -> int:
             file=err,
             flush=True,
         )
-    raw = run_suite(config, lambda line: print(line, file=err, flush=True))
+
+    def log(line: str) -> None:
+        print(line, file=err, flush=True)
+
+    raw = run_suite(config, log)
     summaries = aggregate(raw)
     targets = evaluate_targets(summaries, raw["scenario_params"], quick=config.quick)
+    fleet = None
+    if "fleet" in (args.scenarios or ()):
+        rounds = args.runs or (QUICK_HEALTH_RUNS if config.quick else FULL[0])
+        fleet = _fleet.run_fleet(quick=config.quick, runs=rounds, log=log)
+        raw["fleet"] = fleet if fleet is not None else {"skipped": _fleet.unavailable()}
+        targets += [] if fleet is None else _fleet.fleet_targets(fleet)
     write_json(out / "results.json", raw, summaries, targets)
     for failure in raw["failures"]:
         print(f"failed run: {failure['scenario']} c={failure['concurrency']}: {failure['error']}")
     (out / "summary.md").write_text(markdown(raw, summaries, targets), encoding="utf-8")
     print(terminal_tables(raw, summaries))
+    if fleet is not None:
+        print(_fleet.fleet_terminal(fleet))
     print("\nTargets:")
     for t in targets:
         why = f" ({t['why']})" if "why" in t else ""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ._clients import ATTEMPTS
+from ._fleet import fleet_markdown
 from ._runner import BUCKET
 from ._scenarios import HEALTH_KINDS
 
@@ -601,6 +602,11 @@ def markdown(raw: dict[str, Any], summaries: Sequence[dict[str, Any]], targets: 
         if size is not None:
             lines += [_size_line(size), ""]
         lines += _markdown_table(rows, header)
+    fleet = raw.get("fleet")
+    if fleet is not None and "runs" in fleet:
+        lines += fleet_markdown(fleet)
+    elif fleet is not None:
+        lines += ["", "### fleet", "", f"Skipped: {fleet['skipped']}."]
     lines += ["", "### Targets", ""]
     lines += _markdown_table(
         [

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from ...testing import Fault
+from ._fleet import DESCRIPTION as FLEET_DESCRIPTION
+from ._fleet import PROCS as FLEET_PROCS
 
 __all__ = [
     "CAPACITY",
@@ -53,7 +55,8 @@ class Scenario:
         name: Its name on the command line and in reports (``fin-5%``).
         kind: ``fin``, ``rst``, ``cut`` (body cut mid-way), ``503`` (bursts with Retry-After),
             ``race`` (the server closes keep-alive connections without notice), ``overload``,
-            ``ratelimit``, ``brownout`` (an outage mid-run) or ``restart``.
+            ``ratelimit``, ``brownout`` (an outage mid-run), ``restart``, ``tail``, or ``fleet``
+            (client processes sharing a Redis store: run by ``_fleet.py``, not the runner).
         rate: The fraction of requests faulted (for ``fin``, ``rst``, ``cut``).
         description: One line for the reports.
         burst: ``503``: this many consecutive 503s in every :attr:`burst_every` requests.
@@ -278,6 +281,7 @@ def scenarios(*, quick: bool) -> dict[str, Scenario]:
             _brownout("brownout-503", busy, "503 (no Retry-After)", quick=quick),
             _restart(quick=quick),
             _tail(quick=quick),
+            Scenario("fleet", "fleet", 0.0, FLEET_DESCRIPTION, concurrency=FLEET_PROCS),
         )
     }
 
