@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import signal
 import sys
 import time
