@@ -364,6 +364,8 @@ async def _run_fleet(
             str(workers),
             str(requests),
             "8",
+            "10",  # the default lease TTL, and a store timeout no loop lag of a loaded
+            "2.0",  # machine reaches: these processes must never go on alone
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
@@ -386,6 +388,7 @@ async def test_four_processes_hold_eight_in_flight_fleet_wide(
     assert oks == [200] * 4
     assert fails == [0] * 4
     if shared:
+        assert [line.split()[3] for line in results] == ["0"] * 4  # none went on alone
         assert server.peak <= 8
         assert server.peak >= 6  # the cap is used, not starved
     else:
