@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import sys
 from collections.abc import AsyncIterator, Awaitable
@@ -623,7 +624,11 @@ async def test_keepalive_compare_hint_runs_as_printed() -> None:
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, out
-    assert "an idle connection survived gaps up to 4.00 s" in out.decode()
+    # One 4 s gap, as long as the pool's idle time: measured 4.00 s, or a little more when
+    # the loop is late (a loaded machine), and judged ok either way.
+    line = re.search(r"^  keep-alive .*$", out.decode(), re.MULTILINE)
+    assert line is not None, out
+    assert re.search(r"  ok +an idle connection survived gaps up to 4\.\d\d s", line[0]), line[0]
 
 
 def test_printed_diagnose_commands_measure_the_same_path() -> None:
