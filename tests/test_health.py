@@ -26,6 +26,7 @@ from aiohttp_resilient import (
     RetryMiddleware,
     resilient_session,
 )
+from aiohttp_resilient._retry._classify import Signal
 from aiohttp_resilient.testing import Fault, FaultServer
 
 #: A budget of exactly one retry in its window (no traffic-based share).
@@ -590,3 +591,49 @@ async def test_drops_of_a_burst_sent_before_a_cut_do_not_cut_again(
     cuts = [r for r in caplog.records if getattr(r, "event", None) == "adaptive_limit"]
     assert len(cuts) == 1  # the first four drops cut it; the other four are not counted
     assert health.live_limit(key_of(fault_server)) == cuts[0].limit  # type: ignore[attr-defined]
+
+
+def test_fast_path_counts_land_when_they_happened() -> None:
+    """Calls and answers counted on a host's record reach the budget in the time slot they
+    came in: a burst, a quiet minute, then one call: only that call's share is left."""
+    now = [1000.0]
+    health = HostHealth(HealthPolicy(), limiter=HostLimiter(8), clock=lambda: now[0])
+    assert health.limiter is not None
+    key = ("http", "quiet.test", 80)
+    floor = health.budget_left(key)
+    assert floor is not None
+    for _ in range(8):
+        entered = health.try_enter(key, now[0])
+        assert entered is not None
+        now[0] += 0.005
+        health.answered(key, entered, now[0] - 0.005, now[0])
+        health.limiter.release(key)
+    now[0] += 60  # the 10 s window has passed: the burst's share has expired
+    assert health.try_enter(key, now[0]) is not None
+    assert health.budget_left(key) == pytest.approx(floor + BudgetPolicy().ratio)
+
+
+def test_fast_path_answers_sent_under_an_old_limit_are_not_its_samples() -> None:
+    """Answers of attempts sent before the adaptive limit changed do not count in the new
+    limit's window, as a claimed attempt's would not."""
+    now = [1000.0]
+    health = HostHealth(HealthPolicy(), limiter=HostLimiter(64), clock=lambda: now[0])
+    key = ("http", "busy.test", 80)
+    sent = []
+    for _ in range(64):
+        entered = health.try_enter(key, now[0])
+        assert entered is not None
+        sent.append((entered, now[0]))
+        now[0] += 0.001
+    limit = health._hosts[key].limit
+    assert limit is not None
+    for entered, started in sent[:13]:  # a fifth of the window throttled: the limit is cut
+        now[0] += 0.001
+        health.claim_after(key, entered, started).end(Signal.THROTTLED, now[0])
+    assert limit.epoch == 1
+    for entered, started in sent[13:53]:  # the others answer, sent under the old limit
+        now[0] += 0.001
+        health.answered(key, entered, started, now[0])
+    now[0] += 0.2
+    health.strain(key, now[0])  # reads the host: the answers are told to the mechanisms
+    assert limit._samples == 0

@@ -218,7 +218,7 @@ async def test_the_fast_paths_settled_requests_count_for_the_fleet() -> None:
     key = ("http", "example.test", 80)
     entered = health.try_enter(key, time.monotonic())
     assert entered is not None
-    record, _ = entered
+    record = entered[0]
     record.asked += 3  # three more calls went the fast path
     health.settle(key, record, time.monotonic())
     budget = record.budget

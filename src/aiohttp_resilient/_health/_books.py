@@ -26,8 +26,10 @@ from ._policy import CircuitEvent, CircuitHook, HealthPolicy
 
 __all__ = ["SETTLE_EVERY", "HostBooks"]
 
-#: Seconds the fast path's counts may wait before the mechanisms are told them (their time
-#: slots are a second or more wide).
+#: The fast path's counts are told to the mechanisms at the first call or answer this many
+#: seconds after they were last told, or before anything reads them; each count is told with
+#: the time of the last of its kind, so it lands within this of when it happened (the
+#: mechanisms' time slots are a second or more wide).
 SETTLE_EVERY: Final = 0.1
 
 
@@ -52,16 +54,21 @@ class HostBooks:
         if asked:
             record.asked = 0
             if record.budget is not None:
-                record.budget.deposit(now, asked)
+                record.budget.deposit(record.asked_at, asked)
         if ok:
-            record.ok = 0
+            stale, record.ok, record.ok_stale = record.ok_stale, 0, 0
             at = record.ok_at
             if record.breaker is not None:
                 record.breaker.succeeded(at, ok)
             if record.rate is not None:
                 record.rate.success(at, ok)
             limit = record.limit
-            if limit is not None and self.limiter is not None and limit.answered(ok):
+            if (
+                limit is not None
+                and self.limiter is not None
+                and ok > stale
+                and limit.answered(ok - stale)
+            ):
                 self._limit_changed(key, limit)
 
     def _record_outcome(
@@ -184,8 +191,6 @@ class HostBooks:
 
     def _limit_changed(self, key: HostKey, limit: LimitState) -> None:
         assert self.limiter is not None
-        if (record := self._hosts.get(key)) is not None:
-            record.limit_changed_at = self._clock()
         self.limiter.set_limit(key, limit.limit)
         if logger.isEnabledFor(logging.INFO):
             logger.info(

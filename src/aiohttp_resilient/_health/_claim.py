@@ -66,14 +66,15 @@ class _Record:
 
     __slots__ = (
         "asked",
+        "asked_at",
         "breaker",
         "budget",
         "changed",
         "fastest",
         "limit",
-        "limit_changed_at",
         "ok",
         "ok_at",
+        "ok_stale",
         "rate",
         "settle_at",
         "touched",
@@ -101,13 +102,12 @@ class _Record:
         self.touched = now
         #: Times the breaker went from closed to open (for stats).
         self.trips = 0
-        # The fast path's counts, not yet told to the mechanisms (HostHealth.settle): calls
-        # that went at once, answers below 400 and when the last came, and when to tell them.
-        self.asked = self.ok = 0
-        self.ok_at = self.settle_at = now
-        #: When the adaptive limit last changed (an attempt sent before then was sent under
-        #: the old limit: its sample is not counted).
-        self.limit_changed_at = now
+        # The fast path's counts, not yet told to the mechanisms (HostBooks.settle): calls
+        # that went at once and answers below 400, each with when the last came (all of them
+        # came within SETTLE_EVERY of it), those of the answers sent under an adaptive limit
+        # that has changed since, and when to tell them.
+        self.asked = self.ok = self.ok_stale = 0
+        self.asked_at = self.ok_at = self.settle_at = now
 
 
 class HostClaim:

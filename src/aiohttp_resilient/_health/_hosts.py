@@ -19,7 +19,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from .._exceptions import CircuitOpenError
 from .._store._breaker import FleetOpenError
@@ -38,7 +38,11 @@ if TYPE_CHECKING:
     from .._store._base import HealthStore
     from .._store._budget import FleetBudgets
 
-__all__ = ["HostHealth"]
+__all__ = ["Entered", "HostHealth"]
+
+#: What :meth:`HostHealth.try_enter` gives a call's first attempt: the host's record, the
+#: attempts in flight to it with this one, and the adaptive limit's epoch when it went.
+Entered: TypeAlias = tuple[_Record, int, int]
 
 #: A host not claimed for this many seconds is forgotten at the next sweep (its breaker, limit
 #: and rate start afresh): a crawler's dead and throttling hosts do not pile up.
@@ -291,13 +295,15 @@ class HostHealth(HostBooks):
     # (settle) at most SETTLE_EVERY seconds later, and before anything reads or changes them.
     # A failure gets its claim after the fact (claim_after).
 
-    def try_enter(self, key: HostKey, now: float) -> tuple[_Record, int] | None:
+    def try_enter(self, key: HostKey, now: float) -> Entered | None:
         """Take a slot of calm ``key`` for a call's first attempt (the hot path): its record
         and the attempts in flight to it now (for :meth:`claim_after`); ``None``: the call
         goes through :meth:`try_claim` or :meth:`claim` instead."""
         record = self._hosts.get(key)
         if record is None:
             record = self._new_record(key, now)
+        elif now >= record.settle_at:
+            self.settle(key, record, now)
         breaker = record.breaker
         if breaker is not None and breaker.state is not CircuitState.CLOSED:
             return None
@@ -305,35 +311,42 @@ class HostHealth(HostBooks):
         if rate is not None and rate.enabled:
             return None
         limit = record.limit
-        if limit is not None and limit.limit < limit.ceiling:
-            return None
+        epoch = 0
+        if limit is not None:
+            if limit.limit < limit.ceiling:
+                return None
+            epoch = limit.epoch
         limiter = self.limiter
         in_flight = 0 if limiter is None else limiter.try_acquire(key)
         if not in_flight and limiter is not None:
             return None
-        record.touched = now
+        record.touched = record.asked_at = now
         record.asked += 1
-        return record, in_flight
+        return record, in_flight, epoch
 
-    def answered(self, key: HostKey, record: _Record, started: float, now: float) -> None:
+    def answered(self, key: HostKey, entered: Entered, started: float, now: float) -> None:
         """An attempt of :meth:`try_enter` got an answer below 400 (its slot is the caller's
         to give back)."""
+        record = entered[0]
         if now >= record.settle_at:
             self.settle(key, record, now)
         record.ok += 1
         record.ok_at = now
+        limit = record.limit
+        if limit is not None and limit.epoch != entered[2]:
+            record.ok_stale += 1  # sent under the limit before: not a sample of this one
         elapsed = now - started
         if elapsed < record.fastest:
             record.fastest = elapsed
 
-    def claim_after(self, key: HostKey, entered: tuple[_Record, int], started: float) -> HostClaim:
+    def claim_after(self, key: HostKey, entered: Entered, started: float) -> HostClaim:
         """The claim of an attempt of :meth:`try_enter` that did not end in an answer below
         400, made now to book its outcome as any claim's."""
-        record, in_flight = entered
+        record, in_flight, epoch = entered
         claim = HostClaim(self, record, key, started, False, self.limiter is not None, None)
-        claim.in_flight = in_flight  # as it went (the adaptive limit cuts from what was in use)
-        if record.limit_changed_at > started:
-            claim.epoch = -1  # sent under the limit before: its sample says nothing of this one
+        # As it went: the adaptive limit cuts from what was in use, and an attempt sent under
+        # a limit that has changed since says nothing of the new one.
+        claim.in_flight, claim.epoch = in_flight, epoch
         return claim
 
     async def claim(

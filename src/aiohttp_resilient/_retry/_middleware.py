@@ -16,8 +16,8 @@ import aiohttp
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, hdrs
 
 from .._exceptions import BodyNotReplayableError, RetriesExhaustedError
-from .._health._claim import HostClaim, _Record
-from .._health._hosts import HostHealth
+from .._health._claim import HostClaim
+from .._health._hosts import Entered, HostHealth
 from .._health._limiter import HostKey, HostLimiter
 from .._health._policy import HealthPolicy
 from .._hedge._delay import HedgeWindow
@@ -303,7 +303,7 @@ class RetryMiddleware:
                 health.limiter.release(key)
             raise
         if resp.status < 400:  # the hot path: two counts on the host's record, no claim
-            self._served_first(req, resp, entered[0], key, started, idle)
+            self._served_first(req, resp, entered, key, started, idle)
             return resp
         claim = health.claim_after(key, entered, started)
         refusal = self._answered(req, resp, claim, None, started, policy, idempotent, key, idle)
@@ -376,19 +376,15 @@ class RetryMiddleware:
         self,
         req: ClientRequest,
         resp: ClientResponse,
-        record: _Record,
+        entered: Entered,
         key: HostKey,
         started: float,
         idle: IdleWatchdog | None,
     ) -> None:
         """Book a first attempt's answer below 400, handed back to the caller."""
-        if (hint := resp.headers.get(hdrs.KEEP_ALIVE)) is not None:
-            _note_keep_alive(req, hint)
-        now = self._clock()
         health = self._health
-        health.answered(key, record, started, now)
         limiter = health.limiter
-        if limiter is not None:
+        if limiter is not None:  # first, so that nothing below can keep the slot
             # The slot stays taken while the caller streams the body: it is freed with the
             # connection (None: the body arrived whole, it is back already).
             connection = resp.connection
@@ -396,6 +392,10 @@ class RetryMiddleware:
                 limiter.release(key)
             else:
                 connection.add_callback(functools.partial(limiter.release, key))
+        if (hint := resp.headers.get(hdrs.KEEP_ALIVE)) is not None:
+            _note_keep_alive(req, hint)
+        now = self._clock()
+        health.answered(key, entered, started, now)
         stats = self._stats
         if stats is not None:
             elapsed = now - started
