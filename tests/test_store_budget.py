@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -226,4 +226,32 @@ async def test_the_fast_paths_settled_requests_count_for_the_fleet() -> None:
     assert budget.pending_requests == 4
     await asyncio.sleep(0.6)  # the batch goes
     assert await store.budget_sync("http://example.test:80", 1.0, 0, 0, []) == (4, 0)
+    await store.close()
+
+
+class _SlowStore(MemoryStore):
+    """A store whose budget exchanges take 20 ms (a round trip under the store's timeout)."""
+
+    async def budget_sync(
+        self, host: str, width: float, requests: int, spent: int, refunds: Sequence[int]
+    ) -> tuple[int, int]:
+        await asyncio.sleep(0.02)
+        return await super().budget_sync(host, width, requests, spent, refunds)
+
+
+async def test_charges_on_their_way_to_the_store_still_count() -> None:
+    """A budget of 5 retries allows 5 while earlier charges are still on their way to the
+    store: the totals an exchange brings back lack the charges sent after it."""
+    store = _SlowStore()
+    policy = HealthPolicy(budget=BudgetPolicy(ratio=0.0, min_per_second=0.5, ttl=10.0))
+    health = HostHealth(policy, store=store)
+    key = ("http", "slow.test", 80)
+    health._new_record(key, time.monotonic())
+    allowed = 0
+    for _ in range(40):
+        allowed += health.charge(key, time.monotonic())
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.1)
+    assert allowed == 5
+    assert await store.budget_sync("http://slow.test:80", 1.0, 0, 0, []) == (0, 5)
     await store.close()

@@ -49,7 +49,10 @@ class SharedBudget(BudgetState):
         "pending_refunds",
         "pending_requests",
         "pending_spent",
+        "sent",
+        "synced",
         "synced_at",
+        "transit",
     )
 
     def __init__(self, policy: BudgetPolicy, now: float, host: str, fleet: FleetBudgets) -> None:
@@ -60,10 +63,16 @@ class SharedBudget(BudgetState):
         self.pending_requests = 0
         self.pending_spent = 0
         self.pending_refunds: list[int] = []  # each a refund of a charge made that many slots ago
+        #: Sent to the store, its answer not back yet: requests, charges, refunds (the
+        #: fleet's totals do not hold them yet, and this process must not forget them).
+        self.transit = [0, 0, 0]
         #: The fleet's counts over the window at the last exchange, and when it was.
         self.fleet_requests = 0.0
         self.fleet_spent = 0.0
         self.synced_at = -math.inf
+        #: Exchanges sent, and the last whose answer was taken (an older one coming back
+        #: later is not: its totals are older).
+        self.sent = self.synced = 0
 
     def _fresh(self) -> bool:
         return self._fleet.guard.up and self._fleet.clock() - self.synced_at < FRESH_FOR
@@ -77,13 +86,15 @@ class SharedBudget(BudgetState):
         if not self._fresh():
             return super().allowance(now)
         policy = self._policy
-        requests = self.fleet_requests + self.pending_requests
+        requests = self.fleet_requests + self.pending_requests + self.transit[0]
         return policy.min_per_second * policy.ttl + policy.ratio * requests
 
     def spent(self, now: float) -> float:
         if not self._fresh():
             return super().spent(now)
-        return max(0.0, self.fleet_spent + self.pending_spent - len(self.pending_refunds))
+        transit = self.transit
+        own = self.pending_spent + transit[1] - len(self.pending_refunds) - transit[2]
+        return max(0.0, self.fleet_spent + own)
 
     def withdraw(self, now: float) -> Tier:
         allowance = self.allowance(now)
@@ -176,6 +187,12 @@ class FleetBudgets:
         if not self._may_call():
             return
         policy = budget._policy
+        transit = budget.transit
+        transit[0] += requests
+        transit[1] += spent
+        transit[2] += len(refunds)
+        budget.sent += 1
+        sent = budget.sent
         try:
             totals = await self.guard.run(
                 self.store.budget_sync,
@@ -187,6 +204,13 @@ class FleetBudgets:
             )
         except StoreDownError:
             return  # they count in this process's own slots; the fleet may have taken them
+        finally:
+            transit[0] -= requests
+            transit[1] -= spent
+            transit[2] -= len(refunds)
+        if sent < budget.synced:
+            return  # a later exchange's totals were taken already
+        budget.synced = sent
         budget.fleet_requests, budget.fleet_spent = totals
         budget.synced_at = self.clock()
 
