@@ -205,20 +205,22 @@ def _rows(result: dict[str, Any]) -> list[list[str]]:
 
 
 def fleet_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 19's targets: with the store, the host never has more than :data:`CAP` in service
-    at once, and every request succeeds."""
+    """Issue 19's targets: with the store, the host is never asked more than :data:`CAP` at
+    once, and every request succeeds. The host serves at most CAP and answers 503 to one more
+    at once, so its 503s are what counts the fleet's overruns (its "most in service" cannot
+    pass CAP, store or not)."""
     runs = [r for r in result["runs"] if r["store"]]
     if not runs:
         return []
-    peak = max(r["peak"] for r in runs)
+    refused = sum(r["refused_503"] for r in runs)
     alone = [r["refused_503"] for r in result["runs"] if not r["store"]]
     asked, ok = sum(r["requests"] for r in runs), sum(r["ok"] for r in runs)
     return [
         {
-            "target": f"fleet: most in service at once <= {CAP} with the store",
-            "measured": f"{peak}, {sum(r['refused_503'] for r in runs)} answered 503"
+            "target": f"fleet: never more than {CAP} asked at once with the store (0 answered 503)",
+            "measured": f"{refused} answered 503, most in service {max(r['peak'] for r in runs)}"
             + (f" (without the store: {_span(alone, 'd')} answered 503)" if alone else ""),
-            "verdict": "held" if peak <= CAP else "NOT held",
+            "verdict": "held" if refused == 0 else "NOT held",
         },
         {
             "target": "fleet: 100% success with the store",
