@@ -325,3 +325,20 @@ async def test_redis_stopped_while_the_fleet_breaker_is_open_the_process_probes_
     assert failed_after == []
     assert after.broken is None  # the fleet was told: closed
     assert after.granted == 1
+
+
+async def test_a_close_made_alone_does_not_close_a_newer_fleet_break(store: HealthStore) -> None:
+    """A process whose breaker closed while the store was down tells the store once it is
+    back: that closes a break older than its close, not one the fleet opened after it."""
+    policy = BreakerPolicy(break_duration=5.0, break_jitter=0, patience=None)
+    opened = Report("", Outcome.OPENED, 0.5, None, "5 failures")
+    await store.breaker_report(HOST, opened, policy)
+    await asyncio.sleep(0.05)
+    # Closed alone 1 s ago, before this break opened: the break stays.
+    late = Report("", Outcome.PROBE_SUCCEEDED, 0.0, None, "", closed_ago=1.0)
+    await store.breaker_report(HOST, late, policy)
+    assert (await store.acquire(HOST, "p1", ["a"], 8, None, True)).broken is not None
+    # Closed alone 10 ms ago, after it opened: the host is back for all.
+    fresh = Report("", Outcome.PROBE_SUCCEEDED, 0.0, None, "", closed_ago=0.01)
+    await store.breaker_report(HOST, fresh, policy)
+    assert (await store.acquire(HOST, "p1", ["b"], 8, None, True)).granted == 1

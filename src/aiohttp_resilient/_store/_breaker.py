@@ -59,6 +59,9 @@ class Report(NamedTuple):
     retry_after: float | None
     #: Why it opened, in words.
     reason: str
+    #: For a close this process made alone while the store was down, told once it is back:
+    #: seconds since then. A break the fleet opened after it stays open.
+    closed_ago: float = 0.0
 
 
 class BreakerNews(NamedTuple):
@@ -139,10 +142,11 @@ class MemoryBreakers:
 
     def report(self, host: str, report: Report, policy: BreakerPolicy, now: float) -> None:
         """A process's news of ``host`` (see :class:`Outcome`)."""
-        member, outcome, rnd, retry_after, reason = report
+        member, outcome, rnd, retry_after, reason, closed_ago = report
         b = self._breakers.get(host)
         if outcome is Outcome.PROBE_SUCCEEDED:
-            self._breakers.pop(host, None)  # the host is back, for all
+            if b is None or not closed_ago or b.since <= now - closed_ago:
+                self._breakers.pop(host, None)  # the host is back, for all
         elif b is None:
             if outcome is not Outcome.PROBE_ABANDONED:  # a failure: the fleet's breaker opens
                 pause, openings = next_break(policy, 0, 0.0, rnd, retry_after)

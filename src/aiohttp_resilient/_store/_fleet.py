@@ -20,6 +20,7 @@ import functools
 import itertools
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Final
 
@@ -131,7 +132,8 @@ class FleetLimiter(HostLimiter):
         self._reports: dict[HostKey, asyncio.Task[None]] = {}
         #: Hosts whose breaker this process closed while the store was down: the fleet is told
         #: before this process's next lease (else the store's stale "open" would re-open it).
-        self._closed_alone: set[HostKey] = set()
+        # Closes this process's breaker made alone while the store was down, and when.
+        self._closed_alone: dict[HostKey, float] = {}
 
     def __repr__(self) -> str:
         state = "up" if self.guard.up else "down"
@@ -319,7 +321,14 @@ class FleetLimiter(HostLimiter):
             return None
 
     def report_breaker(
-        self, key: HostKey, outcome: Outcome, rnd: float, retry_after: float | None, reason: str
+        self,
+        key: HostKey,
+        outcome: Outcome,
+        rnd: float,
+        retry_after: float | None,
+        reason: str,
+        *,
+        closed_at: float | None = None,
     ) -> None:
         """Tell the fleet what this process's breaker of ``key`` saw (sent by a task; a store
         that is down misses it, and each process goes on with its own breaker)."""
@@ -328,10 +337,11 @@ class FleetLimiter(HostLimiter):
             return
         member = "" if outcome is Outcome.OPENED else self._probes.pop(key, "")
         if outcome is not Outcome.PROBE_SUCCEEDED:
-            self._closed_alone.discard(key)  # a close not yet told is stale now
-        task = self._spawn(
-            self._store_report(key, Report(member, outcome, rnd, retry_after, reason), policy)
-        )
+            self._closed_alone.pop(key, None)  # a close not yet told is stale now
+        now = time.monotonic()
+        ago = 0.0 if closed_at is None else max(now - closed_at, 1e-3)
+        report = Report(member, outcome, rnd, retry_after, reason, ago)
+        task = self._spawn(self._store_report(key, report, policy, closed_at or now))
         self._reports[key] = task
         task.add_done_callback(functools.partial(self._report_done, key))
 
@@ -339,14 +349,16 @@ class FleetLimiter(HostLimiter):
         if self._reports.get(key) is task:
             del self._reports[key]
 
-    async def _store_report(self, key: HostKey, report: Report, policy: BreakerPolicy) -> None:
+    async def _store_report(
+        self, key: HostKey, report: Report, policy: BreakerPolicy, made_at: float
+    ) -> None:
         try:
             await self.guard.run(self.store.breaker_report, format_host(key), report, policy)
         except StoreDownError:
             if report.outcome is Outcome.PROBE_SUCCEEDED:
-                self._closed_alone.add(key)
+                self._closed_alone.setdefault(key, made_at)
             return
-        self._closed_alone.discard(key)
+        self._closed_alone.pop(key, None)
 
     # -- the store ---------------------------------------------------------------------------
 
@@ -395,9 +407,11 @@ class FleetLimiter(HostLimiter):
                 members = [self._member() for f in waiting.queue if not f.done()]
                 limit = self._live_limit(key)
                 waiting.wake.clear()
-                if key in self._closed_alone:  # the store is back: tell it first
-                    self._closed_alone.discard(key)
-                    self.report_breaker(key, Outcome.PROBE_SUCCEEDED, 0.0, None, "")
+                if (closed_at := self._closed_alone.pop(key, None)) is not None:
+                    # The store is back: tell it first (a break it opened since stays).
+                    self.report_breaker(
+                        key, Outcome.PROBE_SUCCEEDED, 0.0, None, "", closed_at=closed_at
+                    )
                 if (report := self._reports.get(key)) is not None:
                     await asyncio.wait((report,))  # this process's word on the breaker first
                 try:

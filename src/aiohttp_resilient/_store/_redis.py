@@ -186,7 +186,7 @@ class RedisStore(HealthStore):
         return _news(Verdict(int(verdict)), wait, down, why)
 
     async def breaker_report(self, host: str, report: Report, policy: BreakerPolicy) -> None:
-        member, outcome, rnd, retry_after, reason = report
+        member, outcome, rnd, retry_after, reason, closed_ago = report
         await self._breaker_report(
             keys=[self._key(host, "breaker")],
             args=[
@@ -200,6 +200,7 @@ class RedisStore(HealthStore):
                 rnd,
                 -1 if retry_after is None else retry_after,
                 reason,
+                closed_ago,
             ],
         )
 

@@ -108,7 +108,14 @@ BREAKER_REPORT: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local outcome = tonumber(ARGV[2])
-if outcome == 2 then return redis.call('DEL', KEYS[1]) end
+if outcome == 2 then
+    -- A close made alone while the store was down (ARGV[11]: seconds ago) does not close a
+    -- break the fleet opened after it.
+    local ago = tonumber(ARGV[11] or '0')
+    local since = tonumber(redis.call('HGET', KEYS[1], 'since') or '-1')
+    if ago > 0 and since > now - ago * 1000 then return 0 end
+    return redis.call('DEL', KEYS[1])
+end
 local bd, mult, maxb = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local jitter, patience = tonumber(ARGV[6]), tonumber(ARGV[7])
 local rnd, ra = tonumber(ARGV[8]), tonumber(ARGV[9])
