@@ -292,12 +292,13 @@ class HostHealth(HostBooks):
     # A call's first attempt to a calm host (breaker closed, rate not shaped, limit at its
     # ceiling) with a free slot goes without a HostClaim: it is counted on the host's record,
     # and its success is two numbers more there. The mechanisms are told those counts together
-    # (settle) at most SETTLE_EVERY seconds later, and before anything reads or changes them.
-    # A failure gets its claim after the fact (claim_after).
+    # (settle), each in the time slot it came in, and before anything reads or changes them.
+    # A failure gets its claim after the fact (claim_after). The calm checks repeat
+    # try_claim's rather than share a helper: a call more per request on the hot path.
 
     def try_enter(self, key: HostKey, now: float) -> Entered | None:
-        """Take a slot of calm ``key`` for a call's first attempt (the hot path): its record
-        and the attempts in flight to it now (for :meth:`claim_after`); ``None``: the call
+        """Take a slot of calm ``key`` for a call's first attempt (the hot path): what
+        :meth:`answered` and :meth:`claim_after` take (:data:`Entered`); ``None``: the call
         goes through :meth:`try_claim` or :meth:`claim` instead."""
         record = self._hosts.get(key)
         if record is None:
