@@ -179,7 +179,7 @@ class LimitState:
             self._max_in_flight = in_flight
         policy = self._policy
         limit = self.limit
-        full = policy.window_samples if policy.window_samples > limit else limit
+        full = self._window(limit)
         if dropped or throttled:
             if self._probing and in_flight >= limit:
                 return self._take_back()
@@ -208,12 +208,15 @@ class LimitState:
         """Count ``count`` answers below 400 sent at the ceiling (the fast path's, counted
         together: there, their number alone matters); returns whether the limit changed."""
         self._samples += count
-        policy = self._policy
         limit = self.limit
-        full = policy.window_samples if policy.window_samples > limit else limit
-        if self._samples < full:
+        if self._samples < self._window(limit):
             return False
         return self._close_window(limit)
+
+    def _window(self, limit: int) -> int:
+        # Samples a window holds: window_samples, or the limit when that is more.
+        window = self._policy.window_samples
+        return window if window > limit else limit
 
     def _close_window(self, limit: int) -> bool:
         refused = self._drops + self._throttles
